@@ -1,0 +1,477 @@
+//! Downloading a result link to disk: streamed, optionally un-gzipped on the way,
+//! written under a temporary name and renamed only when complete and verified.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+
+use crate::error::{Error, Result};
+use crate::secret::{Secret, redact_url};
+
+/// Size of the copy buffer: large buffers halve the syscalls and double throughput.
+const BUFFER: usize = 256 * 1024;
+
+/// A result download link (an Azure Blob SAS URL, valid 30 minutes).
+///
+/// Its `Debug` shows the link with the signature redacted; [`ResultLink::expose`] gives
+/// the usable link.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ResultLink(Secret);
+
+impl ResultLink {
+    /// Wraps a link.
+    pub fn new(url: impl Into<String>) -> ResultLink {
+        ResultLink(Secret::new(url.into()))
+    }
+
+    /// The usable link, signature included. It grants read access to the result.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+
+    /// The link with its `sig` value replaced by `REDACTED`, for display.
+    pub fn redacted(&self) -> String {
+        redact_url(self.0.expose())
+    }
+
+    /// The expiry the link carries (its `se` parameter, decoded), if any.
+    pub fn expires(&self) -> Option<String> {
+        let query = self.0.expose().split_once('?')?.1;
+        query
+            .split('&')
+            .find_map(|p| p.strip_prefix("se="))
+            .map(percent_decode)
+    }
+}
+
+impl std::fmt::Debug for ResultLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ResultLink").field(&self.redacted()).finish()
+    }
+}
+
+/// Where a download goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// This exact file.
+    File(PathBuf),
+    /// This directory, under the name the result host gives (`Content-Disposition`,
+    /// made safe), or the fallback name of the [`DownloadRequest`].
+    Dir(PathBuf),
+}
+
+/// What to download where, and how.
+#[derive(Debug, Clone)]
+pub struct DownloadRequest {
+    /// Where the file goes.
+    pub destination: Destination,
+    /// Un-gzip while streaming (GetFile results). Without it the bytes are kept as sent.
+    pub gunzip: bool,
+    /// Replace an existing file.
+    pub overwrite: bool,
+    /// The file name to use in a directory when the host gives no usable name.
+    pub fallback_name: String,
+}
+
+impl DownloadRequest {
+    /// A request for `destination` with fallback name `fallback_name`, not un-gzipping
+    /// and not overwriting.
+    pub fn new(destination: Destination, fallback_name: impl Into<String>) -> DownloadRequest {
+        DownloadRequest {
+            destination,
+            gunzip: false,
+            overwrite: false,
+            fallback_name: fallback_name.into(),
+        }
+    }
+}
+
+/// A finished download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Downloaded {
+    /// Where the file is.
+    pub path: PathBuf,
+    /// Bytes received from the host.
+    pub received: u64,
+    /// Bytes written to the file (differs from `received` when un-gzipped).
+    pub written: u64,
+    /// The name the host gave in `Content-Disposition`, unsanitised, if any.
+    pub original_name: Option<String>,
+}
+
+/// Picks the final path for a reply with `Content-Disposition` value `disposition`.
+pub(crate) fn final_path(req: &DownloadRequest, disposition: Option<&str>) -> PathBuf {
+    match &req.destination {
+        Destination::File(p) => p.clone(),
+        Destination::Dir(dir) => {
+            let name = disposition
+                .and_then(disposition_file_name)
+                .and_then(|n| {
+                    let n = if req.gunzip { strip_gz(&n) } else { &n };
+                    safe_file_name(n)
+                })
+                .unwrap_or_else(|| req.fallback_name.clone());
+            dir.join(name)
+        }
+    }
+}
+
+fn strip_gz(name: &str) -> &str {
+    let n = name.len();
+    if n >= 3 && name.is_char_boundary(n - 3) && name[n - 3..].eq_ignore_ascii_case(".gz") {
+        &name[..n - 3]
+    } else {
+        name
+    }
+}
+
+/// Streams `body` (announced as `content_length` bytes) into the file `req` names.
+pub(crate) fn save(
+    body: impl Read,
+    content_length: Option<u64>,
+    path: &Path,
+    req: &DownloadRequest,
+) -> Result<(u64, u64)> {
+    if !req.overwrite && path.exists() {
+        return Err(Error::Exists {
+            path: path.to_owned(),
+        });
+    }
+    let temp = temp_path(path);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)
+        .map_err(|e| Error::io(&temp, "create", e))?;
+    let outcome = write_body(body, content_length, file, &temp, req.gunzip)
+        .and_then(|counts| publish(&temp, path, req.overwrite).map(|()| counts));
+    if outcome.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    outcome
+}
+
+/// The temporary name beside `path`: `.NAME.mdlr-part`.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "download".into());
+    path.with_file_name(format!(".{name}.mdlr-part"))
+}
+
+fn write_body(
+    body: impl Read,
+    content_length: Option<u64>,
+    mut file: File,
+    temp: &Path,
+    gunzip: bool,
+) -> Result<(u64, u64)> {
+    let mut counted = Counting {
+        inner: body,
+        count: 0,
+    };
+    let copied = if gunzip {
+        let mut decoder = MultiGzDecoder::new(BufReader::with_capacity(BUFFER, &mut counted));
+        copy(&mut decoder, &mut file)
+    } else {
+        copy(&mut counted, &mut file)
+    };
+    let received = counted.count;
+    let short = content_length.filter(|&n| received < n);
+    let written = match copied {
+        Ok(n) => n,
+        Err(CopyError::Write(e)) => return Err(Error::io(temp, "write", e)),
+        Err(CopyError::Read(e)) => {
+            return Err(match short {
+                Some(expected) => Error::Incomplete { expected, received },
+                None if gunzip && e.kind() != io::ErrorKind::TimedOut => {
+                    Error::malformed("gzip stream", e.to_string())
+                }
+                None => Error::Transport {
+                    url: String::new(),
+                    message: format!("the download failed after {received} bytes: {e}"),
+                    source: Some(Box::new(e)),
+                },
+            });
+        }
+    };
+    if let Some(expected) = content_length
+        && received != expected
+    {
+        return Err(Error::Incomplete { expected, received });
+    }
+    file.sync_all().map_err(|e| Error::io(temp, "write", e))?;
+    Ok((received, written))
+}
+
+/// Moves the finished temporary file to its final name. Without `overwrite` the move
+/// never replaces a file that appeared meanwhile.
+fn publish(temp: &Path, path: &Path, overwrite: bool) -> Result<()> {
+    if overwrite {
+        return fs::rename(temp, path).map_err(|e| Error::io(path, "rename into", e));
+    }
+    match fs::hard_link(temp, path) {
+        Ok(()) => {
+            let _ = fs::remove_file(temp);
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::Exists {
+            path: path.to_owned(),
+        }),
+        // Filesystems without hard links: check, then rename.
+        Err(_) if !path.exists() => {
+            fs::rename(temp, path).map_err(|e| Error::io(path, "rename into", e))
+        }
+        Err(_) => Err(Error::Exists {
+            path: path.to_owned(),
+        }),
+    }
+}
+
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+fn copy(reader: &mut impl Read, writer: &mut impl Write) -> Result<u64, CopyError> {
+    let mut buf = vec![0u8; BUFFER];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        writer.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        total += n as u64;
+    }
+}
+
+struct Counting<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// The file name a `Content-Disposition` value carries: `filename*` (RFC 5987,
+/// percent-encoded UTF-8) wins over `filename`. Unsanitised.
+pub fn disposition_file_name(value: &str) -> Option<String> {
+    let mut plain = None;
+    let mut extended = None;
+    for part in split_params(value) {
+        let Some((key, val)) = part.split_once('=') else {
+            continue;
+        };
+        let key = key.trim().to_ascii_lowercase();
+        let val = val.trim();
+        if key == "filename*" {
+            // charset'language'percent-encoded
+            let mut pieces = val.splitn(3, '\'');
+            let charset = pieces.next().unwrap_or("");
+            let _language = pieces.next();
+            if let Some(encoded) = pieces.next()
+                && (charset.eq_ignore_ascii_case("utf-8") || charset.is_empty())
+            {
+                extended = Some(percent_decode(encoded.trim_matches('"')));
+            }
+        } else if key == "filename" {
+            plain = Some(unquote(val));
+        }
+    }
+    extended.or(plain).filter(|n| !n.is_empty())
+}
+
+/// Splits on `;` outside quoted strings.
+fn split_params(value: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in value.chars() {
+        match c {
+            _ if escaped => {
+                escaped = false;
+                current.push(c);
+            }
+            '\\' if quoted => {
+                escaped = true;
+                current.push(c);
+            }
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            ';' if !quoted => parts.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    parts.push(current);
+    parts
+}
+
+fn unquote(v: &str) -> String {
+    let Some(inner) = v.strip_prefix('"') else {
+        return v.to_owned();
+    };
+    let inner = inner.strip_suffix('"').unwrap_or(inner);
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(next) = chars.next() {
+                out.push(next);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Reduces a name from the network to a plain file name that stays inside the target
+/// directory: the last component after `/` or `\`, without a drive letter, control
+/// characters, or leading dots (so no `..` and nothing hidden), at most 200 bytes.
+/// `None` when nothing usable is left.
+pub fn safe_file_name(raw: &str) -> Option<String> {
+    let last = raw.rsplit(['/', '\\']).next().unwrap_or("");
+    let last = match last.as_bytes() {
+        [d, b':', ..] if d.is_ascii_alphabetic() => &last[2..],
+        _ => last,
+    };
+    let cleaned: String = last
+        .chars()
+        .map(|c| if c == ':' { '_' } else { c })
+        .filter(|c| !c.is_control())
+        .collect();
+    let trimmed = cleaned
+        .trim()
+        .trim_start_matches('.')
+        .trim_end_matches(['.', ' '])
+        .trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    let mut end = trimmed.len().min(200);
+    while !trimmed.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(trimmed[..end].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disposition_forms() {
+        assert_eq!(
+            disposition_file_name("attachment; filename=\"a b.txt.gz\"").as_deref(),
+            Some("a b.txt.gz")
+        );
+        assert_eq!(
+            disposition_file_name("attachment; filename=plain.gz").as_deref(),
+            Some("plain.gz")
+        );
+        assert_eq!(
+            disposition_file_name(
+                "attachment; filename=\"fallback.gz\"; filename*=UTF-8''%E6%97%A5%20x.gz"
+            )
+            .as_deref(),
+            Some("日 x.gz")
+        );
+        assert_eq!(
+            disposition_file_name("attachment; filename=\"q\\\"x;y.gz\"").as_deref(),
+            Some("q\"x;y.gz")
+        );
+        assert_eq!(disposition_file_name("attachment"), None);
+        assert_eq!(disposition_file_name("attachment; filename=\"\""), None);
+    }
+
+    #[test]
+    fn hostile_names_become_plain() {
+        for (raw, want) in [
+            ("../x", Some("x")),
+            ("..\\..\\x", Some("x")),
+            ("/etc/x", Some("x")),
+            ("C:\\x", Some("x")),
+            ("C:x", Some("x")),
+            ("..", None),
+            ("...", None),
+            (".bashrc", Some("bashrc")),
+            ("a/", None),
+            ("nul\0byte\n.txt", Some("nulbyte.txt")),
+            ("ok.txt", Some("ok.txt")),
+            ("trailing. . ", Some("trailing")),
+            ("ads:stream", Some("ads_stream")),
+        ] {
+            assert_eq!(safe_file_name(raw).as_deref(), want, "{raw:?}");
+        }
+        let long = "é".repeat(300);
+        let cut = safe_file_name(&long).expect("kept");
+        assert!(cut.len() <= 200);
+    }
+
+    #[test]
+    fn final_names() {
+        let mut req = DownloadRequest::new(Destination::Dir(PathBuf::from("/o")), "id-0");
+        req.gunzip = true;
+        assert_eq!(
+            final_path(&req, Some("attachment; filename=\"..\\..\\evil.txt.gz\"")),
+            PathBuf::from("/o/evil.txt")
+        );
+        assert_eq!(
+            final_path(&req, Some("attachment; filename=\".gz\"")),
+            PathBuf::from("/o/id-0")
+        );
+        assert_eq!(final_path(&req, None), PathBuf::from("/o/id-0"));
+        req.gunzip = false;
+        assert_eq!(
+            final_path(&req, Some("attachment; filename=\"x.gz\"")),
+            PathBuf::from("/o/x.gz")
+        );
+    }
+
+    #[test]
+    fn link_expiry_and_redaction() {
+        let l = ResultLink::new("https://h/c/b?se=2021-02-04T16%3A13%3A50Z&sp=r&sig=abc%3D");
+        assert_eq!(l.expires().as_deref(), Some("2021-02-04T16:13:50Z"));
+        assert!(!format!("{l:?}").contains("abc"));
+        assert!(l.redacted().ends_with("sig=REDACTED"));
+    }
+}

@@ -1,0 +1,545 @@
+//! The HTTP layer: the ureq agent, timeouts, retries, the client-side rate limiter and
+//! the exchange log. No other module touches ureq.
+
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::secret::{Secret, redact_url};
+
+/// Something the HTTP layer did, for logs (`mdlr -v`). URLs in it are redacted.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// One HTTP exchange finished (or failed without a reply).
+    Exchange {
+        /// `GET`, `POST`, ...
+        method: &'static str,
+        /// The URL with secrets redacted.
+        url: String,
+        /// The reply's status, if a reply came.
+        status: Option<u16>,
+        /// Time from sending to the reply's headers.
+        elapsed: Duration,
+    },
+    /// A request is about to be retried after `delay`.
+    Retry {
+        /// The URL with secrets redacted.
+        url: String,
+        /// Why (`429 Too Many Requests`, `503`, `connection failed`, ...).
+        reason: String,
+        /// How long it waits first.
+        delay: Duration,
+    },
+    /// The client-side rate limiter holds a call back for `delay` to stay in quota.
+    Throttled {
+        /// How long it waits.
+        delay: Duration,
+    },
+}
+
+/// A callback receiving [`Event`]s.
+pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// How failed requests are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first try (0 turns retrying off).
+    pub max_retries: u32,
+    /// Delay before the first retry; it doubles each time, with jitter.
+    pub base_delay: Duration,
+    /// Longest delay between retries.
+    pub max_delay: Duration,
+    /// Longest `Retry-After` honoured; a longer one ends the retries.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 4,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A quota: at most `calls` calls in any window of `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Calls allowed in the window.
+    pub calls: u32,
+    /// The window.
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// The API's documented quotas: 100 calls a minute and 1500 an hour.
+    pub fn defaults() -> Vec<RateLimit> {
+        vec![
+            RateLimit {
+                calls: 100,
+                per: Duration::from_secs(60),
+            },
+            RateLimit {
+                calls: 1500,
+                per: Duration::from_secs(3600),
+            },
+        ]
+    }
+}
+
+/// A sliding-window limiter over several quotas, shared by all clones of a client.
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    limits: Vec<RateLimit>,
+    sent: Mutex<VecDeque<Instant>>,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(limits: Vec<RateLimit>) -> RateLimiter {
+        let limits = limits
+            .into_iter()
+            .filter(|l| l.calls > 0 && !l.per.is_zero())
+            .collect();
+        RateLimiter {
+            limits,
+            sent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// How long to wait before a call may go out; records the call when it is zero.
+    fn try_acquire(&self, now: Instant) -> Duration {
+        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        let longest = self.limits.iter().map(|l| l.per).max().unwrap_or_default();
+        while sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= longest)
+        {
+            sent.pop_front();
+        }
+        let mut wait = Duration::ZERO;
+        for limit in &self.limits {
+            let in_window = sent
+                .iter()
+                .rev()
+                .take_while(|t| now.duration_since(**t) < limit.per)
+                .count();
+            if in_window >= limit.calls as usize {
+                // The call that must leave the window before one more fits.
+                let oldest = sent[sent.len() - in_window + (in_window - limit.calls as usize)];
+                wait = wait.max(limit.per.saturating_sub(now.duration_since(oldest)));
+            }
+        }
+        if wait.is_zero() {
+            sent.push_back(now);
+        }
+        wait
+    }
+
+    /// Blocks until a call fits in every quota, then records it.
+    pub(crate) fn acquire(&self, observer: Option<&Observer>) {
+        loop {
+            let wait = self.try_acquire(Instant::now());
+            if wait.is_zero() {
+                return;
+            }
+            if let Some(o) = observer {
+                o(&Event::Throttled { delay: wait });
+            }
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// Timeouts for every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connecting, including DNS, proxy and TLS set-up.
+    pub connect: Duration,
+    /// Longest wait for any single read: a stalled transfer fails after this.
+    pub read: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(30),
+            read: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The request methods mdlr uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    Get,
+    Post,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
+}
+
+/// A request to send.
+pub(crate) struct Request<'a> {
+    pub method: Method,
+    pub url: &'a str,
+    pub bearer: Option<&'a Secret>,
+    pub content_type: Option<&'static str>,
+    pub body: Vec<u8>,
+    /// Whether a 5xx reply may be retried (always true for GET).
+    pub retry_5xx: bool,
+}
+
+impl<'a> Request<'a> {
+    pub(crate) fn get(url: &'a str) -> Request<'a> {
+        Request {
+            method: Method::Get,
+            url,
+            bearer: None,
+            content_type: None,
+            body: Vec::new(),
+            retry_5xx: true,
+        }
+    }
+
+    pub(crate) fn form(url: &'a str, fields: &[(&str, &str)]) -> Request<'a> {
+        let body = fields
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        Request {
+            method: Method::Post,
+            url,
+            bearer: None,
+            content_type: Some("application/x-www-form-urlencoded"),
+            body: body.into_bytes(),
+            retry_5xx: true,
+        }
+    }
+}
+
+/// A reply: status, headers and a body still to be read.
+pub(crate) struct Response {
+    status: u16,
+    headers: ureq::http::HeaderMap,
+    body: ureq::Body,
+}
+
+impl Response {
+    pub(crate) fn status(&self) -> u16 {
+        self.status
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub(crate) fn content_length(&self) -> Option<u64> {
+        self.header("content-length")
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Reads the whole body, failing past `limit` bytes.
+    pub(crate) fn read_limited(mut self, limit: u64, what: &str) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        let mut reader = self.body.as_reader().take(limit + 1);
+        reader.read_to_end(&mut buf).map_err(|e| Error::Transport {
+            url: String::new(),
+            message: format!("reading the {what} failed: {e}"),
+            source: Some(Box::new(e)),
+        })?;
+        if buf.len() as u64 > limit {
+            return Err(Error::malformed(
+                what,
+                format!("larger than the {limit}-byte limit"),
+            ));
+        }
+        Ok(buf)
+    }
+
+    /// The body as a reader without any size limit.
+    pub(crate) fn into_reader(self) -> impl Read + Send + 'static {
+        self.body.into_reader()
+    }
+}
+
+/// Sends requests with timeouts, retries and (for the API) the rate limiter.
+pub(crate) struct Http {
+    agent: ureq::Agent,
+    retry: RetryPolicy,
+    limiter: RateLimiter,
+    observer: Option<Observer>,
+}
+
+impl Http {
+    pub(crate) fn new(
+        timeouts: Timeouts,
+        retry: RetryPolicy,
+        limits: Vec<RateLimit>,
+        observer: Option<Observer>,
+        user_agent: &str,
+    ) -> Http {
+        let config = ureq::Agent::config_builder()
+            // Keep error bodies: Defender explains itself in JSON.
+            .http_status_as_error(false)
+            // Redirects are followed by the download code, which checks each target.
+            .max_redirects(0)
+            // The library never reads proxy variables from the environment.
+            .proxy(None)
+            .timeout_connect(Some(timeouts.connect))
+            .timeout_per_read(Some(timeouts.read))
+            .timeout_per_write(Some(timeouts.read))
+            .timeout_recv_response(Some(timeouts.read))
+            .user_agent(user_agent)
+            .build();
+        Http {
+            agent: config.new_agent(),
+            retry,
+            limiter: RateLimiter::new(limits),
+            observer,
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        if let Some(o) = &self.observer {
+            o(&event);
+        }
+    }
+
+    /// One try, logged.
+    fn send_once(&self, req: &Request<'_>) -> Result<Response> {
+        let mut builder = ureq::http::Request::builder()
+            .method(req.method.as_str())
+            .uri(req.url);
+        if let Some(token) = req.bearer {
+            builder = builder.header("Authorization", format!("Bearer {}", token.expose()));
+        }
+        if let Some(ct) = req.content_type {
+            builder = builder.header("Content-Type", ct);
+        }
+        let redacted = redact_url(req.url);
+        let request = builder
+            .body(req.body.clone())
+            .map_err(|e| Error::config(format!("invalid URL {redacted}: {e}")))?;
+        let started = Instant::now();
+        let result = self.agent.run(request);
+        let elapsed = started.elapsed();
+        self.emit(Event::Exchange {
+            method: req.method.as_str(),
+            url: redacted.clone(),
+            status: result.as_ref().ok().map(|r| r.status().as_u16()),
+            elapsed,
+        });
+        match result {
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                Ok(Response {
+                    status: parts.status.as_u16(),
+                    headers: parts.headers,
+                    body,
+                })
+            }
+            Err(e) => Err(transport_error(&redacted, e)),
+        }
+    }
+
+    /// Sends an API request: waits for the rate limiter before each try, retries
+    /// connection failures and 5xx with backoff, and 429 after `Retry-After`.
+    pub(crate) fn api(&self, req: &Request<'_>) -> Result<Response> {
+        self.send(req, true)
+    }
+
+    /// Sends a request outside the API quota (token endpoint, result host), with the
+    /// same retries.
+    pub(crate) fn plain(&self, req: &Request<'_>) -> Result<Response> {
+        self.send(req, false)
+    }
+
+    fn send(&self, req: &Request<'_>, limited: bool) -> Result<Response> {
+        let retry_5xx = req.retry_5xx || req.method == Method::Get;
+        let mut attempt = 0;
+        loop {
+            if limited {
+                self.limiter.acquire(self.observer.as_ref());
+            }
+            let last_try = attempt >= self.retry.max_retries;
+            let (reason, delay) = match self.send_once(req) {
+                Err(e) if !last_try && is_transient(&e) => {
+                    ("no answer".to_owned(), self.backoff(attempt))
+                }
+                Err(e) => return Err(e),
+                Ok(resp) if last_try => return Ok(resp),
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = resp.header("retry-after").and_then(parse_retry_after);
+                    let delay = match status {
+                        429 => retry_after
+                            .unwrap_or_else(|| self.backoff(attempt).max(Duration::from_secs(1))),
+                        500 | 502 | 503 | 504 if retry_5xx => {
+                            retry_after.unwrap_or_else(|| self.backoff(attempt))
+                        }
+                        _ => return Ok(resp),
+                    };
+                    if delay > self.retry.max_retry_after {
+                        return Ok(resp);
+                    }
+                    // Drain a little so the connection can be reused.
+                    let _ = resp.read_limited(64 * 1024, "reply");
+                    (format!("status {status}"), delay)
+                }
+            };
+            self.emit(Event::Retry {
+                url: redact_url(req.url),
+                reason,
+                delay,
+            });
+            std::thread::sleep(delay);
+            attempt += 1;
+        }
+    }
+
+    /// Exponential backoff with jitter: a random delay in `[d/2, d]` where `d` doubles
+    /// with each attempt up to the policy's maximum.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .retry
+            .base_delay
+            .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
+            .min(self.retry.max_delay);
+        let half = exp / 2;
+        let jitter = random_u64() % (half.as_millis() as u64 + 1);
+        half + Duration::from_millis(jitter)
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
+/// `Retry-After` in seconds (HTTP dates are rare here and treated as absent).
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn is_transient(e: &Error) -> bool {
+    matches!(e, Error::Transport { source: Some(s), .. } if s.downcast_ref::<Transient>().is_some())
+}
+
+/// Marks a transport error worth retrying.
+#[derive(Debug)]
+struct Transient(ureq::Error);
+
+impl std::fmt::Display for Transient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Transient {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+fn transport_error(url: &str, e: ureq::Error) -> Error {
+    use ureq::Error as U;
+    let (message, transient) = match &e {
+        U::Timeout(t) => (format!("no answer in time ({t})"), true),
+        U::HostNotFound => ("host not found".to_owned(), true),
+        U::ConnectionFailed => ("cannot connect".to_owned(), true),
+        U::Io(io) => (format!("connection failed: {io}"), true),
+        U::Protocol(p) => (format!("HTTP protocol error: {p}"), true),
+        U::BadUri(u) => (format!("invalid URL: {}", redact_url(u)), false),
+        U::Tls(_) | U::Rustls(_) | U::Pem(_) => (format!("TLS failed: {e}"), false),
+        _ => (format!("request failed: {e}"), false),
+    };
+    let source: Box<dyn std::error::Error + Send + Sync> = if transient {
+        Box::new(Transient(e))
+    } else {
+        Box::new(e)
+    };
+    Error::Transport {
+        url: url.to_owned(),
+        message,
+        source: Some(source),
+    }
+}
+
+/// Percent-encodes for `application/x-www-form-urlencoded`.
+pub(crate) fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_keeps_every_window() {
+        let l = RateLimiter::new(vec![
+            RateLimit {
+                calls: 2,
+                per: Duration::from_secs(10),
+            },
+            RateLimit {
+                calls: 3,
+                per: Duration::from_secs(100),
+            },
+        ]);
+        let t0 = Instant::now();
+        assert_eq!(l.try_acquire(t0), Duration::ZERO);
+        assert_eq!(l.try_acquire(t0 + Duration::from_secs(1)), Duration::ZERO);
+        // Third call in the 10 s window: wait until the first leaves it.
+        assert_eq!(
+            l.try_acquire(t0 + Duration::from_secs(2)),
+            Duration::from_secs(8)
+        );
+        assert_eq!(l.try_acquire(t0 + Duration::from_secs(10)), Duration::ZERO);
+        // Fourth call: the 100 s window is full until t0 + 100 s.
+        assert_eq!(
+            l.try_acquire(t0 + Duration::from_secs(30)),
+            Duration::from_secs(70)
+        );
+        assert_eq!(l.try_acquire(t0 + Duration::from_secs(100)), Duration::ZERO);
+    }
+
+    #[test]
+    fn form_encoding() {
+        assert_eq!(form_encode("a b&c=d/é"), "a+b%26c%3Dd%2F%C3%A9");
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+}
