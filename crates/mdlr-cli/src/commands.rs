@@ -1,0 +1,350 @@
+//! The commands: each turns arguments into library calls and output.
+
+use std::path::Path;
+
+use mdlr::{
+    ActionStatus, Client, CommandType, Destination, DownloadRequest, Error, MachineAction,
+    PollPolicy,
+};
+use serde_json::json;
+
+use crate::args::{Wait, Which};
+use crate::output::{self, Context, Failure, Output};
+
+/// `mdlr link`.
+pub fn link(
+    client: &Client,
+    out: &Output,
+    action_id: &str,
+    index: u32,
+    reveal: bool,
+) -> Result<u8, Failure> {
+    let action = client
+        .action(action_id)
+        .context(|| format!("cannot read action {action_id}"))?;
+    if action.result_type(action_id, index)? == CommandType::PutFile {
+        return Err(Error::NoSuchCommand {
+            action_id: action_id.to_owned(),
+            index,
+            count: action.commands.len(),
+        })
+        .context(|| format!("command {index} is a PutFile, which has no result"));
+    }
+    let link = client.result_link(action_id, index)?;
+    let shown = if reveal {
+        link.expose().to_owned()
+    } else {
+        link.redacted()
+    };
+    if out.json {
+        out.json_line(&json!({
+            "action_id": action_id,
+            "index": index,
+            "url": shown,
+            "expires": link.expires(),
+            "redacted": !reveal,
+        }))?;
+    } else {
+        out.print(&format!("{shown}\n"))?;
+        if !reveal {
+            out.note(&format!(
+                "the link's signature is hidden; pass --reveal to print the usable link{}",
+                link.expires()
+                    .map(|e| format!(" (valid until {e})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    Ok(0)
+}
+
+/// The arguments of `mdlr result`.
+pub struct ResultArgs<'a> {
+    pub action_id: &'a str,
+    pub which: Which,
+    pub output: Option<&'a Path>,
+    pub raw: bool,
+    pub force: bool,
+    pub wait: Wait,
+}
+
+/// `mdlr result`.
+pub fn result(client: &Client, out: &Output, args: &ResultArgs<'_>) -> Result<u8, Failure> {
+    let id = args.action_id;
+    let poll = poll_policy(args.wait);
+    let action = match args.which {
+        Which::Index(i) if args.wait.enabled => {
+            client.wait_for_command(id, i, args.wait.timeout, poll)
+        }
+        Which::All if args.wait.enabled => client.wait_for(id, args.wait.timeout, poll, |a| {
+            a.status_or_unknown().is_terminal()
+        }),
+        _ => client.action(id),
+    }
+    .context(|| format!("cannot read action {id}"))?;
+    let indexes: Vec<u32> = match args.which {
+        Which::Index(i) => vec![i],
+        Which::All => {
+            if let Some(dir) = args.output {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::Io {
+                        path: dir.to_owned(),
+                        op: "create directory",
+                        source: e,
+                    })
+                    .map_err(Failure::from)?;
+            }
+            let mut all: Vec<u32> = (0..action.commands.len() as u32)
+                .map(|i| action.commands[i as usize].index.unwrap_or(i))
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            all
+        }
+    };
+    if indexes.is_empty() {
+        return Err(Error::NoSuchCommand {
+            action_id: id.to_owned(),
+            index: 0,
+            count: 0,
+        }
+        .into());
+    }
+    let mut status = None;
+    let mut first_error = None;
+    for index in indexes {
+        match deliver(client, out, args, &action, index) {
+            Ok(code) => {
+                status.get_or_insert(code);
+                if code != 0 && status == Some(0) {
+                    status = Some(code);
+                }
+            }
+            Err(Failure::BrokenPipe) => return Err(Failure::BrokenPipe),
+            Err(f) if args.which == Which::All => {
+                if let Failure::Error { error, context } = &f {
+                    out.report(error, context.as_deref());
+                    first_error.get_or_insert(output::exit_status(error));
+                }
+            }
+            Err(f) => return Err(f),
+        }
+    }
+    Ok(first_error.or(status).unwrap_or(0))
+}
+
+fn poll_policy(wait: Wait) -> PollPolicy {
+    PollPolicy {
+        first: wait.poll,
+        max: wait.poll.max(PollPolicy::default().max),
+    }
+}
+
+/// Fetches and delivers the result of one command.
+fn deliver(
+    client: &Client,
+    out: &Output,
+    args: &ResultArgs<'_>,
+    action: &MachineAction,
+    index: u32,
+) -> Result<u8, Failure> {
+    let id = args.action_id;
+    let kind = match action.result_type(id, index) {
+        Err(e @ Error::NotFinished { .. }) if args.wait.enabled => {
+            return Err(e).context(|| {
+                format!(
+                    "gave up waiting after {}",
+                    human_duration(args.wait.timeout.as_secs())
+                )
+            });
+        }
+        other => other?,
+    };
+    let context = || format!("command {index} of action {id}");
+    match kind {
+        CommandType::PutFile => {
+            if out.json {
+                out.json_line(&json!({
+                    "action_id": id, "index": index, "type": "PutFile", "result": null,
+                }))?;
+            } else {
+                out.note(&format!(
+                    "command {index} of action {id} is a PutFile: it has no result"
+                ));
+            }
+            Ok(0)
+        }
+        CommandType::RunScript if args.output.is_none() && args.raw => {
+            let bytes = client.transcript_bytes(id, index).context(context)?;
+            out.print_bytes(&bytes)?;
+            Ok(0)
+        }
+        CommandType::RunScript if args.output.is_none() => {
+            let t = client.transcript(id, index).context(context)?;
+            if out.json {
+                out.json_line(&json!({
+                    "action_id": id,
+                    "index": index,
+                    "script_name": t.script_name,
+                    "exit_code": t.exit_code,
+                    "script_output": t.script_output,
+                    "script_errors": t.script_errors,
+                }))?;
+                Ok(0)
+            } else {
+                out.print(&t.script_output)?;
+                out.eprint(&t.script_errors);
+                Ok(t.exit_status())
+            }
+        }
+        kind => {
+            let gunzip = kind == CommandType::GetFile && !args.raw;
+            let fallback = match &kind {
+                CommandType::RunScript => format!("{id}-{index}.json"),
+                _ if gunzip => format!("{id}-{index}"),
+                _ => format!("{id}-{index}.gz"),
+            };
+            let destination = match args.output {
+                Some(p) if p.is_dir() || args.which == Which::All => Destination::Dir(p.to_owned()),
+                Some(p) => Destination::File(p.to_owned()),
+                None => Destination::Dir(".".into()),
+            };
+            let mut request = DownloadRequest::new(destination, fallback);
+            request.gunzip = gunzip;
+            request.overwrite = args.force;
+            let done = client
+                .download_result(id, index, &request)
+                .context(context)?;
+            if out.json {
+                out.json_line(&json!({
+                    "action_id": id,
+                    "index": index,
+                    "type": kind.as_str(),
+                    "path": done.path,
+                    "bytes": done.written,
+                    "received": done.received,
+                    "original_name": done.original_name,
+                }))?;
+            } else {
+                let from = done
+                    .original_name
+                    .as_deref()
+                    .map(|n| format!(", from {n}"))
+                    .unwrap_or_default();
+                out.print(&format!(
+                    "saved {} ({} bytes{from})\n",
+                    done.path.display(),
+                    done.written
+                ))?;
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// `mdlr action`.
+pub fn action(client: &Client, out: &Output, action_id: &str, wait: Wait) -> Result<u8, Failure> {
+    let action = if wait.enabled {
+        client.wait_for(action_id, wait.timeout, poll_policy(wait), |a| {
+            a.status_or_unknown().is_terminal()
+        })
+    } else {
+        client.action(action_id)
+    }
+    .context(|| format!("cannot read action {action_id}"))?;
+    if out.json {
+        let value = serde_json::to_value(&action).unwrap_or_default();
+        out.json_line(&value)?;
+    } else {
+        out.print(&describe_action(action_id, &action))?;
+    }
+    if !wait.enabled {
+        return Ok(0);
+    }
+    Ok(match action.status_or_unknown() {
+        ActionStatus::Succeeded => 0,
+        ActionStatus::Failed | ActionStatus::Cancelled => output::EX_UNAVAILABLE,
+        ActionStatus::TimeOut => output::EX_TEMPFAIL,
+        _ => {
+            out.note(&format!(
+                "gave up waiting after {}; the action is still {}",
+                human_duration(wait.timeout.as_secs()),
+                action.status_or_unknown()
+            ));
+            output::EX_TEMPFAIL
+        }
+    })
+}
+
+/// A machine action as a person reads it.
+pub fn describe_action(action_id: &str, a: &MachineAction) -> String {
+    let mut s = String::new();
+    let mut line = |label: &str, value: Option<String>| {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            s.push_str(&format!("{label:<10}{v}\n"));
+        }
+    };
+    line(
+        "action",
+        Some(a.id.clone().unwrap_or_else(|| action_id.to_owned())),
+    );
+    line("status", Some(a.status_or_unknown().to_string()));
+    line("type", a.action_type.clone());
+    let machine = match (&a.machine_id, &a.computer_dns_name) {
+        (Some(id), Some(name)) => Some(format!("{name} ({id})")),
+        (id, name) => id.clone().or(name.clone()),
+    };
+    line("machine", machine);
+    line("requestor", a.requestor.clone());
+    line("comment", a.requestor_comment.clone());
+    line("created", a.creation_date_time_utc.clone());
+    line("updated", a.last_update_date_time_utc.clone());
+    line("cancelled", a.cancellation_requestor.clone());
+    line(
+        "error",
+        a.error_h_result.filter(|e| *e != 0).map(|e| e.to_string()),
+    );
+    if !a.commands.is_empty() {
+        s.push_str("commands\n");
+        for (i, c) in a.commands.iter().enumerate() {
+            let (kind, what) = match &c.command {
+                Some(cmd) => {
+                    let what = match cmd.command_type {
+                        CommandType::RunScript => {
+                            let name = cmd.param("ScriptName").unwrap_or("?");
+                            match cmd.param("Args") {
+                                Some(a) if !a.is_empty() => format!("{name} {a}"),
+                                _ => name.to_owned(),
+                            }
+                        }
+                        CommandType::GetFile => cmd.param("Path").unwrap_or("?").to_owned(),
+                        CommandType::PutFile => cmd.param("FileName").unwrap_or("?").to_owned(),
+                        _ => String::new(),
+                    };
+                    (cmd.command_type.to_string(), what)
+                }
+                None => ("?".to_owned(), String::new()),
+            };
+            let status = c
+                .command_status
+                .as_ref()
+                .map_or("?".to_owned(), |s| s.to_string());
+            s.push_str(&format!(
+                "  {:<3}{kind:<11}{status:<11}{what}\n",
+                c.index.unwrap_or(i as u32)
+            ));
+            for e in &c.errors {
+                s.push_str(&format!("       error: {e}\n"));
+            }
+        }
+    }
+    s
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}

@@ -1,0 +1,254 @@
+//! Writing to stdout and stderr, error reports and exit statuses.
+
+use std::io::{self, Write};
+
+use mdlr::Error;
+
+use crate::args::Global;
+
+pub const EX_USAGE: u8 = 64;
+pub const EX_DATAERR: u8 = 65;
+pub const EX_NOINPUT: u8 = 66;
+pub const EX_UNAVAILABLE: u8 = 69;
+pub const EX_CANTCREAT: u8 = 73;
+pub const EX_IOERR: u8 = 74;
+pub const EX_TEMPFAIL: u8 = 75;
+pub const EX_NOPERM: u8 = 77;
+pub const EX_CONFIG: u8 = 78;
+
+/// Why a command stopped early.
+#[derive(Debug)]
+pub enum Failure {
+    /// Whoever read stdout went away: not an error.
+    BrokenPipe,
+    /// An error to report, with what was being done.
+    Error {
+        error: Box<Error>,
+        context: Option<String>,
+    },
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure::Error {
+            error: Box::new(error),
+            context: None,
+        }
+    }
+}
+
+/// Adds what was being done to an error.
+pub trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, Failure>;
+}
+
+impl<T> Context<T> for Result<T, Error> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, Failure> {
+        self.map_err(|error| Failure::Error {
+            error: Box::new(error),
+            context: Some(what()),
+        })
+    }
+}
+
+/// The exit status SPEC B4 gives an error.
+pub fn exit_status(error: &Error) -> u8 {
+    match error {
+        Error::Config { .. } => EX_CONFIG,
+        Error::InvalidArgument { .. } => EX_USAGE,
+        Error::Auth { .. } => EX_NOPERM,
+        Error::Api { status, code, .. } => match (*status, code.as_deref()) {
+            (401 | 403, _) => EX_NOPERM,
+            (404, _) => EX_NOINPUT,
+            (429, _) | (400, Some("ActiveRequestAlreadyExists")) => EX_TEMPFAIL,
+            (400, _) => EX_USAGE,
+            _ => EX_UNAVAILABLE,
+        },
+        Error::Blob { status, .. } => match status {
+            401 | 403 => EX_NOPERM,
+            404 => EX_NOINPUT,
+            _ => EX_UNAVAILABLE,
+        },
+        Error::Transport { .. } | Error::Incomplete { .. } => EX_UNAVAILABLE,
+        Error::Malformed { .. } => EX_DATAERR,
+        Error::NoSuchCommand { .. } => EX_NOINPUT,
+        Error::NotFinished { .. } => EX_TEMPFAIL,
+        Error::CommandFailed { action_status, .. } if action_status == "TimeOut" => EX_TEMPFAIL,
+        Error::CommandFailed { .. } => EX_UNAVAILABLE,
+        Error::Exists { .. } => EX_CANTCREAT,
+        Error::Io { .. } => EX_IOERR,
+        _ => 1,
+    }
+}
+
+/// A hint that helps with `error`, if there is one.
+fn hint(error: &Error) -> Option<String> {
+    match error {
+        Error::Api { status: 401, .. } => Some(
+            "the token was refused: it may have expired, or be for another API or cloud \
+             (check --cloud and --scope)"
+                .into(),
+        ),
+        Error::Api { status: 403, .. } => Some(
+            "the app needs the WindowsDefenderATP API permission Machine.Read.All or \
+             Machine.ReadWrite.All (application), or Machine.LiveResponse (delegated), \
+             granted by an administrator"
+                .into(),
+        ),
+        Error::Api { status: 429, .. } => {
+            Some("the API quota is used up for now; try again in a minute".into())
+        }
+        Error::Exists { .. } => Some("pass --force to overwrite it".into()),
+        Error::NotFinished { action_id, .. } => Some(format!(
+            "run `mdlr result {action_id} --wait` to wait for it"
+        )),
+        Error::Auth { code, message, .. } => aadsts_hint(code.as_deref(), message),
+        _ => None,
+    }
+}
+
+fn aadsts_hint(code: Option<&str>, message: &str) -> Option<String> {
+    let known = [
+        (
+            "AADSTS7000215",
+            "the client secret is wrong: check AZURE_CLIENT_SECRET (the secret's value, not its id)",
+        ),
+        (
+            "AADSTS7000222",
+            "the client secret has expired: create a new one in the app registration",
+        ),
+        (
+            "AADSTS700016",
+            "no such application in this tenant: check AZURE_CLIENT_ID and AZURE_TENANT_ID",
+        ),
+        ("AADSTS90002", "no such tenant: check AZURE_TENANT_ID"),
+        (
+            "AADSTS500011",
+            "the API is not known in this tenant: check --cloud and --scope",
+        ),
+    ];
+    known
+        .iter()
+        .find(|(id, _)| message.contains(id))
+        .map(|(_, h)| (*h).to_owned())
+        .or_else(|| {
+            (code == Some("invalid_client"))
+                .then(|| "check AZURE_CLIENT_ID and AZURE_CLIENT_SECRET".to_owned())
+        })
+}
+
+/// Where output goes and how much of it.
+pub struct Output {
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Output {
+    pub fn new(global: &Global) -> Output {
+        Output {
+            json: global.json,
+            quiet: global.quiet,
+        }
+    }
+
+    /// Writes `text` to stdout as is.
+    pub fn print(&self, text: &str) -> Result<(), Failure> {
+        write_to(&mut io::stdout().lock(), text.as_bytes())
+    }
+
+    /// Writes raw bytes to stdout.
+    pub fn print_bytes(&self, bytes: &[u8]) -> Result<(), Failure> {
+        write_to(&mut io::stdout().lock(), bytes)
+    }
+
+    /// Writes one JSON document (one line) to stdout.
+    pub fn json_line(&self, value: &serde_json::Value) -> Result<(), Failure> {
+        self.print(&format!("{value}\n"))
+    }
+
+    /// Writes `text` to stderr as is (a script's own error output).
+    pub fn eprint(&self, text: &str) {
+        let _ = io::stderr().lock().write_all(text.as_bytes());
+    }
+
+    /// A remark on stderr, unless quiet.
+    pub fn note(&self, text: &str) {
+        if !self.quiet {
+            eprintln!("mdlr: {text}");
+        }
+    }
+
+    /// Reports an error on stderr: the message, one line per cause, the service's
+    /// code and correlation id, and a hint.
+    pub fn report(&self, error: &Error, context: Option<&str>) {
+        let mut text = match context {
+            Some(c) => format!("mdlr: {c}: {error}\n"),
+            None => format!("mdlr: {error}\n"),
+        };
+        let mut cause = std::error::Error::source(error);
+        while let Some(c) = cause {
+            text.push_str(&format!("  caused by: {c}\n"));
+            cause = c.source();
+        }
+        if let Error::CommandFailed { errors, .. } = error {
+            for e in errors {
+                text.push_str(&format!("  error: {e}\n"));
+            }
+        }
+        let mut ids = Vec::new();
+        if let Some(code) = error.code() {
+            ids.push(format!("code {code}"));
+        }
+        if let Some(id) = error.correlation_id() {
+            ids.push(format!("correlation id {id}"));
+        }
+        if !ids.is_empty() {
+            text.push_str(&format!("  {}\n", ids.join(", ")));
+        }
+        if let Some(h) = hint(error) {
+            text.push_str(&format!("  hint: {h}\n"));
+        }
+        let _ = io::stderr().lock().write_all(text.as_bytes());
+    }
+}
+
+fn write_to(w: &mut impl Write, bytes: &[u8]) -> Result<(), Failure> {
+    match w.write_all(bytes).and_then(|()| w.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(Failure::BrokenPipe),
+        Err(e) => Err(Error::Io {
+            path: "standard output".into(),
+            op: "write to",
+            source: e,
+        }
+        .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, code: Option<&str>) -> Error {
+        Error::Api {
+            status,
+            code: code.map(str::to_owned),
+            message: String::new(),
+            correlation_id: None,
+        }
+    }
+
+    #[test]
+    fn statuses_per_spec() {
+        assert_eq!(exit_status(&api(401, None)), 77);
+        assert_eq!(exit_status(&api(403, Some("Forbidden"))), 77);
+        assert_eq!(exit_status(&api(404, Some("ResourceNotFound"))), 66);
+        assert_eq!(exit_status(&api(429, None)), 75);
+        assert_eq!(
+            exit_status(&api(400, Some("ActiveRequestAlreadyExists"))),
+            75
+        );
+        assert_eq!(exit_status(&api(503, None)), 69);
+        assert_eq!(exit_status(&Error::Exists { path: "x".into() }), 73);
+    }
+}
