@@ -1,1 +1,205 @@
-fn main() {}
+//! `cargo xtask <TASK>`: the project's own tasks, in Rust, with almost no dependencies.
+
+#![forbid(unsafe_code)]
+
+mod demo;
+mod fixtures;
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const HELP: &str = "\
+Usage: cargo xtask <TASK>
+
+Tasks:
+  fixtures [--check]  write tests/fixtures/ from the library's own types;
+                      --check only compares, and fails when they are stale
+  demo                run the real mdlr binary against a local stand-in for the
+                      Defender API and its result host (loopback only, no credentials)
+  test                run every test of the workspace (what CI runs)
+  help                show this
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        [] | ["help" | "--help" | "-h"] => {
+            print!("{HELP}");
+            Ok(())
+        }
+        ["fixtures"] => write_fixtures(&root()),
+        ["fixtures", "--check"] => check_fixtures(&root()),
+        ["demo"] => demo::run(&root()),
+        ["test"] => test(&root()),
+        _ => {
+            eprint!(
+                "xtask: unknown task or option: {}\n\n{HELP}",
+                args.join(" ")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+fn root() -> PathBuf {
+    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).to_path_buf()
+}
+
+fn fixtures_dir(root: &Path) -> PathBuf {
+    root.join("tests").join("fixtures")
+}
+
+/// How the files on disk differ from the generated ones.
+#[derive(Default)]
+struct Drift {
+    /// Generated files that differ from the files on disk.
+    stale: Vec<&'static str>,
+    /// Generated files not on disk.
+    missing: Vec<&'static str>,
+    /// Files on disk that the generator does not make.
+    extra: Vec<String>,
+}
+
+impl Drift {
+    fn is_empty(&self) -> bool {
+        self.stale.is_empty() && self.missing.is_empty() && self.extra.is_empty()
+    }
+}
+
+fn drift(dir: &Path) -> Result<Drift, String> {
+    let all = fixtures::all();
+    let mut drift = Drift::default();
+    for (name, bytes) in &all {
+        match std::fs::read(dir.join(name)) {
+            Ok(on_disk) if on_disk == *bytes => {}
+            Ok(_) => drift.stale.push(name),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => drift.missing.push(name),
+            Err(e) => return Err(format!("cannot read {}: {e}", dir.join(name).display())),
+        }
+    }
+    for name in files_under(dir)? {
+        if !all.iter().any(|(n, _)| *n == name) {
+            drift.extra.push(name);
+        }
+    }
+    Ok(drift)
+}
+
+/// Every file under `dir`, as `/`-separated paths relative to it.
+fn files_under(dir: &Path) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut pending = vec![(dir.to_path_buf(), String::new())];
+    while let Some((path, prefix)) = pending.pop() {
+        let entries = match std::fs::read_dir(&path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && prefix.is_empty() => continue,
+            Err(e) => return Err(format!("cannot list {}: {e}", path.display())),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("cannot list {}: {e}", path.display()))?;
+            let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            let kind = entry
+                .file_type()
+                .map_err(|e| format!("cannot stat {}: {e}", entry.path().display()))?;
+            if kind.is_dir() {
+                pending.push((entry.path(), format!("{name}/")));
+            } else {
+                out.push(name);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn write_fixtures(root: &Path) -> Result<(), String> {
+    let dir = fixtures_dir(root);
+    let before = drift(&dir)?;
+    for (name, bytes) in fixtures::all() {
+        if !before.stale.contains(&name) && !before.missing.contains(&name) {
+            continue;
+        }
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, bytes)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("wrote   tests/fixtures/{name}");
+    }
+    if before.is_empty() {
+        println!("tests/fixtures is up to date");
+    }
+    // Never delete: a file there may be somebody's work in progress.
+    if !before.extra.is_empty() {
+        return Err(format!(
+            "tests/fixtures holds files the generator does not make; generate them in \
+             xtask/src/fixtures.rs or delete them:\n  {}",
+            before.extra.join("\n  ")
+        ));
+    }
+    Ok(())
+}
+
+fn check_fixtures(root: &Path) -> Result<(), String> {
+    let drift = drift(&fixtures_dir(root))?;
+    if drift.is_empty() {
+        println!("tests/fixtures is up to date");
+        return Ok(());
+    }
+    let mut lines = Vec::new();
+    lines.extend(drift.missing.iter().map(|n| format!("missing:    {n}")));
+    lines.extend(drift.stale.iter().map(|n| format!("stale:      {n}")));
+    lines.extend(drift.extra.iter().map(|n| format!("unexpected: {n}")));
+    Err(format!(
+        "tests/fixtures is stale; run `cargo xtask fixtures`:\n  {}",
+        lines.join("\n  ")
+    ))
+}
+
+/// A command running the cargo that runs us, in `root`, without the variables cargo set
+/// for this package only. (Build scripts such as ring's watch `CARGO_MANIFEST_DIR`:
+/// passing ours on would rebuild them here and again in the next plain build.)
+fn cargo(root: &Path) -> std::process::Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.current_dir(root);
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        let per_package = n.starts_with("CARGO_PKG_")
+            || n.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                &*n,
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            );
+        if per_package {
+            command.env_remove(&name);
+        }
+    }
+    command
+}
+
+/// Runs the workspace's tests with the cargo that runs us.
+fn test(root: &Path) -> Result<(), String> {
+    let status = cargo(root)
+        .args(["test", "--workspace"])
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo test --workspace failed ({status})"))
+    }
+}
