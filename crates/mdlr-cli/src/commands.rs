@@ -1,6 +1,7 @@
 //! The commands: each turns arguments into library calls and output.
 
 use std::path::Path;
+use std::time::Duration;
 
 use mdlr::{
     ActionStatus, Client, CommandType, Destination, DownloadRequest, Error, MachineAction,
@@ -150,11 +151,15 @@ fn deliver(
 ) -> Result<u8, Failure> {
     let id = args.action_id;
     let kind = match action.result_type(id, index) {
-        Err(e @ Error::NotFinished { .. }) if args.wait.enabled => {
+        // A timed-out action has ended: nothing was waited for, and waiting longer
+        // would not help.
+        Err(e @ Error::NotFinished { .. })
+            if args.wait.enabled && !action.status_or_unknown().is_terminal() =>
+        {
             return Err(e).context(|| {
                 format!(
                     "gave up waiting after {}",
-                    human_duration(args.wait.timeout.as_secs())
+                    human_duration(args.wait.timeout)
                 )
             });
         }
@@ -268,7 +273,7 @@ pub fn action(client: &Client, out: &Output, action_id: &str, wait: Wait) -> Res
         _ => {
             out.note(&format!(
                 "gave up waiting after {}; the action is still {}",
-                human_duration(wait.timeout.as_secs()),
+                human_duration(wait.timeout),
                 action.status_or_unknown()
             ));
             output::EX_TEMPFAIL
@@ -341,8 +346,12 @@ pub fn describe_action(action_id: &str, a: &MachineAction) -> String {
     s
 }
 
-fn human_duration(secs: u64) -> String {
-    match secs {
+/// `--wait-timeout` as the user would write it: `15m`, `90s`, `500ms`.
+fn human_duration(d: Duration) -> String {
+    if d.subsec_nanos() != 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    match d.as_secs() {
         s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
         s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),

@@ -99,6 +99,11 @@ fn hint(error: &Error) -> Option<String> {
             Some("the API quota is used up for now; try again in a minute".into())
         }
         Error::Exists { .. } => Some("pass --force to overwrite it".into()),
+        Error::NotFinished { action_status, .. } if action_status == "TimeOut" => Some(
+            "the action timed out on the machine, so this command will not finish; \
+             start it again"
+                .into(),
+        ),
         Error::NotFinished { action_id, .. } => Some(format!(
             "run `mdlr result {action_id} --wait` to wait for it"
         )),
