@@ -24,14 +24,15 @@ pub fn link(
         .action(action_id)
         .context(|| format!("cannot read action {action_id}"))?;
     if action.result_type(action_id, index)? == CommandType::PutFile {
-        return Err(Error::NoSuchCommand {
-            action_id: action_id.to_owned(),
-            index,
-            count: action.commands.len(),
-        })
-        .context(|| format!("command {index} is a PutFile, which has no result"));
+        eprintln!(
+            "mdlr: command {index} of action {action_id} is a PutFile: it has no result, \
+             so there is no link"
+        );
+        return Ok(output::EX_NOINPUT);
     }
-    let link = client.result_link(action_id, index)?;
+    let link = client
+        .result_link(action_id, index)
+        .map_err(output::link_failure)?;
     let shown = if reveal {
         link.expose().to_owned()
     } else {
@@ -123,15 +124,21 @@ pub fn result(client: &Client, out: &Output, args: &ResultArgs<'_>) -> Result<u8
             }
             Err(Failure::BrokenPipe) => return Err(Failure::BrokenPipe),
             Err(f) if args.which == Which::All => {
-                if let Failure::Error { error, context } = &f {
+                if let Failure::Error { error, context, .. } = &f {
                     out.report(error, context.as_deref());
-                    first_error.get_or_insert(output::exit_status(error));
                 }
+                first_error.get_or_insert(f.exit_status());
             }
             Err(f) => return Err(f),
         }
     }
     Ok(first_error.or(status).unwrap_or(0))
+}
+
+/// Whether `-o PATH` names a directory by its form: it ends with a separator.
+fn names_directory(path: &Path) -> bool {
+    let s = path.as_os_str().to_string_lossy();
+    s.ends_with('/') || s.ends_with(std::path::MAIN_SEPARATOR)
 }
 
 fn poll_policy(wait: Wait) -> PollPolicy {
@@ -151,11 +158,7 @@ fn deliver(
 ) -> Result<u8, Failure> {
     let id = args.action_id;
     let kind = match action.result_type(id, index) {
-        // A timed-out action has ended: nothing was waited for, and waiting longer
-        // would not help.
-        Err(e @ Error::NotFinished { .. })
-            if args.wait.enabled && !action.status_or_unknown().is_terminal() =>
-        {
+        Err(e @ Error::NotFinished { .. }) if args.wait.enabled => {
             return Err(e).context(|| {
                 format!(
                     "gave up waiting after {}",
@@ -180,12 +183,18 @@ fn deliver(
             Ok(0)
         }
         CommandType::RunScript if args.output.is_none() && args.raw => {
-            let bytes = client.transcript_bytes(id, index).context(context)?;
+            let bytes = client
+                .transcript_bytes(id, index)
+                .map_err(output::link_failure)
+                .context(context)?;
             out.print_bytes(&bytes)?;
             Ok(0)
         }
         CommandType::RunScript if args.output.is_none() => {
-            let t = client.transcript(id, index).context(context)?;
+            let t = client
+                .transcript(id, index)
+                .map_err(output::link_failure)
+                .context(context)?;
             if out.json {
                 out.json_line(&json!({
                     "action_id": id,
@@ -211,6 +220,14 @@ fn deliver(
             };
             let destination = match args.output {
                 Some(p) if p.is_dir() || args.which == Which::All => Destination::Dir(p.to_owned()),
+                Some(p) if names_directory(p) => {
+                    std::fs::create_dir_all(p).map_err(|e| Error::Io {
+                        path: p.to_owned(),
+                        op: "create directory",
+                        source: e,
+                    })?;
+                    Destination::Dir(p.to_owned())
+                }
                 Some(p) => Destination::File(p.to_owned()),
                 None => Destination::Dir(".".into()),
             };
@@ -219,6 +236,7 @@ fn deliver(
             request.overwrite = args.force;
             let done = client
                 .download_result(id, index, &request)
+                .map_err(output::link_failure)
                 .context(context)?;
             if out.json {
                 out.json_line(&json!({

@@ -30,10 +30,11 @@ fn main() -> ExitCode {
     let out = Output::new(&args.global);
     let status = match run(&args, &out) {
         Ok(status) => status,
-        Err(Failure::BrokenPipe) => 0,
-        Err(Failure::Error { error, context }) => {
-            out.report(&error, context.as_deref());
-            output::exit_status(&error)
+        Err(failure) => {
+            if let Failure::Error { error, context, .. } = &failure {
+                out.report(error, context.as_deref());
+            }
+            failure.exit_status()
         }
     };
     ExitCode::from(status)

@@ -25,7 +25,36 @@ pub enum Failure {
     Error {
         error: Box<Error>,
         context: Option<String>,
+        /// An exit status that overrides the one the error maps to.
+        exit: Option<u8>,
     },
+}
+
+impl Failure {
+    /// The exit status to end with.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            Failure::BrokenPipe => 0,
+            Failure::Error { error, exit, .. } => exit.unwrap_or_else(|| exit_status(error)),
+        }
+    }
+}
+
+/// A failure to get or use a result link. The service answers 400 when a command's
+/// result is asked for before it has finished (SPEC A5), so a plain 400 there means
+/// "try later" (75), not a usage error.
+pub fn link_failure(error: Error) -> Failure {
+    let exit = match &error {
+        Error::Api {
+            status: 400, code, ..
+        } if code.as_deref() != Some("ActiveRequestAlreadyExists") => Some(EX_TEMPFAIL),
+        _ => None,
+    };
+    Failure::Error {
+        error: Box::new(error),
+        context: None,
+        exit,
+    }
 }
 
 impl From<Error> for Failure {
@@ -33,6 +62,7 @@ impl From<Error> for Failure {
         Failure::Error {
             error: Box::new(error),
             context: None,
+            exit: None,
         }
     }
 }
@@ -42,11 +72,25 @@ pub trait Context<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T, Failure>;
 }
 
+impl<T> Context<T> for Result<T, Failure> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, Failure> {
+        self.map_err(|f| match f {
+            Failure::Error { error, exit, .. } => Failure::Error {
+                error,
+                context: Some(what()),
+                exit,
+            },
+            other => other,
+        })
+    }
+}
+
 impl<T> Context<T> for Result<T, Error> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T, Failure> {
         self.map_err(|error| Failure::Error {
             error: Box::new(error),
             context: Some(what()),
+            exit: None,
         })
     }
 }
@@ -99,7 +143,7 @@ fn hint(error: &Error) -> Option<String> {
             Some("the API quota is used up for now; try again in a minute".into())
         }
         Error::Exists { .. } => Some("pass --force to overwrite it".into()),
-        Error::NotFinished { action_status, .. } if action_status == "TimeOut" => Some(
+        Error::CommandFailed { action_status, .. } if action_status == "TimeOut" => Some(
             "the action timed out on the machine, so this command will not finish; \
              start it again"
                 .into(),

@@ -289,6 +289,12 @@ impl Client {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
             ));
         }
+        if let Destination::File(path) = &request.destination
+            && !request.overwrite
+            && path.exists()
+        {
+            return Err(Error::Exists { path: path.clone() });
+        }
         let resp = self.fetch_blob(link)?;
         let disposition = resp.header("content-disposition").map(str::to_owned);
         let path = download::final_path(request, disposition.as_deref());
@@ -312,6 +318,13 @@ impl Client {
         index: u32,
         request: &DownloadRequest,
     ) -> Result<Downloaded> {
+        // Spare a quota call when the answer is known already.
+        if let Destination::File(path) = &request.destination
+            && !request.overwrite
+            && path.exists()
+        {
+            return Err(Error::Exists { path: path.clone() });
+        }
         self.with_fresh_link(action_id, index, |link| self.download(link, request))
     }
 

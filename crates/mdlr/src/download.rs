@@ -114,7 +114,11 @@ pub(crate) fn final_path(req: &DownloadRequest, disposition: Option<&str>) -> Pa
                     safe_file_name(n)
                 })
                 .unwrap_or_else(|| req.fallback_name.clone());
-            dir.join(name)
+            if dir == Path::new(".") {
+                PathBuf::from(name)
+            } else {
+                dir.join(name)
+            }
         }
     }
 }

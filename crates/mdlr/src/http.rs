@@ -463,24 +463,25 @@ impl std::error::Error for Transient {
 fn transport_error(url: &str, e: ureq::Error) -> Error {
     use ureq::Error as U;
     let (message, transient) = match &e {
-        U::Timeout(t) => (format!("no answer in time ({t})"), true),
+        U::Timeout(_) => ("no answer in time".to_owned(), true),
         U::HostNotFound => ("host not found".to_owned(), true),
         U::ConnectionFailed => ("cannot connect".to_owned(), true),
-        U::Io(io) => (format!("connection failed: {io}"), true),
-        U::Protocol(p) => (format!("HTTP protocol error: {p}"), true),
+        U::Io(_) => ("connection failed".to_owned(), true),
+        U::Protocol(_) => ("HTTP protocol error".to_owned(), true),
         U::BadUri(u) => (format!("invalid URL: {}", redact_url(u)), false),
-        U::Tls(_) | U::Rustls(_) | U::Pem(_) => (format!("TLS failed: {e}"), false),
-        _ => (format!("request failed: {e}"), false),
+        U::Tls(_) | U::Rustls(_) | U::Pem(_) => ("TLS failed".to_owned(), false),
+        _ => ("request failed".to_owned(), false),
     };
-    let source: Box<dyn std::error::Error + Send + Sync> = if transient {
-        Box::new(Transient(e))
-    } else {
-        Box::new(e)
+    let source: Option<Box<dyn std::error::Error + Send + Sync>> = match e {
+        // Its text would repeat the URL, signature included.
+        U::BadUri(_) => None,
+        e if transient => Some(Box::new(Transient(e))),
+        e => Some(Box::new(e)),
     };
     Error::Transport {
         url: url.to_owned(),
         message,
-        source: Some(source),
+        source,
     }
 }
 

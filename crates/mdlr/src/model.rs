@@ -263,8 +263,10 @@ impl MachineAction {
     /// Whether the command at `index` has a result to fetch now, and of what type.
     ///
     /// Errors: [`Error::NoSuchCommand`](crate::Error::NoSuchCommand),
-    /// [`Error::NotFinished`](crate::Error::NotFinished) (also when the action timed
-    /// out), [`Error::CommandFailed`](crate::Error::CommandFailed).
+    /// [`Error::NotFinished`](crate::Error::NotFinished) while the action runs,
+    /// [`Error::CommandFailed`](crate::Error::CommandFailed) when the command failed or
+    /// the action ended without it (its `action_status` then says `TimeOut`,
+    /// `Cancelled` or `Failed`).
     pub fn result_type(&self, action_id: &str, index: u32) -> crate::Result<CommandType> {
         let status = self.status_or_unknown();
         let Some(entry) = self.command(index) else {
@@ -295,14 +297,12 @@ impl MachineAction {
         match command_status {
             CommandStatus::Completed => Ok(command_type),
             CommandStatus::Failed => Err(self.failed(action_id, index, entry, &status)),
-            _ if status == ActionStatus::TimeOut || !status.is_terminal() => {
-                Err(crate::Error::NotFinished {
-                    action_id: action_id.to_owned(),
-                    index,
-                    action_status: status.to_string(),
-                    command_status: command_status.to_string(),
-                })
-            }
+            _ if !status.is_terminal() => Err(crate::Error::NotFinished {
+                action_id: action_id.to_owned(),
+                index,
+                action_status: status.to_string(),
+                command_status: command_status.to_string(),
+            }),
             _ => Err(self.failed(action_id, index, entry, &status)),
         }
     }

@@ -222,7 +222,7 @@ fn putfile_has_no_result() {
     svc.mdlr(&["link", ACTION]).check(
         66,
         "",
-        "mdlr: command 0 is a PutFile, which has no result: action {ID} has no command at index 0 (it has 2)\n",
+        "mdlr: command 0 of action {ID} is a PutFile: it has no result, so there is no link\n",
     );
 }
 
@@ -238,7 +238,7 @@ fn getfile_is_ungzipped_into_the_current_directory() {
     )
     .check(
         0,
-        "saved ./evidence.txt (9800 bytes, from evidence.txt.gz)\n",
+        "saved evidence.txt (9800 bytes, from evidence.txt.gz)\n",
         "",
     );
 }
@@ -252,7 +252,7 @@ fn getfile_raw_keeps_the_gz() {
         .check(
             0,
             &format!(
-                "saved ./evidence.txt.gz ({} bytes, from evidence.txt.gz)\n",
+                "saved evidence.txt.gz ({} bytes, from evidence.txt.gz)\n",
                 gz.len()
             ),
             "",
@@ -297,6 +297,38 @@ fn getfile_output_file_or_directory() {
 }
 
 #[test]
+fn output_ending_in_a_separator_is_a_directory() {
+    let svc = Service::start();
+    svc.getfile(
+        gzip(b"evidence"),
+        Some("attachment; filename=\"evidence.txt.gz\""),
+    );
+    svc.mdlr(&["result", ACTION, "--index", "1", "-o", "new/dir/"])
+        .check(
+            0,
+            "saved new/dir/evidence.txt (8 bytes, from evidence.txt.gz)\n",
+            "",
+        );
+    assert_eq!(read(svc.dir.join("new/dir/evidence.txt")), b"evidence");
+}
+
+#[test]
+fn an_existing_output_file_costs_no_link() {
+    let svc = Service::start();
+    let [_, link, blob] = svc.getfile(gzip(b"new"), None);
+    write(svc.dir.join("kept.txt"), "old");
+    svc.mdlr(&["result", ACTION, "--index", "1", "-o", "kept.txt"])
+        .status(73);
+    assert_eq!(
+        link.calls(),
+        0,
+        "no quota spent on a link that cannot be used"
+    );
+    assert_eq!(blob.calls(), 0);
+    assert_eq!(read(svc.dir.join("kept.txt")), b"old");
+}
+
+#[test]
 fn hostile_names_land_as_plain_names() {
     assert!(
         !Path::new("/etc/x").exists(),
@@ -318,18 +350,14 @@ fn hostile_names_land_as_plain_names() {
 #[test]
 fn fallback_name_is_action_and_index() {
     let name = format!("{ACTION}-1");
-    check_getfile(None, &[], 0, &[&name]).check(0, "saved ./{ID}-1 (9800 bytes)\n", "");
+    check_getfile(None, &[], 0, &[&name]).check(0, "saved {ID}-1 (9800 bytes)\n", "");
     check_getfile(Some("attachment; filename=\"..\""), &[], 0, &[&name]);
     // --raw keeps the gzip stream, so the fallback name says so.
     let svc = Service::start();
     let gz = gzip(b"x");
     svc.getfile(gz.clone(), None);
     svc.mdlr(&["result", ACTION, "--index", "1", "--raw"])
-        .check(
-            0,
-            &format!("saved ./{{ID}}-1.gz ({} bytes)\n", gz.len()),
-            "",
-        );
+        .check(0, &format!("saved {{ID}}-1.gz ({} bytes)\n", gz.len()), "");
     assert_eq!(read(svc.dir.join(format!("{ACTION}-1.gz"))), gz);
 }
 
@@ -344,7 +372,7 @@ fn no_overwrite_without_force() {
     svc.mdlr(&["result", ACTION, "--index", "1"]).check(
         73,
         "",
-        "mdlr: command 1 of action {ID}: ./evidence.txt exists already\n  hint: pass --force to overwrite it\n",
+        "mdlr: command 1 of action {ID}: evidence.txt exists already\n  hint: pass --force to overwrite it\n",
     );
     assert_eq!(read(svc.dir.join("evidence.txt")), b"old");
     svc.mdlr(&["result", ACTION, "--index", "1", "-o", "evidence.txt"])
@@ -355,7 +383,7 @@ fn no_overwrite_without_force() {
     svc.mdlr(&["result", ACTION, "--index", "1", "--force"])
         .check(
             0,
-            "saved ./evidence.txt (3 bytes, from evidence.txt.gz)\n",
+            "saved evidence.txt (3 bytes, from evidence.txt.gz)\n",
             "",
         );
     assert_eq!(read(svc.dir.join("evidence.txt")), b"new");
@@ -624,7 +652,7 @@ fn connection_refused_exits_69() {
         .check_err(
             69,
             &[
-                "mdlr: cannot read action {ID}: connection failed: ",
+                "mdlr: cannot read action {ID}: connection failed (",
                 "Connection refused",
                 "({API}/api/machineactions/{ID})\n",
             ],
@@ -689,7 +717,7 @@ fn unfinished_commands_exit_75() {
 
     let svc = Service::start();
     svc.action(action_json("TimeOut", &[("RunScript", "Created")]));
-    let timed_out = "mdlr: command 0 of action {ID} has not finished yet (action TimeOut, command Created)\n  hint: the action timed out on the machine, so this command will not finish; start it again\n";
+    let timed_out = "mdlr: command 0 of action {ID} has no result: action TimeOut, command Created\n  hint: the action timed out on the machine, so this command will not finish; start it again\n";
     svc.mdlr(&["result", ACTION]).check(75, "", timed_out);
     // Nothing to wait for: the action has ended.
     svc.mdlr(&["result", ACTION, "--wait"])
@@ -700,6 +728,27 @@ fn unfinished_commands_exit_75() {
     let svc = Service::start();
     svc.action(action_json("Pending", &[]));
     svc.mdlr(&["result", ACTION]).status(75);
+}
+
+#[test]
+fn a_link_refused_as_not_finished_exits_75() {
+    // The action says Completed, but the service still answers the seed call with 400
+    // (SPEC A5: asking too early is a 400): try later, not a usage error.
+    let svc = Service::start();
+    svc.action(done_action());
+    svc.api.mock(|when, then| {
+        when.method("GET").path(seed_path(0));
+        then.status(400)
+            .json_body(api_error("BadRequest", "Command not completed yet"));
+    });
+    svc.mdlr(&["result", ACTION]).run().check_err(
+        75,
+        &[
+            "the API answered 400: Command not completed yet",
+            "code BadRequest",
+        ],
+    );
+    svc.mdlr(&["link", ACTION]).status(75);
 }
 
 #[test]
@@ -965,7 +1014,7 @@ fn verbose_logs_each_exchange() {
     svc.getfile(gzip(b"x"), Some("attachment; filename=\"evidence.txt.gz\""));
     svc.mdlr(&["-v", "result", ACTION, "--index", "1"]).check(
         0,
-        "saved ./evidence.txt (1 bytes, from evidence.txt.gz)\n",
+        "saved evidence.txt (1 bytes, from evidence.txt.gz)\n",
         r"mdlr: GET {API}/api/machineactions/{ID} -> 200 (N ms)
 mdlr: GET {API}/api/machineactions/{ID}/GetLiveResponseResultDownloadLink(index=1) -> 200 (N ms)
 mdlr: GET {BLOB}/results/file?se=2021-02-04T16%3A13%3A50Z&sp=r&sv=2019-07-07&sr=b&sig=REDACTED -> 200 (N ms)
