@@ -10,7 +10,9 @@ use crate::auth::{Credential, TokenCache};
 use crate::cloud::{Cloud, Endpoints, check_url};
 use crate::download::{self, Destination, DownloadRequest, Downloaded, ResultLink};
 use crate::error::{Error, Result};
-use crate::http::{Event, Http, Method, RateLimit, Request, Response, RetryPolicy, Timeouts};
+use crate::http::{
+    Event, Http, Method, RateLimit, RateLimiter, Request, Response, RetryPolicy, Timeouts,
+};
 use crate::model::MachineAction;
 use crate::secret::redact_url;
 use crate::transcript::Transcript;
@@ -48,6 +50,7 @@ pub struct ClientBuilder {
     timeouts: Timeouts,
     retry: RetryPolicy,
     rate_limits: Vec<RateLimit>,
+    start_limits: Vec<RateLimit>,
     observer: Option<crate::http::Observer>,
     json_limit: u64,
     transcript_limit: u64,
@@ -82,6 +85,13 @@ impl ClientBuilder {
     /// turns the limiter off.
     pub fn rate_limits(mut self, limits: Vec<RateLimit>) -> Self {
         self.rate_limits = limits;
+        self
+    }
+
+    /// The client-side quota on live response starts (default:
+    /// [`RateLimit::start_defaults`], 10 a minute), on top of the API quotas.
+    pub fn start_limits(mut self, limits: Vec<RateLimit>) -> Self {
+        self.start_limits = limits;
         self
     }
 
@@ -122,6 +132,7 @@ impl ClientBuilder {
             inner: Arc::new(Inner {
                 endpoints: self.endpoints,
                 auth: TokenCache::new(self.credential),
+                start_limiter: RateLimiter::new(self.start_limits),
                 http,
                 json_limit: self.json_limit,
                 transcript_limit: self.transcript_limit,
@@ -133,6 +144,7 @@ impl ClientBuilder {
 struct Inner {
     endpoints: Endpoints,
     auth: TokenCache,
+    start_limiter: RateLimiter,
     http: Http,
     json_limit: u64,
     transcript_limit: u64,
@@ -153,6 +165,48 @@ impl std::fmt::Debug for Client {
             .field("endpoints", &self.inner.endpoints)
             .finish_non_exhaustive()
     }
+}
+
+/// One API request, before authentication.
+pub(crate) struct ApiCall {
+    pub method: Method,
+    pub url: String,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+    pub idempotent: bool,
+    /// Whether it starts a live response session (and so counts against that quota).
+    pub starts: bool,
+}
+
+impl ApiCall {
+    pub(crate) fn get(url: String) -> ApiCall {
+        ApiCall {
+            method: Method::Get,
+            url,
+            content_type: None,
+            body: Vec::new(),
+            idempotent: true,
+            starts: false,
+        }
+    }
+
+    pub(crate) fn json(method: Method, url: String, body: Vec<u8>) -> ApiCall {
+        ApiCall {
+            method,
+            url,
+            content_type: Some("application/json".to_owned()),
+            body,
+            idempotent: method != Method::Post,
+            starts: false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Page<T> {
+    value: Option<Vec<T>>,
+    #[serde(rename = "@odata.nextLink")]
+    next_link: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -181,6 +235,7 @@ impl Client {
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
             rate_limits: RateLimit::defaults(),
+            start_limits: RateLimit::start_defaults(),
             observer: None,
             json_limit: DEFAULT_JSON_LIMIT,
             transcript_limit: DEFAULT_TRANSCRIPT_LIMIT,
@@ -366,28 +421,66 @@ impl Client {
         })
     }
 
-    fn get_json<T: DeserializeOwned>(&self, path: &str, what: &str) -> Result<T> {
+    pub(crate) fn get_json<T: DeserializeOwned>(&self, path: &str, what: &str) -> Result<T> {
         let url = self.inner.endpoints.api_url(path);
-        let resp = self.call(Method::Get, &url, None)?;
+        self.read_json(self.call(&ApiCall::get(url))?, what)
+    }
+
+    pub(crate) fn read_json<T: DeserializeOwned>(&self, resp: Response, what: &str) -> Result<T> {
         let body = resp.read_limited(self.inner.json_limit, what)?;
         serde_json::from_slice(&body).map_err(|e| Error::malformed(what, e.to_string()))
     }
 
+    /// GETs a list and follows `@odata.nextLink` (only on the API host) up to `max` items.
+    pub(crate) fn get_list<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &str,
+        max: usize,
+    ) -> Result<Vec<T>> {
+        let prefix = self.inner.endpoints.api_url("");
+        let mut url = self.inner.endpoints.api_url(path);
+        let mut items = Vec::new();
+        loop {
+            let page: Page<T> = self.read_json(self.call(&ApiCall::get(url))?, what)?;
+            items.extend(page.value.unwrap_or_default());
+            match page.next_link {
+                Some(next) if items.len() < max => {
+                    // The bearer token goes to the API host only.
+                    if !next.starts_with(&prefix) {
+                        return Err(Error::malformed(
+                            what,
+                            format!(
+                                "its next page is not on the API host: {}",
+                                redact_url(&next)
+                            ),
+                        ));
+                    }
+                    url = next;
+                }
+                _ => break,
+            }
+        }
+        items.truncate(max);
+        Ok(items)
+    }
+
     /// Sends an authenticated API request; a 401 refreshes the token once. Non-2xx
     /// replies become [`Error::Api`].
-    fn call(&self, method: Method, url: &str, json: Option<Vec<u8>>) -> Result<Response> {
+    pub(crate) fn call(&self, call: &ApiCall) -> Result<Response> {
         let inner = &*self.inner;
         let send = || -> Result<Response> {
             let token = inner.auth.token(&inner.http, &inner.endpoints)?;
             let req = Request {
-                method,
-                url,
+                method: call.method,
+                url: &call.url,
                 bearer: Some(&token),
-                content_type: json.as_ref().map(|_| "application/json"),
-                body: json.clone().unwrap_or_default(),
-                retry_5xx: method != Method::Post,
+                content_type: call.content_type.as_deref(),
+                body: call.body.clone(),
+                idempotent: call.idempotent,
             };
-            inner.http.api(&req)
+            let extra = call.starts.then_some(&inner.start_limiter);
+            inner.http.api(&req, extra)
         };
         let mut resp = send()?;
         if resp.status() == 401 && inner.auth.can_refresh() {

@@ -78,6 +78,14 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
+    /// The documented quota on live response starts: 10 a minute.
+    pub fn start_defaults() -> Vec<RateLimit> {
+        vec![RateLimit {
+            calls: 10,
+            per: Duration::from_secs(60),
+        }]
+    }
+
     /// The API's documented quotas: 100 calls a minute and 1500 an hour.
     pub fn defaults() -> Vec<RateLimit> {
         vec![
@@ -179,6 +187,7 @@ impl Default for Timeouts {
 pub(crate) enum Method {
     Get,
     Post,
+    Delete,
 }
 
 impl Method {
@@ -186,6 +195,7 @@ impl Method {
         match self {
             Method::Get => "GET",
             Method::Post => "POST",
+            Method::Delete => "DELETE",
         }
     }
 }
@@ -195,10 +205,12 @@ pub(crate) struct Request<'a> {
     pub method: Method,
     pub url: &'a str,
     pub bearer: Option<&'a Secret>,
-    pub content_type: Option<&'static str>,
+    pub content_type: Option<&'a str>,
     pub body: Vec<u8>,
-    /// Whether a 5xx reply may be retried (always true for GET).
-    pub retry_5xx: bool,
+    /// Whether sending it twice does no harm: then 5xx replies and connections that
+    /// broke after sending are retried too. (A live response start is not: a retry
+    /// could start a second session.)
+    pub idempotent: bool,
 }
 
 impl<'a> Request<'a> {
@@ -209,7 +221,7 @@ impl<'a> Request<'a> {
             bearer: None,
             content_type: None,
             body: Vec::new(),
-            retry_5xx: true,
+            idempotent: true,
         }
     }
 
@@ -225,7 +237,7 @@ impl<'a> Request<'a> {
             bearer: None,
             content_type: Some("application/x-www-form-urlencoded"),
             body: body.into_bytes(),
-            retry_5xx: true,
+            idempotent: true,
         }
     }
 }
@@ -357,26 +369,31 @@ impl Http {
 
     /// Sends an API request: waits for the rate limiter before each try, retries
     /// connection failures and 5xx with backoff, and 429 after `Retry-After`.
-    pub(crate) fn api(&self, req: &Request<'_>) -> Result<Response> {
-        self.send(req, true)
+    pub(crate) fn api(&self, req: &Request<'_>, extra: Option<&RateLimiter>) -> Result<Response> {
+        self.send(req, Some(&self.limiter), extra)
     }
 
     /// Sends a request outside the API quota (token endpoint, result host), with the
     /// same retries.
     pub(crate) fn plain(&self, req: &Request<'_>) -> Result<Response> {
-        self.send(req, false)
+        self.send(req, None, None)
     }
 
-    fn send(&self, req: &Request<'_>, limited: bool) -> Result<Response> {
-        let retry_5xx = req.retry_5xx || req.method == Method::Get;
+    fn send(
+        &self,
+        req: &Request<'_>,
+        limiter: Option<&RateLimiter>,
+        extra: Option<&RateLimiter>,
+    ) -> Result<Response> {
+        let retry_5xx = req.idempotent;
         let mut attempt = 0;
         loop {
-            if limited {
-                self.limiter.acquire(self.observer.as_ref());
+            for l in [extra, limiter].into_iter().flatten() {
+                l.acquire(self.observer.as_ref());
             }
             let last_try = attempt >= self.retry.max_retries;
             let (reason, delay) = match self.send_once(req) {
-                Err(e) if !last_try && is_transient(&e) => {
+                Err(e) if !last_try && is_transient(&e, req.idempotent) => {
                     ("no answer".to_owned(), self.backoff(attempt))
                 }
                 Err(e) => return Err(e),
@@ -424,7 +441,7 @@ impl Http {
     }
 }
 
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
         std::time::SystemTime::now()
@@ -440,13 +457,34 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-fn is_transient(e: &Error) -> bool {
-    matches!(e, Error::Transport { source: Some(s), .. } if s.downcast_ref::<Transient>().is_some())
+/// Whether a transport error is worth another try: always when the request cannot have
+/// reached the server, otherwise only for idempotent requests.
+fn is_transient(e: &Error, idempotent: bool) -> bool {
+    match e {
+        Error::Transport {
+            source: Some(s), ..
+        } => s
+            .downcast_ref::<Transient>()
+            .is_some_and(|t| idempotent || !t.maybe_sent()),
+        _ => false,
+    }
 }
 
 /// Marks a transport error worth retrying.
 #[derive(Debug)]
 struct Transient(ureq::Error);
+
+impl Transient {
+    /// Whether the server may have received the request before it failed.
+    fn maybe_sent(&self) -> bool {
+        use ureq::Error as U;
+        use ureq::Timeout as T;
+        !matches!(
+            self.0,
+            U::HostNotFound | U::ConnectionFailed | U::Timeout(T::Connect | T::Resolve)
+        )
+    }
+}
 
 impl std::fmt::Display for Transient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -48,16 +48,20 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod actions;
 mod api;
 mod auth;
 mod cloud;
 mod download;
 mod error;
 mod http;
+mod library;
+mod machines;
 mod model;
 mod secret;
 mod transcript;
 
+pub use actions::{ActionQuery, LiveResponse};
 pub use api::{Client, ClientBuilder, PollPolicy, check_action_id};
 pub use auth::Credential;
 pub use cloud::{Cloud, Endpoints, check_url, normalize_api_base};
@@ -66,6 +70,8 @@ pub use download::{
 };
 pub use error::{Error, Result};
 pub use http::{Event, Observer, RateLimit, RetryPolicy, Timeouts};
+pub use library::{LibraryFile, LibraryUpload};
+pub use machines::{Machine, check_machine_id, is_machine_id};
 pub use model::{
     ActionStatus, Command, CommandEntry, CommandStatus, CommandType, MachineAction, Param,
 };

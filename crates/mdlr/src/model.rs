@@ -189,7 +189,7 @@ pub struct CommandEntry {
 }
 
 /// A live response command: a type and its parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Command {
     /// `RunScript`, `GetFile`, `PutFile`.

@@ -1,0 +1,286 @@
+//! Starting, listing and cancelling live response actions.
+
+use serde::Serialize;
+
+use crate::api::{ApiCall, Client, check_action_id};
+use crate::error::{Error, Result};
+use crate::http::Method;
+use crate::machines::check_machine_id;
+use crate::model::{ActionStatus, Command, CommandType, MachineAction, Param};
+
+/// What to run in one live response action: commands in the order the service requires
+/// (every `PutFile`, then every `RunScript`, then every `GetFile`) and a comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveResponse {
+    /// The commands, in order.
+    pub commands: Vec<Command>,
+    /// Why (shown in the Defender portal's action center).
+    pub comment: String,
+}
+
+impl LiveResponse {
+    /// An empty request with `comment`; add commands with the builder methods.
+    pub fn new(comment: impl Into<String>) -> LiveResponse {
+        LiveResponse {
+            commands: Vec::new(),
+            comment: comment.into(),
+        }
+    }
+
+    /// Adds a `PutFile` of a library file.
+    pub fn put_file(mut self, file_name: impl Into<String>) -> Self {
+        self.commands.push(Command::new(
+            CommandType::PutFile,
+            vec![Param::new("FileName", file_name)],
+        ));
+        self
+    }
+
+    /// Adds a `RunScript` of a library script, with arguments when `args` is not empty.
+    pub fn run_script(mut self, script_name: impl Into<String>, args: impl Into<String>) -> Self {
+        let args = args.into();
+        let mut params = vec![Param::new("ScriptName", script_name)];
+        if !args.is_empty() {
+            params.push(Param::new("Args", args));
+        }
+        self.commands
+            .push(Command::new(CommandType::RunScript, params));
+        self
+    }
+
+    /// Adds a `GetFile` of a path on the machine.
+    pub fn get_file(mut self, path: impl Into<String>) -> Self {
+        self.commands.push(Command::new(
+            CommandType::GetFile,
+            vec![Param::new("Path", path)],
+        ));
+        self
+    }
+
+    /// Checks that there is at least one command, of known types, in the required order.
+    pub fn validate(&self) -> Result<()> {
+        if self.commands.is_empty() {
+            return Err(invalid("a live response needs at least one command"));
+        }
+        let mut last = 0;
+        for c in &self.commands {
+            let rank = match c.command_type {
+                CommandType::PutFile => 0,
+                CommandType::RunScript => 1,
+                CommandType::GetFile => 2,
+                ref other => return Err(invalid(format!("unknown command type {other}"))),
+            };
+            if rank < last {
+                return Err(invalid(
+                    "commands must come in the order PutFile, RunScript, GetFile",
+                ));
+            }
+            last = rank;
+        }
+        Ok(())
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        message: message.into(),
+    }
+}
+
+#[derive(Serialize)]
+struct StartBody<'a> {
+    #[serde(rename = "Commands")]
+    commands: &'a [Command],
+    #[serde(rename = "Comment")]
+    comment: &'a str,
+}
+
+/// Which actions to list (`GET /api/machineactions?$filter=...`). Empty fields do not
+/// filter; `ids` are OR-ed, the rest AND-ed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ActionQuery {
+    /// Any of these action ids.
+    pub ids: Vec<String>,
+    /// On this machine.
+    pub machine_id: Option<String>,
+    /// In this status.
+    pub status: Option<ActionStatus>,
+    /// Of this type (`LiveResponse`, ...).
+    pub action_type: Option<String>,
+    /// Started by this requestor.
+    pub requestor: Option<String>,
+    /// At most this many (the API allows 10 000 a page).
+    pub top: Option<u32>,
+}
+
+impl ActionQuery {
+    /// Every action (up to `top`).
+    pub fn new() -> ActionQuery {
+        ActionQuery::default()
+    }
+
+    /// The `$filter` expression, unencoded; `None` when nothing filters.
+    pub fn filter(&self) -> Option<String> {
+        let mut clauses = Vec::new();
+        if !self.ids.is_empty() {
+            let ids: Vec<String> = self
+                .ids
+                .iter()
+                .map(|id| format!("id eq {}", quote(id)))
+                .collect();
+            clauses.push(if ids.len() == 1 {
+                ids.join("")
+            } else {
+                format!("({})", ids.join(" or "))
+            });
+        }
+        if let Some(m) = &self.machine_id {
+            clauses.push(format!("machineId eq {}", quote(m)));
+        }
+        if let Some(s) = &self.status {
+            clauses.push(format!("status eq {}", quote(s.as_str())));
+        }
+        if let Some(t) = &self.action_type {
+            clauses.push(format!("type eq {}", quote(t)));
+        }
+        if let Some(r) = &self.requestor {
+            clauses.push(format!("requestor eq {}", quote(r)));
+        }
+        (!clauses.is_empty()).then(|| clauses.join(" and "))
+    }
+
+    fn path(&self) -> String {
+        let mut params = Vec::new();
+        if let Some(f) = self.filter() {
+            params.push(format!("$filter={}", query_encode(&f)));
+        }
+        params.push(format!("$top={}", self.top.unwrap_or(10_000).min(10_000)));
+        format!("machineactions?{}", params.join("&"))
+    }
+}
+
+/// An OData string literal: single quotes doubled.
+pub(crate) fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Percent-encodes a query value (space as `%20`).
+pub(crate) fn query_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 16);
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+impl Client {
+    /// `POST /api/machines/{id}/runliveresponse`: starts a live response action on a
+    /// machine and returns it (status `Pending`; command details follow later).
+    ///
+    /// Waits for the start quota (10 a minute by default) and the API quotas first. A
+    /// start is never retried after a reply of 5xx or a connection that broke after
+    /// sending: that could start a second session. A machine with a running action
+    /// answers 400 `ActiveRequestAlreadyExists`.
+    pub fn start_live_response(
+        &self,
+        machine_id: &str,
+        request: &LiveResponse,
+    ) -> Result<MachineAction> {
+        check_machine_id(machine_id)?;
+        request.validate()?;
+        let body = serde_json::to_vec(&StartBody {
+            commands: &request.commands,
+            comment: &request.comment,
+        })
+        .map_err(|e| invalid(format!("cannot encode the request: {e}")))?;
+        let url = self
+            .endpoints()
+            .api_url(&format!("machines/{machine_id}/runliveresponse"));
+        let mut call = ApiCall::json(Method::Post, url, body);
+        call.starts = true;
+        let resp = self.call(&call)?;
+        self.read_json(resp, "machine action")
+    }
+
+    /// `POST /api/machineactions/{id}/cancel`: asks the service to cancel an action.
+    pub fn cancel_action(&self, action_id: &str, comment: &str) -> Result<MachineAction> {
+        check_action_id(action_id)?;
+        let body = serde_json::json!({ "Comment": comment })
+            .to_string()
+            .into_bytes();
+        let url = self
+            .endpoints()
+            .api_url(&format!("machineactions/{action_id}/cancel"));
+        let mut call = ApiCall::json(Method::Post, url, body);
+        call.idempotent = true; // cancelling twice does no harm
+        let resp = self.call(&call)?;
+        self.read_json(resp, "machine action")
+    }
+
+    /// `GET /api/machineactions?$filter=...`: the actions `query` selects, following
+    /// further pages up to `query.top` (default 10 000).
+    pub fn list_actions(&self, query: &ActionQuery) -> Result<Vec<MachineAction>> {
+        for id in &query.ids {
+            check_action_id(id)?;
+        }
+        let max = query.top.unwrap_or(10_000) as usize;
+        self.get_list(&query.path(), "action list", max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        let mut q = ActionQuery::new();
+        assert_eq!(q.filter(), None);
+        assert_eq!(q.path(), "machineactions?$top=10000");
+        q.ids = vec!["a".into(), "b".into()];
+        q.status = Some(ActionStatus::InProgress);
+        q.requestor = Some("o'brien@x".into());
+        assert_eq!(
+            q.filter().as_deref(),
+            Some(
+                "(id eq 'a' or id eq 'b') and status eq 'InProgress' and requestor eq 'o''brien@x'"
+            )
+        );
+        q.top = Some(5);
+        assert!(
+            q.path()
+                .starts_with("machineactions?$filter=%28id%20eq%20%27a%27")
+        );
+        assert!(q.path().ends_with("&$top=5"));
+    }
+
+    #[test]
+    fn command_order() {
+        let ok = LiveResponse::new("c")
+            .put_file("a.ps1")
+            .run_script("a.ps1", "-x 1")
+            .get_file("C:\\x");
+        assert!(ok.validate().is_ok());
+        assert_eq!(ok.commands[1].param("Args"), Some("-x 1"));
+        let bad = LiveResponse::new("c")
+            .get_file("C:\\x")
+            .run_script("a.ps1", "");
+        assert!(bad.validate().is_err());
+        assert!(LiveResponse::new("c").validate().is_err());
+        let body = serde_json::to_string(&StartBody {
+            commands: &LiveResponse::new("").run_script("x.ps1", "").commands,
+            comment: "why",
+        })
+        .expect("encodes");
+        assert_eq!(
+            body,
+            r#"{"Commands":[{"type":"RunScript","params":[{"key":"ScriptName","value":"x.ps1"}]}],"Comment":"why"}"#
+        );
+    }
+}
