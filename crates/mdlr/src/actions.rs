@@ -104,8 +104,8 @@ pub struct ActionQuery {
     pub ids: Vec<String>,
     /// On this machine.
     pub machine_id: Option<String>,
-    /// In this status.
-    pub status: Option<ActionStatus>,
+    /// In any of these statuses.
+    pub statuses: Vec<ActionStatus>,
     /// Of this type (`LiveResponse`, ...).
     pub action_type: Option<String>,
     /// Started by this requestor.
@@ -123,24 +123,25 @@ impl ActionQuery {
     /// The `$filter` expression, unencoded; `None` when nothing filters.
     pub fn filter(&self) -> Option<String> {
         let mut clauses = Vec::new();
-        if !self.ids.is_empty() {
-            let ids: Vec<String> = self
-                .ids
+        let any = |field: &str, values: Vec<&str>| {
+            let terms: Vec<String> = values
                 .iter()
-                .map(|id| format!("id eq {}", quote(id)))
+                .map(|v| format!("{field} eq {}", quote(v)))
                 .collect();
-            clauses.push(if ids.len() == 1 {
-                ids.join("")
-            } else {
-                format!("({})", ids.join(" or "))
-            });
-        }
+            match terms.len() {
+                0 => None,
+                1 => terms.into_iter().next(),
+                _ => Some(format!("({})", terms.join(" or "))),
+            }
+        };
+        clauses.extend(any("id", self.ids.iter().map(String::as_str).collect()));
         if let Some(m) = &self.machine_id {
             clauses.push(format!("machineId eq {}", quote(m)));
         }
-        if let Some(s) = &self.status {
-            clauses.push(format!("status eq {}", quote(s.as_str())));
-        }
+        clauses.extend(any(
+            "status",
+            self.statuses.iter().map(ActionStatus::as_str).collect(),
+        ));
         if let Some(t) = &self.action_type {
             clauses.push(format!("type eq {}", quote(t)));
         }
@@ -244,7 +245,7 @@ mod tests {
         assert_eq!(q.filter(), None);
         assert_eq!(q.path(), "machineactions?$top=10000");
         q.ids = vec!["a".into(), "b".into()];
-        q.status = Some(ActionStatus::InProgress);
+        q.statuses = vec![ActionStatus::InProgress];
         q.requestor = Some("o'brien@x".into());
         assert_eq!(
             q.filter().as_deref(),
@@ -258,6 +259,12 @@ mod tests {
                 .starts_with("machineactions?$filter=%28id%20eq%20%27a%27")
         );
         assert!(q.path().ends_with("&$top=5"));
+        q.ids.clear();
+        q.statuses.push(ActionStatus::Pending);
+        assert!(
+            q.filter()
+                .is_some_and(|f| f.starts_with("(status eq 'InProgress' or status eq 'Pending')"))
+        );
     }
 
     #[test]

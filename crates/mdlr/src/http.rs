@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -102,10 +102,35 @@ impl RateLimit {
 }
 
 /// A sliding-window limiter over several quotas, shared by all clones of a client.
+///
+/// A call counts from the moment it is let through, and its place in the window is the
+/// moment its reply arrived: the service saw it no later than that, so a window that
+/// closes by our clock has closed by the service's too, whatever the latency.
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
     limits: Vec<RateLimit>,
-    sent: Mutex<VecDeque<Instant>>,
+    state: Mutex<LimiterState>,
+    freed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct LimiterState {
+    /// When the replies of finished calls arrived, oldest first.
+    finished: VecDeque<Instant>,
+    /// Calls let through whose reply has not arrived.
+    pending: usize,
+}
+
+/// A call the limiter let through; dropping it records the reply's arrival.
+pub(crate) struct Permit<'a>(&'a RateLimiter);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.pending = st.pending.saturating_sub(1);
+        st.finished.push_back(Instant::now());
+        self.0.freed.notify_all();
+    }
 }
 
 impl RateLimiter {
@@ -116,50 +141,67 @@ impl RateLimiter {
             .collect();
         RateLimiter {
             limits,
-            sent: Mutex::new(VecDeque::new()),
+            state: Mutex::new(LimiterState::default()),
+            freed: Condvar::new(),
         }
     }
 
-    /// How long to wait before a call may go out; records the call when it is zero.
-    fn try_acquire(&self, now: Instant) -> Duration {
-        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, LimiterState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long to wait before a call may go out at `now`; zero means it was let
+    /// through (and counted as pending).
+    fn try_acquire(&self, st: &mut LimiterState, now: Instant) -> Duration {
         let longest = self.limits.iter().map(|l| l.per).max().unwrap_or_default();
-        while sent
+        while st
+            .finished
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= longest)
+            .is_some_and(|t| now.saturating_duration_since(*t) >= longest)
         {
-            sent.pop_front();
+            st.finished.pop_front();
         }
         let mut wait = Duration::ZERO;
         for limit in &self.limits {
-            let in_window = sent
+            let in_window: Vec<Instant> = st
+                .finished
                 .iter()
-                .rev()
-                .take_while(|t| now.duration_since(**t) < limit.per)
-                .count();
-            if in_window >= limit.calls as usize {
-                // The call that must leave the window before one more fits.
-                let oldest = sent[sent.len() - in_window + (in_window - limit.calls as usize)];
-                wait = wait.max(limit.per.saturating_sub(now.duration_since(oldest)));
+                .copied()
+                .filter(|t| now.saturating_duration_since(*t) < limit.per)
+                .collect();
+            let used = in_window.len() + st.pending;
+            if used >= limit.calls as usize {
+                // This many finished calls must leave the window before one more fits.
+                let leave = used - limit.calls as usize + 1;
+                wait = wait.max(match in_window.get(leave - 1) {
+                    Some(t) => limit.per.saturating_sub(now.saturating_duration_since(*t)),
+                    // Pending calls fill it: wait for a reply, then look again.
+                    None => limit.per,
+                });
             }
         }
         if wait.is_zero() {
-            sent.push_back(now);
+            st.pending += 1;
         }
         wait
     }
 
-    /// Blocks until a call fits in every quota, then records it.
-    pub(crate) fn acquire(&self, observer: Option<&Observer>) {
+    /// Blocks until a call fits in every quota, then lets it through.
+    pub(crate) fn acquire(&self, observer: Option<&Observer>) -> Permit<'_> {
+        let mut st = self.lock();
         loop {
-            let wait = self.try_acquire(Instant::now());
+            let wait = self.try_acquire(&mut st, Instant::now());
             if wait.is_zero() {
-                return;
+                return Permit(self);
             }
             if let Some(o) = observer {
                 o(&Event::Throttled { delay: wait });
             }
-            std::thread::sleep(wait);
+            st = self
+                .freed
+                .wait_timeout(st, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 }
@@ -388,11 +430,15 @@ impl Http {
         let retry_5xx = req.idempotent;
         let mut attempt = 0;
         loop {
-            for l in [extra, limiter].into_iter().flatten() {
-                l.acquire(self.observer.as_ref());
-            }
+            let permits: Vec<Permit<'_>> = [extra, limiter]
+                .into_iter()
+                .flatten()
+                .map(|l| l.acquire(self.observer.as_ref()))
+                .collect();
             let last_try = attempt >= self.retry.max_retries;
-            let (reason, delay) = match self.send_once(req) {
+            let sent = self.send_once(req);
+            drop(permits);
+            let (reason, delay) = match sent {
                 Err(e) if !last_try && is_transient(&e, req.idempotent) => {
                     ("no answer".to_owned(), self.backoff(attempt))
                 }
@@ -542,6 +588,17 @@ pub(crate) fn form_encode(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Lets a call through at `at` and has its reply arrive at once.
+    fn call_at(l: &RateLimiter, at: Instant) -> Duration {
+        let mut st = l.lock();
+        let wait = l.try_acquire(&mut st, at);
+        if wait.is_zero() {
+            st.pending -= 1;
+            st.finished.push_back(at);
+        }
+        wait
+    }
+
     #[test]
     fn limiter_keeps_every_window() {
         let l = RateLimiter::new(vec![
@@ -555,20 +612,34 @@ mod tests {
             },
         ]);
         let t0 = Instant::now();
-        assert_eq!(l.try_acquire(t0), Duration::ZERO);
-        assert_eq!(l.try_acquire(t0 + Duration::from_secs(1)), Duration::ZERO);
+        let s = Duration::from_secs;
+        assert_eq!(call_at(&l, t0), Duration::ZERO);
+        assert_eq!(call_at(&l, t0 + s(1)), Duration::ZERO);
         // Third call in the 10 s window: wait until the first leaves it.
-        assert_eq!(
-            l.try_acquire(t0 + Duration::from_secs(2)),
-            Duration::from_secs(8)
-        );
-        assert_eq!(l.try_acquire(t0 + Duration::from_secs(10)), Duration::ZERO);
+        assert_eq!(call_at(&l, t0 + s(2)), s(8));
+        assert_eq!(call_at(&l, t0 + s(10)), Duration::ZERO);
         // Fourth call: the 100 s window is full until t0 + 100 s.
+        assert_eq!(call_at(&l, t0 + s(30)), s(70));
+        assert_eq!(call_at(&l, t0 + s(100)), Duration::ZERO);
+    }
+
+    #[test]
+    fn pending_calls_count_until_their_reply() {
+        let l = RateLimiter::new(vec![RateLimit {
+            calls: 1,
+            per: Duration::from_secs(10),
+        }]);
+        let t0 = Instant::now();
+        let permit = l.acquire(None);
+        // In flight: it holds the only place however long it takes.
         assert_eq!(
-            l.try_acquire(t0 + Duration::from_secs(30)),
-            Duration::from_secs(70)
+            l.try_acquire(&mut l.lock(), t0 + Duration::from_secs(60)),
+            Duration::from_secs(10)
         );
-        assert_eq!(l.try_acquire(t0 + Duration::from_secs(100)), Duration::ZERO);
+        drop(permit);
+        // Its reply arrived just now: the window runs from here.
+        let wait = l.try_acquire(&mut l.lock(), Instant::now());
+        assert!(wait > Duration::from_secs(9), "{wait:?}");
     }
 
     #[test]
