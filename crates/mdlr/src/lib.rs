@@ -51,6 +51,7 @@
 mod actions;
 mod api;
 mod auth;
+mod batch;
 mod cloud;
 mod download;
 mod error;
@@ -64,6 +65,7 @@ mod transcript;
 pub use actions::{ActionQuery, LiveResponse};
 pub use api::{Client, ClientBuilder, PollPolicy, check_action_id};
 pub use auth::Credential;
+pub use batch::{BatchEvent, BatchOptions, BatchStats, Counts, OnBusy, Outcome, Report, Target};
 pub use cloud::{Cloud, Endpoints, check_url, normalize_api_base};
 pub use download::{
     Destination, DownloadRequest, Downloaded, ResultLink, disposition_file_name, safe_file_name,

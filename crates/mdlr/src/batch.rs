@@ -1,0 +1,567 @@
+//! One live response on many machines at once, within the service's quotas.
+//!
+//! Three kinds of threads share one [`Client`] (and so its token cache and rate
+//! limiters): a *starter* that starts actions as long as fewer than
+//! [`BatchOptions::max_in_flight`] are unfinished, a *poller* (the calling thread) that
+//! looks at every unfinished action with one list query per round, and *finishers*
+//! that hand each ended action to the caller's callback (which downloads results) while
+//! the batch goes on. No async runtime.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::actions::{ActionQuery, LiveResponse};
+use crate::api::{Client, PollPolicy};
+use crate::error::Error;
+use crate::model::{ActionStatus, MachineAction};
+
+/// A machine to run on: its id and the name to show and file results under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// The machine id (40 hex characters).
+    pub machine_id: String,
+    /// Its DNS name, or the id when the name is unknown.
+    pub name: String,
+}
+
+/// What to do when a machine already has a live response session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnBusy {
+    /// Wait for the other session to end, then start (within the wait timeout).
+    #[default]
+    Wait,
+    /// Leave the machine out.
+    Skip,
+    /// Report the machine as failed.
+    Fail,
+}
+
+/// How a batch runs.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    /// Most unfinished actions at once, `Pending` included (the service allows 25).
+    pub max_in_flight: usize,
+    /// What to do with a machine that has a session already.
+    pub on_busy: OnBusy,
+    /// How long to wait for each machine's action, counted from its start.
+    pub wait_timeout: Duration,
+    /// How often to look at unfinished actions.
+    pub poll: PollPolicy,
+    /// Wait for the actions to end; without it, each machine is reported once started.
+    pub wait: bool,
+    /// Threads handing ended actions to the callback (downloads run there).
+    pub finishers: usize,
+}
+
+impl Default for BatchOptions {
+    fn default() -> BatchOptions {
+        BatchOptions {
+            max_in_flight: 25,
+            on_busy: OnBusy::Wait,
+            wait_timeout: Duration::from_secs(15 * 60),
+            poll: PollPolicy::default(),
+            wait: true,
+            finishers: 4,
+        }
+    }
+}
+
+/// How one machine's part of the batch ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The action was started and not waited for.
+    Started,
+    /// The action ended; its status is in [`Report::action`].
+    Ended,
+    /// The machine had a session already and the options said not to wait (or the wait
+    /// for it ran out).
+    Busy {
+        /// The other session's action, when found.
+        other_action: Option<String>,
+    },
+    /// The action did not end within the wait timeout. It goes on running.
+    WaitTimedOut,
+    /// The action could not be started.
+    StartFailed(Error),
+    /// Its status could not be read, round after round.
+    PollFailed(Error),
+}
+
+/// One machine's part of the batch.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Report {
+    /// The machine.
+    pub target: Target,
+    /// Its action, when one was started.
+    pub action_id: Option<String>,
+    /// The action as last seen.
+    pub action: Option<MachineAction>,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// Counts of machines per state, for progress displays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counts {
+    /// Not started yet.
+    pub queued: usize,
+    /// Waiting for another session on the same machine to end.
+    pub busy: usize,
+    /// Started, `Pending` or not seen yet.
+    pub pending: usize,
+    /// `InProgress`.
+    pub running: usize,
+    /// Reported.
+    pub done: usize,
+}
+
+/// Something that happened in a batch.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BatchEvent<'a> {
+    /// An action started on a machine.
+    Started {
+        /// The machine.
+        target: &'a Target,
+        /// The new action.
+        action_id: &'a str,
+    },
+    /// A machine has another session; the batch waits for it to end.
+    Busy {
+        /// The machine.
+        target: &'a Target,
+        /// The other session's action.
+        other_action: &'a str,
+    },
+    /// A poll round failed; the next round tries again.
+    PollError(&'a Error),
+    /// The counts changed.
+    Progress(Counts),
+}
+
+/// Figures about a finished batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchStats {
+    /// Actions started.
+    pub started: usize,
+    /// Poll rounds (each one list query per 25 unfinished actions).
+    pub poll_rounds: usize,
+    /// Starts refused because the machine had a session.
+    pub busy_refusals: usize,
+    /// Time from the first start to the last report.
+    pub elapsed: Duration,
+}
+
+/// Ids per list query: keeps the query string short.
+const IDS_PER_QUERY: usize = 25;
+/// Poll rounds failing in a row before the batch gives up on its unfinished actions.
+const MAX_POLL_FAILURES: usize = 5;
+
+struct Tracked {
+    target: Target,
+    deadline: Instant,
+    action: Option<MachineAction>,
+    failures: usize,
+}
+
+struct Blocked {
+    target: Target,
+    deadline: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<(Target, Instant)>,
+    starting: usize,
+    in_flight: HashMap<String, Tracked>,
+    /// Other sessions' actions, and the machines waiting for them.
+    blocked: HashMap<String, Vec<Blocked>>,
+    reported: usize,
+    total: usize,
+    changed: bool,
+    stats: BatchStats,
+    /// Where reports go; dropped when the batch is over, which ends the finishers.
+    reports: Option<mpsc::Sender<Report>>,
+}
+
+impl State {
+    fn report(&mut self, r: Report) {
+        self.reported += 1;
+        self.changed = true;
+        if let Some(sender) = &self.reports {
+            let _ = sender.send(r);
+        }
+    }
+
+    fn occupied(&self) -> usize {
+        self.starting + self.in_flight.len() + self.blocked.len()
+    }
+
+    fn counts(&self) -> Counts {
+        let running = self
+            .in_flight
+            .values()
+            .filter(|t| {
+                t.action
+                    .as_ref()
+                    .is_some_and(|a| a.status == Some(ActionStatus::InProgress))
+            })
+            .count();
+        Counts {
+            queued: self.queue.len(),
+            busy: self.blocked.values().map(Vec::len).sum(),
+            pending: self.starting + self.in_flight.len() - running,
+            running,
+            done: self.reported,
+        }
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Client {
+    /// Runs `request` on every target and hands each machine's [`Report`] to
+    /// `on_done` as soon as it is known, from one of `options.finishers` threads.
+    ///
+    /// `resumed` lists actions started by an earlier run (machine and action id): they
+    /// are followed, not started again. Keeps to the client's quotas (starts, API calls)
+    /// and to `options.max_in_flight` unfinished actions, one per machine.
+    pub fn run_batch(
+        &self,
+        targets: Vec<Target>,
+        resumed: Vec<(Target, String)>,
+        request: &LiveResponse,
+        options: &BatchOptions,
+        on_event: &(dyn Fn(BatchEvent<'_>) + Sync),
+        on_done: &(dyn Fn(Report) + Sync),
+    ) -> BatchStats {
+        let begun = Instant::now();
+        let mut state = State {
+            total: targets.len() + resumed.len(),
+            ..State::default()
+        };
+        state.queue = targets.into_iter().map(|t| (t, begun)).collect();
+        for (target, action_id) in resumed {
+            state.in_flight.insert(
+                action_id,
+                Tracked {
+                    target,
+                    deadline: begun + options.wait_timeout,
+                    action: None,
+                    failures: 0,
+                },
+            );
+        }
+        let (sender, receiver) = mpsc::channel::<Report>();
+        state.reports = Some(sender);
+        let shared = Shared {
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+        };
+        let receiver = Mutex::new(receiver);
+        std::thread::scope(|scope| {
+            for _ in 0..options.finishers.max(1) {
+                scope.spawn(|| {
+                    loop {
+                        let next = receiver.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        match next {
+                            Ok(report) => on_done(report),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            }
+            scope.spawn(|| self.starter(&shared, request, options, on_event));
+            self.poller(&shared, options, on_event);
+            shared.lock().reports = None;
+        });
+        let mut stats = shared.lock().stats;
+        stats.elapsed = begun.elapsed();
+        stats
+    }
+
+    fn starter(
+        &self,
+        shared: &Shared,
+        request: &LiveResponse,
+        options: &BatchOptions,
+        on_event: &(dyn Fn(BatchEvent<'_>) + Sync),
+    ) {
+        let max = options.max_in_flight.max(1);
+        loop {
+            let target = {
+                let mut st = shared.lock();
+                loop {
+                    if st.queue.is_empty() && st.blocked.is_empty() {
+                        return;
+                    }
+                    let now = Instant::now();
+                    let ready = st.queue.front().is_some_and(|(_, at)| *at <= now);
+                    if ready
+                        && st.occupied() < max
+                        && let Some((target, _)) = st.queue.pop_front()
+                    {
+                        st.starting += 1;
+                        break target;
+                    }
+                    let nap = st
+                        .queue
+                        .front()
+                        .map(|(_, at)| at.saturating_duration_since(now))
+                        .filter(|d| !d.is_zero() && st.occupied() < max)
+                        .unwrap_or(Duration::from_secs(1));
+                    st = shared
+                        .wake
+                        .wait_timeout(st, nap)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            };
+            let started = self.start_live_response(&target.machine_id, request);
+            let busy = matches!(&started, Err(Error::Api { code: Some(c), .. }) if c == "ActiveRequestAlreadyExists");
+            let other = if busy && options.on_busy == OnBusy::Wait {
+                self.running_action(&target.machine_id)
+            } else {
+                None
+            };
+            let mut st = shared.lock();
+            st.starting -= 1;
+            match started {
+                Ok(action) => {
+                    let Some(id) = action.id.clone() else {
+                        let e = Error::malformed("machine action", "the started action has no id");
+                        st.report(failed_start(target, e));
+                        continue;
+                    };
+                    st.stats.started += 1;
+                    on_event(BatchEvent::Started {
+                        target: &target,
+                        action_id: &id,
+                    });
+                    if options.wait {
+                        st.in_flight.insert(
+                            id,
+                            Tracked {
+                                target,
+                                deadline: Instant::now() + options.wait_timeout,
+                                action: Some(action),
+                                failures: 0,
+                            },
+                        );
+                        st.changed = true;
+                    } else {
+                        let r = Report {
+                            target,
+                            action_id: Some(id),
+                            action: Some(action),
+                            outcome: Outcome::Started,
+                        };
+                        st.report(r);
+                    }
+                }
+                Err(_) if busy => {
+                    st.stats.busy_refusals += 1;
+                    match (options.on_busy, other) {
+                        (OnBusy::Wait, Some(other)) => {
+                            on_event(BatchEvent::Busy {
+                                target: &target,
+                                other_action: &other,
+                            });
+                            st.blocked.entry(other).or_default().push(Blocked {
+                                target,
+                                deadline: Instant::now() + options.wait_timeout,
+                            });
+                            st.changed = true;
+                        }
+                        // The other session ended meanwhile: try again soon.
+                        (OnBusy::Wait, None) => {
+                            let at = Instant::now() + options.poll.first;
+                            st.queue.push_back((target, at));
+                        }
+                        (_, other_action) => {
+                            let r = Report {
+                                target,
+                                action_id: None,
+                                action: None,
+                                outcome: Outcome::Busy { other_action },
+                            };
+                            st.report(r);
+                        }
+                    }
+                }
+                Err(e) => st.report(failed_start(target, e)),
+            }
+            shared.wake.notify_all();
+            on_event(BatchEvent::Progress(st.counts()));
+        }
+    }
+
+    /// The unfinished action holding a machine's session, if one can be found.
+    fn running_action(&self, machine_id: &str) -> Option<String> {
+        let mut query = ActionQuery::new();
+        query.machine_id = Some(machine_id.to_owned());
+        query.statuses = vec![ActionStatus::Pending, ActionStatus::InProgress];
+        query.top = Some(10);
+        self.list_actions(&query)
+            .ok()?
+            .into_iter()
+            .find(|a| !a.status_or_unknown().is_terminal())
+            .and_then(|a| a.id)
+    }
+
+    fn poller(
+        &self,
+        shared: &Shared,
+        options: &BatchOptions,
+        on_event: &(dyn Fn(BatchEvent<'_>) + Sync),
+    ) {
+        let first = options.poll.first;
+        let max = options.poll.max.max(first);
+        let mut interval = first;
+        loop {
+            let ids: Vec<String> = {
+                let st = shared.lock();
+                let (mut st, _) = shared
+                    .wake
+                    .wait_timeout_while(st, interval, |s| s.reported < s.total)
+                    .unwrap_or_else(|e| e.into_inner());
+                if st.reported >= st.total {
+                    return;
+                }
+                interval = if std::mem::take(&mut st.changed) {
+                    first
+                } else {
+                    (interval + interval / 2).min(max)
+                };
+                st.in_flight
+                    .keys()
+                    .chain(st.blocked.keys())
+                    .cloned()
+                    .collect()
+            };
+            if ids.is_empty() {
+                continue;
+            }
+            let mut seen: HashMap<String, MachineAction> = HashMap::new();
+            let mut failure = None;
+            for chunk in ids.chunks(IDS_PER_QUERY) {
+                let mut query = ActionQuery::new();
+                query.ids = chunk.to_vec();
+                match self.list_actions(&query) {
+                    Ok(actions) => seen.extend(
+                        actions
+                            .into_iter()
+                            .filter_map(|a| a.id.clone().map(|id| (id, a))),
+                    ),
+                    Err(e) => failure = Some(e),
+                }
+            }
+            let mut st = shared.lock();
+            st.stats.poll_rounds += 1;
+            if let Some(e) = &failure {
+                on_event(BatchEvent::PollError(e));
+            }
+            let now = Instant::now();
+            for id in ids {
+                let action = seen.remove(&id);
+                if let Some(waiting) = st.blocked.remove(&id) {
+                    let ended = action
+                        .as_ref()
+                        .is_none_or(|a| a.status_or_unknown().is_terminal());
+                    let (expired, keep): (Vec<_>, Vec<_>) =
+                        waiting.into_iter().partition(|b| b.deadline <= now);
+                    for b in expired {
+                        let r = Report {
+                            target: b.target,
+                            action_id: None,
+                            action: None,
+                            outcome: Outcome::Busy {
+                                other_action: Some(id.clone()),
+                            },
+                        };
+                        st.report(r);
+                    }
+                    if ended {
+                        for b in keep {
+                            st.queue.push_front((b.target, now));
+                        }
+                        st.changed = true;
+                    } else if !keep.is_empty() {
+                        st.blocked.insert(id, keep);
+                    }
+                    continue;
+                }
+                let Some(mut tracked) = st.in_flight.remove(&id) else {
+                    continue;
+                };
+                let outcome = match action {
+                    Some(a) if a.status_or_unknown().is_terminal() => {
+                        tracked.action = Some(a);
+                        Some(Outcome::Ended)
+                    }
+                    Some(a) => {
+                        tracked.action = Some(a);
+                        tracked.failures = 0;
+                        None
+                    }
+                    None if failure.is_some() => {
+                        tracked.failures += 1;
+                        (tracked.failures >= MAX_POLL_FAILURES).then(|| {
+                            Outcome::PollFailed(Error::Transport {
+                                url: String::new(),
+                                message: format!(
+                                    "the action's status could not be read in {MAX_POLL_FAILURES} rounds"
+                                ),
+                                source: failure.as_ref().map(|e| e.to_string().into()),
+                            })
+                        })
+                    }
+                    // Not listed yet: new actions take a moment to appear.
+                    None => None,
+                };
+                let outcome =
+                    outcome.or_else(|| (tracked.deadline <= now).then_some(Outcome::WaitTimedOut));
+                match outcome {
+                    Some(outcome) => {
+                        let r = Report {
+                            target: tracked.target,
+                            action_id: Some(id),
+                            action: tracked.action,
+                            outcome,
+                        };
+                        st.report(r);
+                    }
+                    None => {
+                        st.in_flight.insert(id, tracked);
+                    }
+                }
+            }
+            shared.wake.notify_all();
+            on_event(BatchEvent::Progress(st.counts()));
+        }
+    }
+}
+
+fn failed_start(target: Target, e: Error) -> Report {
+    Report {
+        target,
+        action_id: None,
+        action: None,
+        outcome: Outcome::StartFailed(e),
+    }
+}
