@@ -16,6 +16,17 @@ Commands:
   result ACTION_ID [--index N | --all] [-o PATH] [--raw] [--force] [--wait]
                                   fetch a result: a script's output, or a collected file
   action ACTION_ID [--wait]       show a machine action and its commands
+  run MACHINE... --script NAME [--args TEXT] [--put NAME]... [--get PATH]...
+                                  run a library script on machines, wait, deliver
+  getfile MACHINE... PATH         collect a file from machines
+  putfile MACHINE... FILE_NAME    copy a library file onto machines
+  cancel ACTION_ID [--comment T]  cancel an action
+  actions [--machine M] [--status S] [--top N]
+                                  list actions
+  machines [--name NAME] [--top N]
+                                  list machines, or look one up
+  library list | upload PATH | delete NAME
+                                  the live response library
   help [COMMAND]                  show this help, or a command's
 
 Options (anywhere on the line):
@@ -28,6 +39,8 @@ Options (anywhere on the line):
       --json              machine-readable output on stdout
   -q, --quiet             say less on stderr
   -v, --verbose           log each HTTP exchange on stderr (secrets redacted)
+      --api-quota SPEC    client-side API quota (default 100/1m,1500/1h)
+      --start-quota SPEC  client-side quota on session starts (default 10/1m)
   -h, --help              show help
   -V, --version           show the version
 
@@ -114,6 +127,118 @@ Examples:
   mdlr --json action 988cc94e-7a8f-4b28-ab65-54970c5d5018 --wait
 ";
 
+pub const HELP_RUN: &str = "\
+mdlr run — run a library script on one machine or many, wait, and deliver the results
+
+Usage: mdlr run MACHINE... --script NAME [--args TEXT] [--put NAME]... [--get PATH]...
+                [--comment TEXT] [--no-wait] [BATCH OPTIONS]
+
+MACHINE is a machine id (40 hex characters) or a computer DNS name. The commands go in
+the order the service requires: every --put (PutFile), the script, every --get
+(GetFile). On one machine without -o, the transcript is delivered as `mdlr result`
+does: the script's output on stdout, its errors on stderr, its exit code as mdlr's.
+On several machines, each machine's output follows a `== NAME` header; with -o DIR
+every result is saved under DIR/NAME/ and each machine reports one line.
+
+Options:
+      --script NAME           the library script to run (RunScript)
+      --args TEXT             its arguments
+      --put NAME              copy a library file onto the machine first (repeatable)
+      --get PATH              collect a file after the script (repeatable)
+      --comment TEXT          why, for the action center (default: mdlr run NAME)
+      --no-wait               start and print the action ids; do not wait
+";
+
+pub const HELP_GETFILE: &str = "\
+mdlr getfile — collect a file from one machine or many
+
+Usage: mdlr getfile MACHINE... PATH [-o DIR] [--raw] [--force] [BATCH OPTIONS]
+
+The file is streamed to disk and un-gzipped on the way (--raw keeps the .gz). On one
+machine it goes in the current directory or -o; on several, under DIR/NAME/.
+
+Examples:
+  mdlr getfile host1.contoso.com 'C:\\Windows\\System32\\drivers\\etc\\hosts'
+  mdlr getfile --machines-file hosts.txt 'C:\\Temp\\triage.zip' -o evidence/
+";
+
+pub const HELP_PUTFILE: &str = "\
+mdlr putfile — copy a file from the live response library onto machines
+
+Usage: mdlr putfile MACHINE... FILE_NAME [BATCH OPTIONS]
+
+Examples:
+  mdlr putfile host1.contoso.com collect.ps1
+";
+
+pub const HELP_BATCH: &str = "\
+Batch options (run, getfile, putfile):
+      --machines-file FILE    more machines, one per line (# starts a comment)
+  -o, --output DIR            save results under DIR/NAME/ (and keep a journal there)
+      --resume                continue an interrupted batch from DIR's journal: nothing
+                              starts twice, nothing downloads twice
+      --on-busy MODE          a machine with a session already: wait (default) for it
+                              to end, skip it, or fail it
+      --max-in-flight N       most unfinished actions at once (default 25)
+      --wait-timeout DUR      how long to wait for each action (default 15m)
+      --poll-interval DUR     first interval between looks (default 5s; grows to 6x)
+      --raw                   keep GetFile results gzipped
+      --force                 overwrite existing files
+
+Quotas: at most 10 starts a minute, 100 API calls a minute and 1500 an hour, and
+--max-in-flight unfinished actions, all at once. Exit status: 0 when every machine
+succeeded, else the most severe status among them. On a terminal, a live count per
+state is shown on stderr. Ctrl-C stops waiting and says how to pick the actions up.
+
+Examples:
+  mdlr run host1.contoso.com host2.contoso.com --script triage.ps1
+  mdlr run --machines-file hosts.txt --script collect.ps1 --get 'C:\\Temp\\out.zip' -o evidence/
+  mdlr run --machines-file hosts.txt --script collect.ps1 -o evidence/ --resume
+";
+
+pub const HELP_CANCEL: &str = "\
+mdlr cancel — cancel a machine action
+
+Usage: mdlr cancel ACTION_ID [--comment TEXT]
+
+Example:
+  mdlr cancel 988cc94e-7a8f-4b28-ab65-54970c5d5018 --comment 'wrong machine'
+";
+
+pub const HELP_ACTIONS: &str = "\
+mdlr actions — list machine actions, newest first as the service sends them
+
+Usage: mdlr actions [--machine MACHINE] [--status STATUS] [--top N]
+
+STATUS is Pending, InProgress, Succeeded, Failed, TimeOut or Cancelled. --top defaults
+to 100. With --json, one action per line.
+
+Example:
+  mdlr actions --machine host1.contoso.com --status InProgress
+";
+
+pub const HELP_MACHINES: &str = "\
+mdlr machines — list machines, or look one up by DNS name
+
+Usage: mdlr machines [--name NAME] [--top N]
+
+Example:
+  mdlr machines --name host1.contoso.com
+";
+
+pub const HELP_LIBRARY: &str = "\
+mdlr library — the live response library (needs the Library.Manage permission)
+
+Usage: mdlr library list
+       mdlr library upload PATH [--name NAME] [--description TEXT]
+                                [--parameters-description TEXT] [--override]
+       mdlr library delete NAME
+
+Examples:
+  mdlr library upload ./triage.ps1 --description 'Collect triage data'
+  mdlr library delete triage.ps1
+";
+
 /// Options that apply to every command.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Global {
@@ -125,6 +250,10 @@ pub struct Global {
     pub json: bool,
     pub quiet: bool,
     pub verbose: u8,
+    /// `--api-quota`: (calls, window) pairs.
+    pub api_quota: Option<Vec<(u32, Duration)>>,
+    /// `--start-quota`: (calls, window) pairs.
+    pub start_quota: Option<Vec<(u32, Duration)>>,
 }
 
 /// How long and how often to wait.
@@ -164,6 +293,51 @@ pub enum Command {
         action_id: String,
         wait: Wait,
     },
+    Live(Live),
+    Cancel {
+        action_id: String,
+        comment: String,
+    },
+    Actions {
+        machine: Option<String>,
+        status: Option<String>,
+        top: u32,
+    },
+    Machines {
+        name: Option<String>,
+        top: u32,
+    },
+    LibraryList,
+    LibraryUpload {
+        path: PathBuf,
+        name: Option<String>,
+        description: String,
+        parameters_description: Option<String>,
+        override_existing: bool,
+    },
+    LibraryDelete {
+        name: String,
+    },
+}
+
+/// What `run`, `getfile` and `putfile` start, where, and how the batch runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Live {
+    pub command: &'static str,
+    pub machines: Vec<String>,
+    pub machines_file: Option<PathBuf>,
+    pub puts: Vec<String>,
+    pub script: Option<(String, String)>,
+    pub gets: Vec<String>,
+    pub comment: Option<String>,
+    pub no_wait: bool,
+    pub output: Option<PathBuf>,
+    pub resume: bool,
+    pub on_busy: mdlr::OnBusy,
+    pub max_in_flight: usize,
+    pub wait: Wait,
+    pub raw: bool,
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -186,7 +360,10 @@ fn usage(message: impl Into<String>, command: Option<&'static str>) -> Usage {
     }
 }
 
-const COMMANDS: &[&str] = &["link", "result", "action", "help"];
+const COMMANDS: &[&str] = &[
+    "link", "result", "action", "run", "getfile", "putfile", "cancel", "actions", "machines",
+    "library", "help",
+];
 
 /// The help text of `command`, or the general help.
 pub fn help_for(command: Option<&str>) -> &'static str {
@@ -194,12 +371,27 @@ pub fn help_for(command: Option<&str>) -> &'static str {
         Some("link") => HELP_LINK,
         Some("result") => HELP_RESULT,
         Some("action") => HELP_ACTION,
+        Some("run") => HELP_RUN,
+        Some("getfile") => HELP_GETFILE,
+        Some("putfile") => HELP_PUTFILE,
+        Some("cancel") => HELP_CANCEL,
+        Some("actions") => HELP_ACTIONS,
+        Some("machines") => HELP_MACHINES,
+        Some("library") => HELP_LIBRARY,
         _ => HELP,
     }
 }
 
+/// The batch options' help, shown after the help of `run`, `getfile` and `putfile`.
+pub fn help_batch(command: Option<&str>) -> Option<&'static str> {
+    matches!(command, Some("run" | "getfile" | "putfile")).then_some(HELP_BATCH)
+}
+
 /// Parses the command line (without the program name).
-pub fn parse(raw: Vec<OsString>) -> Result<Args, Usage> {
+pub fn parse(mut raw: Vec<OsString>) -> Result<Args, Usage> {
+    // Free text that may look like flags (`--args -Verbose`) is taken out first.
+    let script_args = take_value(&mut raw, "--args")?;
+    let comment = take_value(&mut raw, "--comment")?;
     let mut args = Arguments::from_vec(raw);
     let help = args.contains(["-h", "--help"]);
     let version = args.contains(["-V", "--version"]);
@@ -223,6 +415,12 @@ pub fn parse(raw: Vec<OsString>) -> Result<Args, Usage> {
     global.login_url = opt_string(&mut args, "--login-url", None)?;
     global.scope = opt_string(&mut args, "--scope", None)?;
     global.token_file = opt_string(&mut args, "--token-file", None)?.map(PathBuf::from);
+    global.api_quota = opt_string(&mut args, "--api-quota", None)?
+        .map(|s| parse_quota(&s).map_err(|m| usage(format!("--api-quota: {m}"), None)))
+        .transpose()?;
+    global.start_quota = opt_string(&mut args, "--start-quota", None)?
+        .map(|s| parse_quota(&s).map_err(|m| usage(format!("--start-quota: {m}"), None)))
+        .transpose()?;
 
     let mut rest = args.finish();
     let position = rest
@@ -302,6 +500,38 @@ pub fn parse(raw: Vec<OsString>) -> Result<Args, Usage> {
                 wait,
             }
         }
+        "run" | "getfile" | "putfile" => Command::Live(parse_live(
+            &name,
+            &mut args,
+            script_args.clone(),
+            comment.clone(),
+        )?),
+        "cancel" => {
+            let c = Some("cancel");
+            let comment = comment
+                .clone()
+                .unwrap_or_else(|| "Cancelled with mdlr".to_owned());
+            Command::Cancel {
+                action_id: action_id(&mut args, c)?,
+                comment,
+            }
+        }
+        "actions" => {
+            let c = Some("actions");
+            Command::Actions {
+                machine: opt_string(&mut args, "--machine", c)?,
+                status: opt_string(&mut args, "--status", c)?,
+                top: opt_number(&mut args, "--top", c)?.unwrap_or(100),
+            }
+        }
+        "machines" => {
+            let c = Some("machines");
+            Command::Machines {
+                name: opt_string(&mut args, "--name", c)?,
+                top: opt_number(&mut args, "--top", c)?.unwrap_or(1000),
+            }
+        }
+        "library" => parse_library(&mut args)?,
         _ => return Err(usage(format!("unknown command {name:?}"), None)),
     };
     let leftovers = args.finish();
@@ -318,6 +548,204 @@ pub fn parse(raw: Vec<OsString>) -> Result<Args, Usage> {
         ));
     }
     Ok(Args { global, command })
+}
+
+fn parse_live(
+    name: &str,
+    args: &mut Arguments,
+    script_args: Option<String>,
+    comment: Option<String>,
+) -> Result<Live, Usage> {
+    let c = COMMANDS.iter().copied().find(|c| *c == name);
+    let mut puts = repeated(args, "--put", c)?;
+    let mut gets = repeated(args, "--get", c)?;
+    let script = opt_string(args, "--script", c)?;
+    let no_wait = args.contains("--no-wait");
+    let machines_file = opt_string(args, "--machines-file", c)?.map(PathBuf::from);
+    let output = opt_string(args, "-o", c)?
+        .or(opt_string(args, "--output", c)?)
+        .map(PathBuf::from);
+    let resume = args.contains("--resume");
+    let on_busy = match opt_string(args, "--on-busy", c)?.as_deref() {
+        None | Some("wait") => mdlr::OnBusy::Wait,
+        Some("skip") => mdlr::OnBusy::Skip,
+        Some("fail") => mdlr::OnBusy::Fail,
+        Some(other) => {
+            return Err(usage(
+                format!("--on-busy takes wait, skip or fail, not {other:?}"),
+                c,
+            ));
+        }
+    };
+    let max_in_flight = opt_number(args, "--max-in-flight", c)?.unwrap_or(25);
+    if max_in_flight == 0 {
+        return Err(usage("--max-in-flight must be at least 1", c));
+    }
+    let wait = wait_options(args, c)?;
+    let raw = args.contains("--raw");
+    let force = args.contains("--force");
+    let mut free = Vec::new();
+    while let Some(v) = args
+        .opt_free_from_str::<String>()
+        .map_err(|e| usage(describe(e, "MACHINE"), c))?
+    {
+        free.push(v);
+    }
+    if let Some(flag) = free.iter().find(|f| f.starts_with('-') && f.len() > 1) {
+        return Err(usage(format!("unknown option {flag:?}"), c));
+    }
+    let script = match (name, script) {
+        ("run", Some(s)) => Some((s, script_args.unwrap_or_default())),
+        ("run", None) => return Err(usage("run needs --script NAME", c)),
+        (_, Some(_)) => return Err(usage(format!("{name} takes no --script; use run"), c)),
+        (_, None) => None,
+    };
+    // getfile and putfile take their PATH or FILE_NAME last.
+    match name {
+        "getfile" => match free.pop() {
+            Some(path) => gets.insert(0, path),
+            None => return Err(usage("missing PATH", c)),
+        },
+        "putfile" => match free.pop() {
+            Some(file) => puts.push(file),
+            None => return Err(usage("missing FILE_NAME", c)),
+        },
+        _ => {}
+    }
+    if free.is_empty() && machines_file.is_none() {
+        return Err(usage("missing MACHINE (or --machines-file FILE)", c));
+    }
+    if resume && output.is_none() {
+        return Err(usage("--resume needs -o DIR, where the journal is", c));
+    }
+    if no_wait && resume {
+        return Err(usage("--resume and --no-wait exclude each other", c));
+    }
+    Ok(Live {
+        command: c.unwrap_or("run"),
+        machines: free,
+        machines_file,
+        puts,
+        script,
+        gets,
+        comment,
+        no_wait,
+        output,
+        resume,
+        on_busy,
+        max_in_flight,
+        wait,
+        raw,
+        force,
+    })
+}
+
+/// Removes `key VALUE` or `key=VALUE` from `raw` and returns the value.
+fn take_value(raw: &mut Vec<OsString>, key: &'static str) -> Result<Option<String>, Usage> {
+    let prefix = format!("{key}=");
+    for i in 0..raw.len() {
+        let Some(arg) = raw[i].to_str() else {
+            continue;
+        };
+        if arg == key {
+            if i + 1 >= raw.len() {
+                return Err(usage(format!("{key} needs a value"), None));
+            }
+            let value = raw.remove(i + 1);
+            raw.remove(i);
+            return value
+                .into_string()
+                .map(Some)
+                .map_err(|_| usage(format!("{key}: not valid UTF-8"), None));
+        }
+        if let Some(value) = arg.strip_prefix(&prefix) {
+            let value = value.to_owned();
+            raw.remove(i);
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
+}
+
+fn parse_library(args: &mut Arguments) -> Result<Command, Usage> {
+    let c = Some("library");
+    let name = opt_string(args, "--name", c)?;
+    let description = opt_string(args, "--description", c)?.unwrap_or_default();
+    let parameters_description = opt_string(args, "--parameters-description", c)?;
+    let override_existing = args.contains("--override");
+    let sub: Option<String> = args
+        .opt_free_from_str()
+        .map_err(|e| usage(describe(e, "list, upload or delete"), c))?;
+    match sub.as_deref() {
+        Some("list") => Ok(Command::LibraryList),
+        Some("upload") => Ok(Command::LibraryUpload {
+            path: args
+                .opt_free_from_str::<String>()
+                .map_err(|e| usage(describe(e, "PATH"), c))?
+                .map(PathBuf::from)
+                .ok_or_else(|| usage("missing PATH", c))?,
+            name,
+            description,
+            parameters_description,
+            override_existing,
+        }),
+        Some("delete") => Ok(Command::LibraryDelete {
+            name: args
+                .opt_free_from_str::<String>()
+                .map_err(|e| usage(describe(e, "NAME"), c))?
+                .ok_or_else(|| usage("missing NAME", c))?,
+        }),
+        Some(other) => Err(usage(
+            format!("library takes list, upload or delete, not {other:?}"),
+            c,
+        )),
+        None => Err(usage("library needs list, upload or delete", c)),
+    }
+}
+
+fn repeated(
+    args: &mut Arguments,
+    key: &'static str,
+    command: Option<&'static str>,
+) -> Result<Vec<String>, Usage> {
+    args.values_from_str::<_, String>(key)
+        .map_err(|e| usage(describe(e, key), command))
+}
+
+fn opt_number<T: std::str::FromStr>(
+    args: &mut Arguments,
+    key: &'static str,
+    command: Option<&'static str>,
+) -> Result<Option<T>, Usage> {
+    match opt_string(args, key, command)? {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<T>()
+            .map(Some)
+            .map_err(|_| usage(format!("{key} takes a whole number, not {v:?}"), command)),
+    }
+}
+
+/// `100/1m,1500/1h`: calls per window, comma-separated.
+pub fn parse_quota(text: &str) -> Result<Vec<(u32, Duration)>, String> {
+    let mut quotas = Vec::new();
+    for part in text.split(',') {
+        let (calls, window) = part
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| format!("{part:?} is not CALLS/DURATION (100/1m)"))?;
+        let calls: u32 = calls
+            .trim()
+            .parse()
+            .map_err(|_| format!("{calls:?} is not a number of calls"))?;
+        let window = parse_duration(window)?;
+        if calls == 0 || window.is_zero() {
+            return Err(format!("{part:?}: calls and duration must be above zero"));
+        }
+        quotas.push((calls, window));
+    }
+    Ok(quotas)
 }
 
 fn opt_string(
@@ -518,6 +946,93 @@ mod tests {
         check("help result", Command::Help(Some("result".into())));
         check("result --help", Command::Help(Some("result".into())));
         check("-V", Command::Version);
+    }
+
+    #[track_caller]
+    fn live(line: &str) -> Live {
+        match parse_str(line).map(|a| a.command) {
+            Ok(Command::Live(l)) => l,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn live_commands() {
+        let l =
+            live("run h1 h2 --script x.ps1 --args -v --put a.ps1 --get C:\\a --get C:\\b -o out");
+        assert_eq!(l.machines, ["h1", "h2"]);
+        assert_eq!(l.script, Some(("x.ps1".into(), "-v".into())));
+        assert_eq!(l.puts, ["a.ps1"]);
+        assert_eq!(l.gets, ["C:\\a", "C:\\b"]);
+        assert_eq!(l.output, Some(PathBuf::from("out")));
+        let g = live("getfile h1 h2 C:\\x --on-busy skip --max-in-flight 5");
+        assert_eq!(
+            (g.machines, g.gets),
+            (vec!["h1".into(), "h2".into()], vec!["C:\\x".into()])
+        );
+        assert_eq!((g.on_busy, g.max_in_flight), (mdlr::OnBusy::Skip, 5));
+        let p = live("putfile --machines-file hosts.txt tool.exe");
+        assert_eq!((p.machines.len(), p.puts), (0, vec!["tool.exe".to_owned()]));
+        check_usage("run h1", "needs --script");
+        check_usage("getfile h1 --script x", "no --script");
+        check_usage("getfile", "missing PATH");
+        check_usage("getfile C:\\x", "missing MACHINE");
+        check_usage("run h1 --script x --resume", "needs -o");
+        check_usage("run h1 --script x --on-busy later", "wait, skip or fail");
+        check_usage("run h1 --script x --bogus", "unknown option");
+    }
+
+    #[test]
+    fn admin_commands() {
+        check(
+            "library upload ./t.ps1 --override --description d",
+            Command::LibraryUpload {
+                path: PathBuf::from("./t.ps1"),
+                name: None,
+                description: "d".into(),
+                parameters_description: None,
+                override_existing: true,
+            },
+        );
+        check(
+            "library delete t.ps1",
+            Command::LibraryDelete {
+                name: "t.ps1".into(),
+            },
+        );
+        check_usage("library", "list, upload or delete");
+        check(
+            "actions --status Pending --top 5",
+            Command::Actions {
+                machine: None,
+                status: Some("Pending".into()),
+                top: 5,
+            },
+        );
+        check(
+            "cancel a1",
+            Command::Cancel {
+                action_id: "a1".into(),
+                comment: "Cancelled with mdlr".into(),
+            },
+        );
+    }
+
+    #[test]
+    fn quotas() {
+        let g = parse_str("--api-quota 100/1m,1500/1h --start-quota 10/600ms actions")
+            .expect("parses")
+            .global;
+        assert_eq!(
+            g.api_quota,
+            Some(vec![
+                (100, Duration::from_secs(60)),
+                (1500, Duration::from_secs(3600))
+            ])
+        );
+        assert_eq!(g.start_quota, Some(vec![(10, Duration::from_millis(600))]));
+        check_usage("--api-quota 0/1m actions", "above zero");
+        check_usage("--api-quota lots actions", "CALLS/DURATION");
     }
 
     #[test]

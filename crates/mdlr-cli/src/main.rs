@@ -2,14 +2,18 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod args;
 mod commands;
+mod interrupt;
+mod journal;
+mod live;
 mod output;
 mod settings;
 
 use std::process::ExitCode;
 
-use mdlr::{Client, Error, Event};
+use mdlr::{Client, Error, Event, RateLimit};
 
 use crate::args::{Command, Usage};
 use crate::output::{Failure, Output};
@@ -44,6 +48,10 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
     match &args.command {
         Command::Help(topic) => {
             out.print(args::help_for(topic.as_deref()))?;
+            if let Some(batch) = args::help_batch(topic.as_deref()) {
+                out.print("\n")?;
+                out.print(batch)?;
+            }
             return Ok(0);
         }
         Command::Version => {
@@ -79,6 +87,31 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
             },
         ),
         Command::Action { action_id, wait } => commands::action(&client, out, action_id, *wait),
+        Command::Live(live) => live::live(&client, out, live),
+        Command::Cancel { action_id, comment } => admin::cancel(&client, out, action_id, comment),
+        Command::Actions {
+            machine,
+            status,
+            top,
+        } => admin::actions(&client, out, machine.as_deref(), status.as_deref(), *top),
+        Command::Machines { name, top } => admin::machines(&client, out, name.as_deref(), *top),
+        Command::LibraryList => admin::library_list(&client, out),
+        Command::LibraryUpload {
+            path,
+            name,
+            description,
+            parameters_description,
+            override_existing,
+        } => admin::library_upload(
+            &client,
+            out,
+            path,
+            name.as_deref(),
+            description,
+            parameters_description.as_deref(),
+            *override_existing,
+        ),
+        Command::LibraryDelete { name } => admin::library_delete(&client, out, name),
         Command::Help(_) | Command::Version => Ok(0),
     }
 }
@@ -99,8 +132,20 @@ fn client(args: &args::Args, out: &Output) -> Result<Client, Error> {
     }
     let verbose = args.global.verbose;
     let quiet = args.global.quiet;
+    let limits = |q: &Option<Vec<(u32, std::time::Duration)>>, default: Vec<RateLimit>| {
+        q.as_ref().map_or(default, |q| {
+            q.iter()
+                .map(|&(calls, per)| RateLimit { calls, per })
+                .collect()
+        })
+    };
     Client::builder(credential)
         .endpoints(endpoints)
+        .rate_limits(limits(&args.global.api_quota, RateLimit::defaults()))
+        .start_limits(limits(
+            &args.global.start_quota,
+            RateLimit::start_defaults(),
+        ))
         .on_event(move |event| match event {
             Event::Exchange {
                 method,

@@ -115,7 +115,7 @@ pub fn exit_status(error: &Error) -> u8 {
         },
         Error::Transport { .. } | Error::Incomplete { .. } => EX_UNAVAILABLE,
         Error::Malformed { .. } => EX_DATAERR,
-        Error::NoSuchCommand { .. } => EX_NOINPUT,
+        Error::NoSuchCommand { .. } | Error::NotFound { .. } => EX_NOINPUT,
         Error::NotFinished { .. } => EX_TEMPFAIL,
         Error::CommandFailed { action_status, .. } if action_status == "TimeOut" => EX_TEMPFAIL,
         Error::CommandFailed { .. } => EX_UNAVAILABLE,
@@ -141,6 +141,17 @@ fn hint(error: &Error) -> Option<String> {
         ),
         Error::Api { status: 429, .. } => {
             Some("the API quota is used up for now; try again in a minute".into())
+        }
+        Error::Exists { path }
+            if path
+                .file_name()
+                .is_some_and(|n| n == crate::journal::FILE_NAME) =>
+        {
+            Some(
+                "an earlier run left its journal there: add --resume to continue it, or \
+                 choose another -o directory"
+                    .into(),
+            )
         }
         Error::Exists { .. } => Some("pass --force to overwrite it".into()),
         Error::CommandFailed { action_status, .. } if action_status == "TimeOut" => Some(

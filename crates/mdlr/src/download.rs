@@ -159,6 +159,15 @@ pub(crate) fn save(
     outcome
 }
 
+/// Writes `bytes` to `path` the way downloads are written: under a temporary name
+/// beside it, synced, and moved into place only when complete. An existing file is
+/// kept unless `overwrite`.
+pub fn write_file(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
+    let mut req = DownloadRequest::new(Destination::File(path.to_owned()), "");
+    req.overwrite = overwrite;
+    save(bytes, Some(bytes.len() as u64), path, &req).map(|_| ())
+}
+
 /// The temporary name beside `path`: `.NAME.mdlr-part`.
 pub(crate) fn temp_path(path: &Path) -> PathBuf {
     let name = path

@@ -71,6 +71,12 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// Something the caller named does not exist, or names several things (a machine
+    /// name, say).
+    NotFound {
+        /// What is missing or ambiguous, for a person.
+        message: String,
+    },
     /// The action has no command at that index.
     NoSuchCommand {
         /// The action id.
@@ -183,7 +189,9 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Config { message } | Error::InvalidArgument { message } => f.write_str(message),
+            Error::Config { message }
+            | Error::InvalidArgument { message }
+            | Error::NotFound { message } => f.write_str(message),
             Error::Auth {
                 status, message, ..
             } => match status {

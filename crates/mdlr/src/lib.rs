@@ -69,6 +69,7 @@ pub use batch::{BatchEvent, BatchOptions, BatchStats, Counts, OnBusy, Outcome, R
 pub use cloud::{Cloud, Endpoints, check_url, normalize_api_base};
 pub use download::{
     Destination, DownloadRequest, Downloaded, ResultLink, disposition_file_name, safe_file_name,
+    write_file,
 };
 pub use error::{Error, Result};
 pub use http::{Event, Observer, RateLimit, RetryPolicy, Timeouts};

@@ -1,0 +1,285 @@
+//! The commands around live response: cancel, actions, machines, library; and turning
+//! MACHINE arguments into machine ids.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use mdlr::{ActionQuery, ActionStatus, Client, Error, LibraryUpload, Target, is_machine_id};
+use serde_json::json;
+
+use crate::output::{Context, Failure, Output};
+
+/// `mdlr cancel`.
+pub fn cancel(
+    client: &Client,
+    out: &Output,
+    action_id: &str,
+    comment: &str,
+) -> Result<u8, Failure> {
+    let action = client
+        .cancel_action(action_id, comment)
+        .context(|| format!("cannot cancel action {action_id}"))?;
+    if out.json {
+        out.json_line(&serde_json::to_value(&action).unwrap_or_default())?;
+    } else {
+        out.print(&format!(
+            "cancellation requested for action {action_id} (status {})\n",
+            action.status_or_unknown()
+        ))?;
+    }
+    Ok(0)
+}
+
+/// `mdlr actions`.
+pub fn actions(
+    client: &Client,
+    out: &Output,
+    machine: Option<&str>,
+    status: Option<&str>,
+    top: u32,
+) -> Result<u8, Failure> {
+    let mut query = ActionQuery::new();
+    query.top = Some(top.clamp(1, 10_000));
+    if let Some(m) = machine {
+        let target = resolve(client, &[m.to_owned()])?;
+        query.machine_id = target.into_iter().next().map(|t| t.machine_id);
+    }
+    if let Some(s) = status {
+        let parsed = ActionStatus::from(s);
+        if let ActionStatus::Other(_) = parsed {
+            return Err(Error::InvalidArgument {
+                message: format!(
+                    "--status takes Pending, InProgress, Succeeded, Failed, TimeOut or \
+                     Cancelled, not {s:?}"
+                ),
+            }
+            .into());
+        }
+        query.statuses = vec![parsed];
+    }
+    let list = client
+        .list_actions(&query)
+        .context(|| "cannot list actions".to_owned())?;
+    if out.json {
+        for a in &list {
+            out.json_line(&serde_json::to_value(a).unwrap_or_default())?;
+        }
+        return Ok(0);
+    }
+    let mut text = String::new();
+    for a in &list {
+        text.push_str(&format!(
+            "{:<38}{:<12}{:<14}{:<30}{}\n",
+            a.id.as_deref().unwrap_or("?"),
+            a.status_or_unknown().as_str(),
+            a.action_type.as_deref().unwrap_or("?"),
+            a.computer_dns_name
+                .as_deref()
+                .or(a.machine_id.as_deref())
+                .unwrap_or("?"),
+            a.creation_date_time_utc.as_deref().unwrap_or("")
+        ));
+    }
+    out.print(&text)?;
+    out.note(&format!("{} action(s)", list.len()));
+    Ok(0)
+}
+
+/// `mdlr machines`.
+pub fn machines(
+    client: &Client,
+    out: &Output,
+    name: Option<&str>,
+    top: u32,
+) -> Result<u8, Failure> {
+    let list = match name {
+        Some(n) if is_machine_id(n) => vec![
+            client
+                .machine(n)
+                .context(|| format!("cannot read machine {n}"))?,
+        ],
+        Some(n) => {
+            let found = client
+                .find_machines(&[n])
+                .context(|| format!("cannot look up {n}"))?;
+            if found.is_empty() {
+                return Err(Error::NotFound {
+                    message: format!("no machine is named {n}"),
+                }
+                .into());
+            }
+            found
+        }
+        None => client
+            .list_machines(top)
+            .context(|| "cannot list machines".to_owned())?,
+    };
+    if out.json {
+        for m in &list {
+            out.json_line(&serde_json::to_value(m).unwrap_or_default())?;
+        }
+        return Ok(0);
+    }
+    let mut text = String::new();
+    for m in &list {
+        text.push_str(&format!(
+            "{:<42}{:<36}{:<20}{:<10}{}\n",
+            m.id.as_deref().unwrap_or("?"),
+            m.computer_dns_name.as_deref().unwrap_or("?"),
+            m.os_platform.as_deref().unwrap_or(""),
+            m.health_status.as_deref().unwrap_or(""),
+            m.last_seen.as_deref().unwrap_or("")
+        ));
+    }
+    out.print(&text)?;
+    Ok(0)
+}
+
+/// `mdlr library list`.
+pub fn library_list(client: &Client, out: &Output) -> Result<u8, Failure> {
+    let files = client
+        .library_files()
+        .context(|| "cannot list the library".to_owned())?;
+    if out.json {
+        for f in &files {
+            out.json_line(&serde_json::to_value(f).unwrap_or_default())?;
+        }
+        return Ok(0);
+    }
+    let mut text = String::new();
+    for f in &files {
+        text.push_str(&format!(
+            "{:<40}{:<14}{}\n",
+            f.file_name.as_deref().unwrap_or("?"),
+            match f.has_parameters {
+                Some(true) => "parameters",
+                _ => "",
+            },
+            f.description.as_deref().unwrap_or("")
+        ));
+    }
+    out.print(&text)?;
+    Ok(0)
+}
+
+/// `mdlr library upload`.
+pub fn library_upload(
+    client: &Client,
+    out: &Output,
+    path: &Path,
+    name: Option<&str>,
+    description: &str,
+    parameters_description: Option<&str>,
+    override_existing: bool,
+) -> Result<u8, Failure> {
+    let content = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.to_owned(),
+        op: "read",
+        source: e,
+    })?;
+    let file_name = match name {
+        Some(n) => n.to_owned(),
+        None => path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::InvalidArgument {
+                message: format!("{} has no file name; pass --name", path.display()),
+            })?,
+    };
+    let mut upload = LibraryUpload::new(file_name.clone(), content);
+    upload.description = description.to_owned();
+    upload.parameters_description = parameters_description.map(str::to_owned);
+    upload.override_if_exists = override_existing;
+    let file = client
+        .upload_library_file(&upload)
+        .context(|| format!("cannot upload {file_name}"))?;
+    if out.json {
+        out.json_line(&serde_json::to_value(&file).unwrap_or_default())?;
+    } else {
+        out.print(&format!(
+            "uploaded {} ({} bytes)\n",
+            file.file_name.as_deref().unwrap_or(&file_name),
+            upload.content.len()
+        ))?;
+    }
+    Ok(0)
+}
+
+/// `mdlr library delete`.
+pub fn library_delete(client: &Client, out: &Output, name: &str) -> Result<u8, Failure> {
+    client
+        .delete_library_file(name)
+        .context(|| format!("cannot delete {name}"))?;
+    if out.json {
+        out.json_line(&json!({ "deleted": name }))?;
+    } else {
+        out.print(&format!("deleted {name}\n"))?;
+    }
+    Ok(0)
+}
+
+/// Turns MACHINE arguments (ids or DNS names) into targets: ids as they are, names
+/// with as few lookups as possible. Unknown or ambiguous names fail the whole call,
+/// listing every one, before anything starts.
+pub fn resolve(client: &Client, inputs: &[String]) -> Result<Vec<Target>, Failure> {
+    let names: Vec<&str> = inputs
+        .iter()
+        .map(String::as_str)
+        .filter(|m| !is_machine_id(m))
+        .collect();
+    let mut by_name: HashMap<String, Vec<mdlr::Machine>> = HashMap::new();
+    if !names.is_empty() {
+        let found = client
+            .find_machines(&names)
+            .context(|| "cannot look up machines by name".to_owned())?;
+        for m in found {
+            if let Some(n) = &m.computer_dns_name {
+                by_name.entry(n.to_ascii_lowercase()).or_default().push(m);
+            }
+        }
+    }
+    let mut targets = Vec::new();
+    let mut problems = Vec::new();
+    for input in inputs {
+        if is_machine_id(input) {
+            targets.push(Target {
+                machine_id: input.to_ascii_lowercase(),
+                name: input.to_ascii_lowercase(),
+            });
+            continue;
+        }
+        match by_name.get(&input.to_ascii_lowercase()).map(Vec::as_slice) {
+            Some([m]) => targets.push(Target {
+                machine_id: m.id.clone().unwrap_or_default(),
+                name: input.to_ascii_lowercase(),
+            }),
+            Some(several) if several.len() > 1 => {
+                let candidates: Vec<String> = several
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{} (last seen {})",
+                            m.id.as_deref().unwrap_or("?"),
+                            m.last_seen.as_deref().unwrap_or("?")
+                        )
+                    })
+                    .collect();
+                problems.push(format!(
+                    "{input} names {} machines; pass one id: {}",
+                    several.len(),
+                    candidates.join(", ")
+                ));
+            }
+            _ => problems.push(format!("no machine is named {input}")),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::NotFound {
+            message: problems.join("; "),
+        }
+        .into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    targets.retain(|t| !t.machine_id.is_empty() && seen.insert(t.machine_id.clone()));
+    Ok(targets)
+}

@@ -1,0 +1,534 @@
+//! `run`, `getfile` and `putfile`: start live response on one machine or many, wait,
+//! and deliver every result.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use mdlr::{
+    ActionStatus, BatchEvent, BatchOptions, Client, CommandType, Destination, DownloadRequest,
+    Error, LiveResponse, MachineAction, Outcome, PollPolicy, Report, Target,
+};
+use serde_json::{Value, json};
+
+use crate::admin::resolve;
+use crate::args::Live;
+use crate::interrupt;
+use crate::journal::Journal;
+use crate::output::{self, Failure, Output};
+
+/// `mdlr run | getfile | putfile`.
+pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
+    let request = live_request(args);
+    request.validate()?;
+    let mut inputs = args.machines.clone();
+    if let Some(file) = &args.machines_file {
+        inputs.extend(read_machines_file(file)?);
+    }
+    if inputs.is_empty() {
+        return Err(Error::InvalidArgument {
+            message: "no machine given".to_owned(),
+        }
+        .into());
+    }
+    let targets = resolve(client, &inputs)?;
+    let single = targets.len() == 1 && args.output.is_none();
+
+    let journal = match &args.output {
+        Some(dir) => Some(Journal::open(dir, &request, args.resume)?),
+        None => None,
+    };
+    let (mut fresh, mut resumed, mut finished) = (Vec::new(), Vec::new(), Vec::new());
+    for t in targets {
+        match journal.as_ref().and_then(|j| j.state_of(&t.machine_id)) {
+            Some((action_id, Some(status))) => finished.push((t, action_id, status)),
+            Some((action_id, None)) => resumed.push((t, action_id)),
+            None => fresh.push(t),
+        }
+    }
+    let total = fresh.len() + resumed.len() + finished.len();
+    let ticker = Ticker::new(out, total);
+    let delivery = Delivery {
+        client,
+        out,
+        args,
+        single,
+        journal: journal.as_ref(),
+        ticker: &ticker,
+        worst: Mutex::new(0),
+    };
+    for (t, action_id, status) in &finished {
+        delivery.line(
+            t,
+            Some(action_id),
+            *status,
+            "done in an earlier run",
+            Vec::new(),
+        );
+        delivery.note_status(*status);
+    }
+    interrupt::watch(args.output.is_some());
+    let options = BatchOptions {
+        max_in_flight: args.max_in_flight,
+        on_busy: args.on_busy,
+        wait_timeout: args.wait.timeout,
+        poll: PollPolicy {
+            first: args.wait.poll,
+            max: args.wait.poll * 6,
+        },
+        wait: !args.no_wait,
+        ..BatchOptions::default()
+    };
+    let on_event = |event: BatchEvent<'_>| match event {
+        BatchEvent::Started { target, action_id } => {
+            interrupt::started(action_id, &target.name);
+            if let Some(j) = &journal {
+                j.started(&target.machine_id, &target.name, action_id);
+            }
+        }
+        BatchEvent::Busy {
+            target,
+            other_action,
+        } => ticker.note(&format!(
+            "{} is busy with action {other_action}; waiting for it to end",
+            target.name
+        )),
+        BatchEvent::PollError(e) => ticker.note(&format!("could not read action states: {e}")),
+        BatchEvent::Progress(counts) => ticker.show(counts),
+        _ => {}
+    };
+    let on_done = |report: Report| {
+        if let Some(id) = &report.action_id {
+            interrupt::ended(id);
+        }
+        delivery.machine(report);
+    };
+    let stats = client.run_batch(fresh, resumed, &request, &options, &on_event, &on_done);
+    ticker.clear();
+    interrupt::done();
+    let worst = *delivery.worst.lock().unwrap_or_else(|e| e.into_inner());
+    if !single && !out.json {
+        out.note(&format!(
+            "{total} machine(s), {} started, {} poll round(s), {:.1} s; exit status {worst}",
+            stats.started,
+            stats.poll_rounds,
+            stats.elapsed.as_secs_f64()
+        ));
+    }
+    Ok(worst)
+}
+
+fn live_request(args: &Live) -> LiveResponse {
+    let what = match (&args.script, args.gets.first(), args.puts.first()) {
+        (Some((s, _)), _, _) => format!("run {s}"),
+        (None, Some(g), _) => format!("getfile {g}"),
+        (None, None, Some(p)) => format!("putfile {p}"),
+        _ => "live response".to_owned(),
+    };
+    let mut request = LiveResponse::new(
+        args.comment
+            .clone()
+            .unwrap_or_else(|| format!("mdlr {what}")),
+    );
+    for p in &args.puts {
+        request = request.put_file(p);
+    }
+    if let Some((script, script_args)) = &args.script {
+        request = request.run_script(script, script_args);
+    }
+    for g in &args.gets {
+        request = request.get_file(g);
+    }
+    request
+}
+
+/// Machines from a file: one per line; `#` starts a comment.
+fn read_machines_file(path: &Path) -> Result<Vec<String>, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+        path: path.to_owned(),
+        op: "read",
+        source: e,
+    })?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Delivers each machine's results as its action ends, from the finisher threads.
+struct Delivery<'a> {
+    client: &'a Client,
+    out: &'a Output,
+    args: &'a Live,
+    single: bool,
+    journal: Option<&'a Journal>,
+    ticker: &'a Ticker,
+    worst: Mutex<u8>,
+}
+
+impl Delivery<'_> {
+    fn note_status(&self, status: u8) {
+        let mut worst = self.worst.lock().unwrap_or_else(|e| e.into_inner());
+        if severity(status) > severity(*worst) {
+            *worst = status;
+        }
+    }
+
+    fn machine(&self, report: Report) {
+        let target = report.target;
+        let id = report.action_id.as_deref();
+        let mut clean = matches!(report.outcome, Outcome::Started);
+        let (status, what, results) = match report.outcome {
+            Outcome::Started => (0, "started".to_owned(), Vec::new()),
+            Outcome::Ended => match &report.action {
+                Some(action) => {
+                    let (status, what, results, ok) =
+                        self.results(&target, id.unwrap_or(""), action);
+                    clean = ok;
+                    (status, what, results)
+                }
+                None => (output::EX_UNAVAILABLE, "ended".to_owned(), Vec::new()),
+            },
+            Outcome::Busy { other_action } => (
+                output::EX_TEMPFAIL,
+                match other_action {
+                    Some(o) => format!("busy with action {o}; not started"),
+                    None => "busy with another session; not started".to_owned(),
+                },
+                Vec::new(),
+            ),
+            Outcome::WaitTimedOut => (
+                output::EX_TEMPFAIL,
+                format!(
+                    "still {} after the wait timeout; pick it up with `mdlr result {} --all --wait`",
+                    report
+                        .action
+                        .as_ref()
+                        .map_or("running".to_owned(), |a| a.status_or_unknown().to_string()),
+                    id.unwrap_or("?")
+                ),
+                Vec::new(),
+            ),
+            Outcome::StartFailed(e) => (
+                output::exit_status(&e),
+                format!("not started: {}", one_line(&e)),
+                Vec::new(),
+            ),
+            Outcome::PollFailed(e) => (output::exit_status(&e), one_line(&e), Vec::new()),
+            _ => (1, "unknown outcome".to_owned(), Vec::new()),
+        };
+        if let (Some(j), Some(id)) = (self.journal, id)
+            && !matches!(status, output::EX_TEMPFAIL)
+        {
+            j.finished(&target.machine_id, id, status);
+        }
+        self.note_status(status);
+        if self.single && !clean && !self.out.json {
+            self.ticker.clear();
+            eprintln!(
+                "mdlr: {}: {what} (action {})",
+                target.name,
+                id.unwrap_or("none")
+            );
+            return;
+        }
+        self.line(&target, id, status, &what, results);
+    }
+
+    /// Delivers every result of an ended action; returns the machine's status, a
+    /// summary, the results for --json, and whether all went well.
+    fn results(
+        &self,
+        target: &Target,
+        id: &str,
+        action: &MachineAction,
+    ) -> (u8, String, Vec<Value>, bool) {
+        let status = action.status_or_unknown();
+        let mut worst = match status {
+            ActionStatus::Succeeded => 0,
+            ActionStatus::TimeOut => output::EX_TEMPFAIL,
+            _ => output::EX_UNAVAILABLE,
+        };
+        let mut script_code = None;
+        let mut results = Vec::new();
+        let mut problems = Vec::new();
+        for (i, entry) in action.commands.iter().enumerate() {
+            let index = entry.index.unwrap_or(i as u32);
+            match action.result_type(id, index) {
+                Ok(CommandType::PutFile) => {}
+                Ok(kind) => match self.one_result(target, id, index, &kind) {
+                    Ok((value, code)) => {
+                        script_code = script_code.or(code.filter(|c| *c != 0));
+                        results.push(value);
+                    }
+                    Err(e) => {
+                        let s = output::exit_status(&e);
+                        if severity(s) > severity(worst) {
+                            worst = s;
+                        }
+                        problems.push(format!("command {index}: {}", one_line(&e)));
+                    }
+                },
+                Err(Error::CommandFailed {
+                    errors,
+                    command_status,
+                    ..
+                }) => {
+                    if command_status == "Failed" {
+                        problems.push(format!(
+                            "command {index} failed{}",
+                            errors.first().map(|e| format!(": {e}")).unwrap_or_default()
+                        ));
+                    }
+                }
+                Err(e) => problems.push(format!("command {index}: {}", one_line(&e))),
+            }
+        }
+        if worst == 0
+            && let Some(code) = script_code
+        {
+            worst = u8::try_from(code).unwrap_or(1);
+        }
+        let clean = status == ActionStatus::Succeeded && problems.is_empty();
+        let mut what = status.to_string();
+        if let Some(code) = script_code {
+            what.push_str(&format!(", script exit code {code}"));
+        }
+        for p in problems {
+            what.push_str("; ");
+            what.push_str(&p);
+        }
+        (worst, what, results, clean)
+    }
+
+    /// Fetches one result. Returns its --json record and, for a script, its exit code.
+    fn one_result(
+        &self,
+        target: &Target,
+        id: &str,
+        index: u32,
+        kind: &CommandType,
+    ) -> Result<(Value, Option<i64>), Error> {
+        let base = json!({ "index": index, "type": kind.as_str() });
+        if let Some(path) = self.journal.and_then(|j| j.downloaded(id, index)) {
+            return Ok((
+                merge(
+                    base,
+                    json!({ "path": path, "skipped": "downloaded before" }),
+                ),
+                None,
+            ));
+        }
+        let dir = self.dir_for(target)?;
+        if *kind == CommandType::RunScript {
+            let bytes = self.client.transcript_bytes(id, index)?;
+            let t = mdlr::Transcript::parse(&bytes)?;
+            let code = Some(t.exit_code);
+            if self.out.json && dir.is_none() {
+                return Ok((merge(base, json!(t)), code));
+            }
+            let value = match &dir {
+                Some(dir) => {
+                    let stem = format!("{index}-{}", file_stem(&t.script_name));
+                    let json_path = dir.join(format!("{stem}.json"));
+                    let force = self.args.force;
+                    mdlr::write_file(&json_path, &bytes, force)?;
+                    let out_path = dir.join(format!("{stem}.out"));
+                    mdlr::write_file(&out_path, t.script_output.as_bytes(), force)?;
+                    if !t.script_errors.is_empty() {
+                        let err_path = dir.join(format!("{stem}.err"));
+                        mdlr::write_file(&err_path, t.script_errors.as_bytes(), force)?;
+                    }
+                    self.record(id, index, &json_path);
+                    merge(base, json!({ "path": json_path, "exit_code": t.exit_code }))
+                }
+                None => {
+                    let mut text = String::new();
+                    if !self.single {
+                        text.push_str(&format!(
+                            "== {} (command {index}, exit code {})\n",
+                            target.name, t.exit_code
+                        ));
+                    }
+                    text.push_str(&t.script_output);
+                    if !self.single && !text.ends_with('\n') {
+                        text.push('\n');
+                    }
+                    self.ticker.clear();
+                    let _ = self.out.print(&text);
+                    self.out.eprint(&t.script_errors);
+                    merge(base, json!({ "exit_code": t.exit_code }))
+                }
+            };
+            Ok((value, code))
+        } else {
+            let gunzip = *kind == CommandType::GetFile && !self.args.raw;
+            let fallback = if gunzip {
+                format!("{id}-{index}")
+            } else {
+                format!("{id}-{index}.gz")
+            };
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            let mut request = DownloadRequest::new(Destination::Dir(dir), fallback);
+            request.gunzip = gunzip;
+            request.overwrite = self.args.force;
+            let done = self.client.download_result(id, index, &request)?;
+            self.record(id, index, &done.path);
+            if self.single && !self.out.json {
+                self.ticker.clear();
+                let _ = self.out.print(&format!(
+                    "saved {} ({} bytes)\n",
+                    done.path.display(),
+                    done.written
+                ));
+            }
+            Ok((
+                merge(base, json!({ "path": done.path, "bytes": done.written })),
+                None,
+            ))
+        }
+    }
+
+    fn record(&self, id: &str, index: u32, path: &Path) {
+        if let Some(j) = self.journal {
+            j.record_download(id, index, path);
+        }
+    }
+
+    /// Where a machine's files go: DIR/NAME/ in batch mode, the current directory for
+    /// one machine; `None` for transcripts printed rather than saved.
+    fn dir_for(&self, target: &Target) -> Result<Option<PathBuf>, Error> {
+        let dir = match (&self.args.output, self.single) {
+            (Some(dir), _) => dir.join(machine_dir(&target.name)),
+            (None, true) => return Ok(None),
+            (None, false) => PathBuf::from(machine_dir(&target.name)),
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+            path: dir.clone(),
+            op: "create directory",
+            source: e,
+        })?;
+        Ok(Some(dir))
+    }
+
+    /// One line per machine (or one JSON object).
+    fn line(&self, target: &Target, id: Option<&str>, status: u8, what: &str, results: Vec<Value>) {
+        if self.out.json {
+            self.ticker.clear();
+            let _ = self.out.json_line(&json!({
+                "machine": target.name,
+                "machine_id": target.machine_id,
+                "action_id": id,
+                "exit_status": status,
+                "summary": what,
+                "results": results,
+            }));
+            return;
+        }
+        let text = format!("{}: {what} (action {})", target.name, id.unwrap_or("none"));
+        self.ticker.clear();
+        if self.single {
+            if self.args.no_wait {
+                let _ = self.out.print(&format!("{}\n", id.unwrap_or("")));
+            }
+        } else {
+            let _ = self.out.print(&format!("{text}\n"));
+        }
+    }
+}
+
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Value::Object(a), Value::Object(b)) = (&mut a, b) {
+        a.extend(b);
+    }
+    a
+}
+
+fn one_line(e: &Error) -> String {
+    let mut s = e.to_string();
+    if let Some(code) = e.code() {
+        s.push_str(&format!(" [{code}]"));
+    }
+    s
+}
+
+/// A machine's directory name: its name made safe.
+fn machine_dir(name: &str) -> String {
+    mdlr::safe_file_name(name).unwrap_or_else(|| "machine".to_owned())
+}
+
+fn file_stem(script: &str) -> String {
+    let name = mdlr::safe_file_name(script).unwrap_or_else(|| "script".to_owned());
+    match name.rsplit_once('.') {
+        Some((stem, _)) if !stem.is_empty() => stem.to_owned(),
+        _ => name,
+    }
+}
+
+/// How bad an exit status is, to pick the most severe of a batch.
+fn severity(code: u8) -> u8 {
+    match code {
+        0 => 0,
+        output::EX_CONFIG => 100,
+        output::EX_NOPERM => 90,
+        output::EX_USAGE => 85,
+        output::EX_IOERR => 80,
+        output::EX_CANTCREAT => 75,
+        output::EX_DATAERR => 70,
+        output::EX_UNAVAILABLE => 60,
+        output::EX_NOINPUT => 55,
+        output::EX_TEMPFAIL => 50,
+        _ => 10,
+    }
+}
+
+/// The live count per state on a terminal's stderr.
+struct Ticker {
+    enabled: bool,
+    total: usize,
+    shown: Mutex<bool>,
+    quiet: bool,
+}
+
+impl Ticker {
+    fn new(out: &Output, total: usize) -> Ticker {
+        Ticker {
+            enabled: !out.quiet && total > 1 && std::io::stderr().is_terminal(),
+            total,
+            shown: Mutex::new(false),
+            quiet: out.quiet,
+        }
+    }
+
+    fn show(&self, c: mdlr::Counts) {
+        if !self.enabled {
+            return;
+        }
+        let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+        eprint!(
+            "\r\x1b[2K{} queued · {} busy · {} pending · {} running · {}/{} done",
+            c.queued, c.busy, c.pending, c.running, c.done, self.total
+        );
+        *shown = true;
+    }
+
+    fn clear(&self) {
+        if !self.enabled {
+            return;
+        }
+        let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+        if *shown {
+            eprint!("\r\x1b[2K");
+            *shown = false;
+        }
+    }
+
+    fn note(&self, text: &str) {
+        if !self.quiet {
+            self.clear();
+            eprintln!("mdlr: {text}");
+        }
+    }
+}
