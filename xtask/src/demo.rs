@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use mdlr::{CommandType, MachineAction};
+use mdlr_tests::server::{Request, Response, Server};
 
 use crate::fixtures;
-use crate::server::{Request, Response, Server};
 
 /// The bearer token the stand-in API accepts. Not a secret, but mdlr must never print it.
 const TOKEN: &str = "demo-token-5b0e7c1f";

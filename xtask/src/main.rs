@@ -4,7 +4,6 @@
 
 mod demo;
 mod fixtures;
-mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
