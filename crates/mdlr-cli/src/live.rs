@@ -56,6 +56,7 @@ pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
         journal: journal.as_ref(),
         ticker: &ticker,
         worst: Mutex::new(0),
+        printing: Mutex::new(()),
     };
     for (t, action_id, status) in &finished {
         delivery.line(
@@ -166,6 +167,14 @@ struct Delivery<'a> {
     journal: Option<&'a Journal>,
     ticker: &'a Ticker,
     worst: Mutex<u8>,
+    printing: Mutex<()>,
+}
+
+/// What one machine prints, gathered so that it comes out in one piece.
+#[derive(Default)]
+struct Block {
+    out: String,
+    err: String,
 }
 
 impl Delivery<'_> {
@@ -180,12 +189,13 @@ impl Delivery<'_> {
         let target = report.target;
         let id = report.action_id.as_deref();
         let mut clean = matches!(report.outcome, Outcome::Started);
+        let mut block = Block::default();
         let (status, what, results) = match report.outcome {
             Outcome::Started => (0, "started".to_owned(), Vec::new()),
             Outcome::Ended => match &report.action {
                 Some(action) => {
                     let (status, what, results, ok) =
-                        self.results(&target, id.unwrap_or(""), action);
+                        self.results(&target, id.unwrap_or(""), action, &mut block);
                     clean = ok;
                     (status, what, results)
                 }
@@ -225,8 +235,12 @@ impl Delivery<'_> {
             j.finished(&target.machine_id, id, status);
         }
         self.note_status(status);
+        // One machine's output stays together, whatever the other finishers print.
+        let _printing = self.printing.lock().unwrap_or_else(|e| e.into_inner());
+        self.ticker.clear();
+        let _ = self.out.print(&block.out);
+        self.out.eprint(&block.err);
         if self.single && !clean && !self.out.json {
-            self.ticker.clear();
             eprintln!(
                 "mdlr: {}: {what} (action {})",
                 target.name,
@@ -244,6 +258,7 @@ impl Delivery<'_> {
         target: &Target,
         id: &str,
         action: &MachineAction,
+        block: &mut Block,
     ) -> (u8, String, Vec<Value>, bool) {
         let status = action.status_or_unknown();
         let mut worst = match status {
@@ -258,7 +273,7 @@ impl Delivery<'_> {
             let index = entry.index.unwrap_or(i as u32);
             match action.result_type(id, index) {
                 Ok(CommandType::PutFile) => {}
-                Ok(kind) => match self.one_result(target, id, index, &kind) {
+                Ok(kind) => match self.one_result(target, id, index, &kind, block) {
                     Ok((value, code)) => {
                         script_code = script_code.or(code.filter(|c| *c != 0));
                         results.push(value);
@@ -310,6 +325,7 @@ impl Delivery<'_> {
         id: &str,
         index: u32,
         kind: &CommandType,
+        block: &mut Block,
     ) -> Result<(Value, Option<i64>), Error> {
         let base = json!({ "index": index, "type": kind.as_str() });
         if let Some(path) = self.journal.and_then(|j| j.downloaded(id, index)) {
@@ -321,8 +337,12 @@ impl Delivery<'_> {
                 None,
             ));
         }
-        let dir = self.dir_for(target)?;
         if *kind == CommandType::RunScript {
+            // Transcripts are saved with -o, printed otherwise.
+            let dir = match self.args.output {
+                Some(_) => self.dir_for(target)?,
+                None => None,
+            };
             let bytes = self.client.transcript_bytes(id, index)?;
             let t = mdlr::Transcript::parse(&bytes)?;
             let code = Some(t.exit_code);
@@ -356,9 +376,8 @@ impl Delivery<'_> {
                     if !self.single && !text.ends_with('\n') {
                         text.push('\n');
                     }
-                    self.ticker.clear();
-                    let _ = self.out.print(&text);
-                    self.out.eprint(&t.script_errors);
+                    block.out.push_str(&text);
+                    block.err.push_str(&t.script_errors);
                     merge(base, json!({ "exit_code": t.exit_code }))
                 }
             };
@@ -370,15 +389,14 @@ impl Delivery<'_> {
             } else {
                 format!("{id}-{index}.gz")
             };
-            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            let dir = self.dir_for(target)?.unwrap_or_else(|| PathBuf::from("."));
             let mut request = DownloadRequest::new(Destination::Dir(dir), fallback);
             request.gunzip = gunzip;
             request.overwrite = self.args.force;
             let done = self.client.download_result(id, index, &request)?;
             self.record(id, index, &done.path);
             if self.single && !self.out.json {
-                self.ticker.clear();
-                let _ = self.out.print(&format!(
+                block.out.push_str(&format!(
                     "saved {} ({} bytes)\n",
                     done.path.display(),
                     done.written
@@ -416,7 +434,6 @@ impl Delivery<'_> {
     /// One line per machine (or one JSON object).
     fn line(&self, target: &Target, id: Option<&str>, status: u8, what: &str, results: Vec<Value>) {
         if self.out.json {
-            self.ticker.clear();
             let _ = self.out.json_line(&json!({
                 "machine": target.name,
                 "machine_id": target.machine_id,
@@ -428,7 +445,6 @@ impl Delivery<'_> {
             return;
         }
         let text = format!("{}: {what} (action {})", target.name, id.unwrap_or("none"));
-        self.ticker.clear();
         if self.single {
             if self.args.no_wait {
                 let _ = self.out.print(&format!("{}\n", id.unwrap_or("")));
