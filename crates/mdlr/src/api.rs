@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::auth::{Credential, TokenCache};
 use crate::cloud::{Cloud, Endpoints, check_url};
-use crate::download::{self, Destination, DownloadRequest, Downloaded, ResultLink};
+use crate::download::{Destination, DownloadRequest, Downloaded, ResultLink};
 use crate::error::{Error, Result};
 use crate::http::{
     Event, Http, Method, RateLimit, RateLimiter, Request, Response, RetryPolicy, Timeouts,
@@ -16,6 +16,7 @@ use crate::http::{
 use crate::model::MachineAction;
 use crate::secret::redact_url;
 use crate::transcript::Transcript;
+use crate::transfer::Links;
 
 /// Largest API JSON reply accepted (a list of 10 000 actions fits).
 const DEFAULT_JSON_LIMIT: u64 = 64 << 20;
@@ -335,38 +336,13 @@ impl Client {
     /// The bearer token is never sent to the link's host. Redirects are followed only
     /// to URLs that pass the same checks as the link.
     pub fn download(&self, link: &ResultLink, request: &DownloadRequest) -> Result<Downloaded> {
-        if let Destination::Dir(dir) = &request.destination
-            && !dir.is_dir()
-        {
-            return Err(Error::io(
-                dir,
-                "write into",
-                std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
-            ));
-        }
-        if let Destination::File(path) = &request.destination
-            && !request.overwrite
-            && path.exists()
-        {
-            return Err(Error::Exists { path: path.clone() });
-        }
-        let resp = self.fetch_blob(link)?;
-        let disposition = resp.header("content-disposition").map(str::to_owned);
-        let path = download::final_path(request, disposition.as_deref());
-        let length = resp.content_length();
-        let (received, written) = download::save(resp.into_reader(), length, &path, request)?;
-        Ok(Downloaded {
-            path,
-            received,
-            written,
-            original_name: disposition
-                .as_deref()
-                .and_then(download::disposition_file_name),
-        })
+        self.transfer(Links::new(link.clone(), None), request)
     }
 
-    /// Gets a fresh link for command `index` and downloads it as `request` says. A link
-    /// refused by the result host (expired) is renewed once.
+    /// Gets a fresh link for command `index` and downloads it as `request` says: a
+    /// dropped or stalled connection continues from the byte it reached, a link the
+    /// result host refuses (expired) or that is about to expire is renewed, and a rerun
+    /// continues from the partial file an interrupted run left.
     pub fn download_result(
         &self,
         action_id: &str,
@@ -380,7 +356,13 @@ impl Client {
         {
             return Err(Error::Exists { path: path.clone() });
         }
-        self.with_fresh_link(action_id, index, |link| self.download(link, request))
+        let link = self.result_link(action_id, index)?;
+        let refresh = || self.result_link(action_id, index);
+        self.transfer(Links::new(link, Some(&refresh)), request)
+    }
+
+    pub(crate) fn http(&self) -> &Http {
+        &self.inner.http
     }
 
     /// Runs `f` with a fresh link; when the result host answers 403 (an expired or
@@ -476,6 +458,7 @@ impl Client {
                 url: &call.url,
                 bearer: Some(&token),
                 content_type: call.content_type.as_deref(),
+                headers: Vec::new(),
                 body: call.body.clone(),
                 idempotent: call.idempotent,
             };
@@ -545,7 +528,7 @@ fn api_error(resp: Response) -> Error {
     }
 }
 
-fn blob_error(resp: Response) -> Error {
+pub(crate) fn blob_error(resp: Response) -> Error {
     let status = resp.status();
     let code = resp.header("x-ms-error-code").map(str::to_owned);
     let request_id = resp.header("x-ms-request-id").map(str::to_owned);
@@ -594,7 +577,7 @@ pub(crate) fn describe_body(body: &[u8]) -> String {
 }
 
 /// Resolves a `Location` header against the URL it came from.
-fn resolve_location(base: &str, location: &str) -> String {
+pub(crate) fn resolve_location(base: &str, location: &str) -> String {
     if location.contains("://") {
         return location.to_owned();
     }

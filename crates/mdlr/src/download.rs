@@ -31,6 +31,11 @@ impl ResultLink {
         self.0.expose()
     }
 
+    /// When the link expires (its `se` parameter), if it says.
+    pub fn expires_at(&self) -> Option<std::time::SystemTime> {
+        parse_utc(&self.expires()?)
+    }
+
     /// The link with its `sig` value replaced by `REDACTED`, for display.
     pub fn redacted(&self) -> String {
         redact_url(self.0.expose())
@@ -50,6 +55,31 @@ impl std::fmt::Debug for ResultLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("ResultLink").field(&self.redacted()).finish()
     }
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` (UTC).
+pub(crate) fn parse_utc(text: &str) -> Option<std::time::SystemTime> {
+    let t = text.trim();
+    let t = t.strip_suffix('Z').or_else(|| t.strip_suffix("+00:00"))?;
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let time = time.split('.').next()?;
+    let mut hms = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (h, min, s) = (hms.next()??, hms.next()??, hms.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || min > 59 || s > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days * 86_400 + h * 3600 + min * 60 + s).ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
 /// Where a download goes.
@@ -224,7 +254,7 @@ fn write_body(
 
 /// Moves the finished temporary file to its final name. Without `overwrite` the move
 /// never replaces a file that appeared meanwhile.
-fn publish(temp: &Path, path: &Path, overwrite: bool) -> Result<()> {
+pub(crate) fn publish(temp: &Path, path: &Path, overwrite: bool) -> Result<()> {
     if overwrite {
         return fs::rename(temp, path).map_err(|e| Error::io(path, "rename into", e));
     }
@@ -478,6 +508,19 @@ mod tests {
             final_path(&req, Some("attachment; filename=\"x.gz\"")),
             PathBuf::from("/o/x.gz")
         );
+    }
+
+    #[test]
+    fn utc_times() {
+        let t = parse_utc("2021-02-04T16:13:50Z").expect("parses");
+        let secs = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        assert_eq!(secs, 1_612_455_230);
+        assert!(parse_utc("2000-03-01T00:00:00.123Z").is_some());
+        assert!(parse_utc("2021-13-04T16:13:50Z").is_none());
+        assert!(parse_utc("yesterday").is_none());
     }
 
     #[test]

@@ -248,6 +248,8 @@ pub(crate) struct Request<'a> {
     pub url: &'a str,
     pub bearer: Option<&'a Secret>,
     pub content_type: Option<&'a str>,
+    /// Further headers (`Range`, `If-Match`).
+    pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
     /// Whether sending it twice does no harm: then 5xx replies and connections that
     /// broke after sending are retried too. (A live response start is not: a retry
@@ -262,6 +264,7 @@ impl<'a> Request<'a> {
             url,
             bearer: None,
             content_type: None,
+            headers: Vec::new(),
             body: Vec::new(),
             idempotent: true,
         }
@@ -278,6 +281,7 @@ impl<'a> Request<'a> {
             url,
             bearer: None,
             content_type: Some("application/x-www-form-urlencoded"),
+            headers: Vec::new(),
             body: body.into_bytes(),
             idempotent: true,
         }
@@ -366,7 +370,11 @@ impl Http {
         }
     }
 
-    fn emit(&self, event: Event) {
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
         if let Some(o) = &self.observer {
             o(&event);
         }
@@ -383,12 +391,19 @@ impl Http {
         if let Some(ct) = req.content_type {
             builder = builder.header("Content-Type", ct);
         }
+        for (name, value) in &req.headers {
+            builder = builder.header(*name, value.as_str());
+        }
         let redacted = redact_url(req.url);
-        let request = builder
-            .body(req.body.clone())
-            .map_err(|e| Error::config(format!("invalid URL {redacted}: {e}")))?;
+        let invalid = |e: ureq::http::Error| Error::config(format!("invalid URL {redacted}: {e}"));
         let started = Instant::now();
-        let result = self.agent.run(request);
+        // A GET carries no body, not even an empty one.
+        let result = if req.body.is_empty() && req.method == Method::Get {
+            self.agent.run(builder.body(()).map_err(invalid)?)
+        } else {
+            self.agent
+                .run(builder.body(req.body.clone()).map_err(invalid)?)
+        };
         let elapsed = started.elapsed();
         self.emit(Event::Exchange {
             method: req.method.as_str(),
@@ -475,7 +490,7 @@ impl Http {
 
     /// Exponential backoff with jitter: a random delay in `[d/2, d]` where `d` doubles
     /// with each attempt up to the policy's maximum.
-    fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let exp = self
             .retry
             .base_delay

@@ -58,9 +58,11 @@ mod error;
 mod http;
 mod library;
 mod machines;
+mod md5;
 mod model;
 mod secret;
 mod transcript;
+mod transfer;
 
 pub use actions::{ActionQuery, LiveResponse};
 pub use api::{Client, ClientBuilder, PollPolicy, check_action_id};

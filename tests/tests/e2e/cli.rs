@@ -400,16 +400,18 @@ fn short_body_leaves_no_file() {
     ));
     svc.action(done_action());
     svc.link_to(1, &raw.url("/results/short"));
-    svc.mdlr(&["result", ACTION, "--index", "1"]).check(
-        69,
-        "",
-        "mdlr: command 1 of action {ID}: the download stopped after 10 of 1000 bytes\n",
-    );
+    // Ten bytes that are not gzip: nothing to go on with.
+    svc.mdlr(&["result", ACTION, "--index", "1"])
+        .run()
+        .check_err(
+            65,
+            &["mdlr: command 1 of action {ID}: malformed gzip stream"],
+        );
     assert_eq!(list(svc.dir.path()), Vec::<String>::new());
     // With an existing file and --force, the old file survives the failure intact.
     write(svc.dir.join("evidence.txt"), "old");
     svc.mdlr(&["result", ACTION, "--index", "1", "--force"])
-        .status(69);
+        .status(65);
     assert_eq!(list(svc.dir.path()), ["evidence.txt"]);
     assert_eq!(read(svc.dir.join("evidence.txt")), b"old");
 }
@@ -448,7 +450,7 @@ fn unwritable_output_is_a_local_io_error() {
     write(svc.dir.join("file"), "in the way");
     svc.mdlr(&["result", ACTION, "--index", "1", "-o", "file/evidence"])
         .run()
-        .check_err(74, &["mdlr: command 1 of action {ID}: cannot create file/"]);
+        .check_err(74, &["mdlr: command 1 of action {ID}: cannot write file/"]);
     svc.mdlr(&["result", ACTION, "--all", "-o", "file/sub"])
         .run()
         .check_err(74, &["cannot create directory file/sub"]);
