@@ -39,6 +39,10 @@ Options (anywhere on the line):
       --json              machine-readable output on stdout
   -q, --quiet             say less on stderr
   -v, --verbose           log each HTTP exchange on stderr (secrets redacted)
+      --timeout DUR       longest wait to connect or for any read (default: 30s to
+                          connect, 60s per read); a stalled transfer resumes after it
+      --retries N         retries of a failed request (default 4); a transfer may
+                          reconnect twice as often without progress
       --api-quota SPEC    client-side API quota (default 100/1m,1500/1h)
       --start-quota SPEC  client-side quota on session starts (default 10/1m)
   -h, --help              show help
@@ -254,6 +258,10 @@ pub struct Global {
     pub api_quota: Option<Vec<(u32, Duration)>>,
     /// `--start-quota`: (calls, window) pairs.
     pub start_quota: Option<Vec<(u32, Duration)>>,
+    /// `--timeout`.
+    pub timeout: Option<Duration>,
+    /// `--retries`.
+    pub retries: Option<u32>,
 }
 
 /// How long and how often to wait.
@@ -415,6 +423,13 @@ pub fn parse(mut raw: Vec<OsString>) -> Result<Args, Usage> {
     global.login_url = opt_string(&mut args, "--login-url", None)?;
     global.scope = opt_string(&mut args, "--scope", None)?;
     global.token_file = opt_string(&mut args, "--token-file", None)?.map(PathBuf::from);
+    global.timeout = opt_string(&mut args, "--timeout", None)?
+        .map(|s| parse_duration(&s).map_err(|m| usage(format!("--timeout: {m}"), None)))
+        .transpose()?;
+    if global.timeout.is_some_and(|t| t.is_zero()) {
+        return Err(usage("--timeout must be above zero", None));
+    }
+    global.retries = opt_number(&mut args, "--retries", None)?;
     global.api_quota = opt_string(&mut args, "--api-quota", None)?
         .map(|s| parse_quota(&s).map_err(|m| usage(format!("--api-quota: {m}"), None)))
         .transpose()?;
@@ -1032,6 +1047,10 @@ mod tests {
         );
         assert_eq!(g.start_quota, Some(vec![(10, Duration::from_millis(600))]));
         check_usage("--api-quota 0/1m actions", "above zero");
+        let g = parse_str("--timeout 90s --retries 7 actions").expect("parses").global;
+        assert_eq!((g.timeout, g.retries), (Some(Duration::from_secs(90)), Some(7)));
+        check_usage("--timeout 0s actions", "above zero");
+        check_usage("--retries many actions", "whole number");
         check_usage("--api-quota lots actions", "CALLS/DURATION");
     }
 

@@ -13,7 +13,7 @@ mod settings;
 
 use std::process::ExitCode;
 
-use mdlr::{Client, Error, Event, RateLimit};
+use mdlr::{Client, Error, Event, RateLimit, RetryPolicy, Timeouts};
 
 use crate::args::{Command, Usage};
 use crate::output::{Failure, Output};
@@ -139,8 +139,22 @@ fn client(args: &args::Args, out: &Output) -> Result<Client, Error> {
                 .collect()
         })
     };
+    let defaults = Timeouts::default();
+    let timeouts = args.global.timeout.map_or(defaults, |t| Timeouts {
+        connect: t.min(defaults.connect),
+        read: t,
+    });
+    let retry = RetryPolicy {
+        max_retries: args
+            .global
+            .retries
+            .unwrap_or(RetryPolicy::default().max_retries),
+        ..RetryPolicy::default()
+    };
     Client::builder(credential)
         .endpoints(endpoints)
+        .timeouts(timeouts)
+        .retry_policy(retry)
         .rate_limits(limits(&args.global.api_quota, RateLimit::defaults()))
         .start_limits(limits(
             &args.global.start_quota,
