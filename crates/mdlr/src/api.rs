@@ -22,8 +22,6 @@ use crate::transfer::Links;
 const DEFAULT_JSON_LIMIT: u64 = 64 << 20;
 /// Largest RunScript transcript read into memory.
 const DEFAULT_TRANSCRIPT_LIMIT: u64 = 256 << 20;
-/// Redirects followed from a result link.
-const MAX_REDIRECTS: usize = 5;
 
 /// How often [`Client::wait_for`] looks again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,25 +380,7 @@ impl Client {
 
     /// GETs a result link without credentials, following checked redirects.
     fn fetch_blob(&self, link: &ResultLink) -> Result<Response> {
-        let mut url = link.expose().to_owned();
-        check_url(&url, "download link")?;
-        for _ in 0..=MAX_REDIRECTS {
-            let resp = self.inner.http.plain(&Request::get(&url))?;
-            match resp.status() {
-                200 => return Ok(resp),
-                301 | 302 | 303 | 307 | 308 => {
-                    let location = resp.header("location").unwrap_or_default();
-                    url = resolve_location(&url, location);
-                    check_url(&url, "redirect target")?;
-                }
-                _ => return Err(blob_error(resp)),
-            }
-        }
-        Err(Error::Transport {
-            url: redact_url(&url),
-            message: format!("more than {MAX_REDIRECTS} redirects"),
-            source: None,
-        })
+        self.get_blob(link, 0, None)
     }
 
     pub(crate) fn get_json<T: DeserializeOwned>(&self, path: &str, what: &str) -> Result<T> {

@@ -1,17 +1,12 @@
 //! Downloading a result link to disk: streamed, optionally un-gzipped on the way,
 //! written under a temporary name and renamed only when complete and verified.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-
-use flate2::read::MultiGzDecoder;
 
 use crate::error::{Error, Result};
 use crate::secret::{Secret, redact_url};
-
-/// Size of the copy buffer: large buffers halve the syscalls and double throughput.
-const BUFFER: usize = 256 * 1024;
 
 /// A result download link (an Azure Blob SAS URL, valid 30 minutes).
 ///
@@ -162,40 +157,24 @@ fn strip_gz(name: &str) -> &str {
     }
 }
 
-/// Streams `body` (announced as `content_length` bytes) into the file `req` names.
-pub(crate) fn save(
-    body: impl Read,
-    content_length: Option<u64>,
-    path: &Path,
-    req: &DownloadRequest,
-) -> Result<(u64, u64)> {
-    if !req.overwrite && path.exists() {
+/// Writes `bytes` to `path` the way downloads are written: under a temporary name
+/// beside it, synced, and moved into place only when complete. An existing file is
+/// kept unless `overwrite`.
+pub fn write_file(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
+    if !overwrite && path.exists() {
         return Err(Error::Exists {
             path: path.to_owned(),
         });
     }
     let temp = temp_path(path);
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temp)
-        .map_err(|e| Error::io(&temp, "create", e))?;
-    let outcome = write_body(body, content_length, file, &temp, req.gunzip)
-        .and_then(|counts| publish(&temp, path, req.overwrite).map(|()| counts));
+    let outcome = File::create(&temp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .map_err(|e| Error::io(&temp, "write", e))
+        .and_then(|()| publish(&temp, path, overwrite));
     if outcome.is_err() {
         let _ = fs::remove_file(&temp);
     }
     outcome
-}
-
-/// Writes `bytes` to `path` the way downloads are written: under a temporary name
-/// beside it, synced, and moved into place only when complete. An existing file is
-/// kept unless `overwrite`.
-pub fn write_file(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
-    let mut req = DownloadRequest::new(Destination::File(path.to_owned()), "");
-    req.overwrite = overwrite;
-    save(bytes, Some(bytes.len() as u64), path, &req).map(|_| ())
 }
 
 /// The temporary name beside `path`: `.NAME.mdlr-part`.
@@ -205,51 +184,6 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "download".into());
     path.with_file_name(format!(".{name}.mdlr-part"))
-}
-
-fn write_body(
-    body: impl Read,
-    content_length: Option<u64>,
-    mut file: File,
-    temp: &Path,
-    gunzip: bool,
-) -> Result<(u64, u64)> {
-    let mut counted = Counting {
-        inner: body,
-        count: 0,
-    };
-    let copied = if gunzip {
-        let mut decoder = MultiGzDecoder::new(BufReader::with_capacity(BUFFER, &mut counted));
-        copy(&mut decoder, &mut file)
-    } else {
-        copy(&mut counted, &mut file)
-    };
-    let received = counted.count;
-    let short = content_length.filter(|&n| received < n);
-    let written = match copied {
-        Ok(n) => n,
-        Err(CopyError::Write(e)) => return Err(Error::io(temp, "write", e)),
-        Err(CopyError::Read(e)) => {
-            return Err(match short {
-                Some(expected) => Error::Incomplete { expected, received },
-                None if gunzip && e.kind() != io::ErrorKind::TimedOut => {
-                    Error::malformed("gzip stream", e.to_string())
-                }
-                None => Error::Transport {
-                    url: String::new(),
-                    message: format!("the download failed after {received} bytes: {e}"),
-                    source: Some(Box::new(e)),
-                },
-            });
-        }
-    };
-    if let Some(expected) = content_length
-        && received != expected
-    {
-        return Err(Error::Incomplete { expected, received });
-    }
-    file.sync_all().map_err(|e| Error::io(temp, "write", e))?;
-    Ok((received, written))
 }
 
 /// Moves the finished temporary file to its final name. Without `overwrite` the move
@@ -273,39 +207,6 @@ pub(crate) fn publish(temp: &Path, path: &Path, overwrite: bool) -> Result<()> {
         Err(_) => Err(Error::Exists {
             path: path.to_owned(),
         }),
-    }
-}
-
-enum CopyError {
-    Read(io::Error),
-    Write(io::Error),
-}
-
-fn copy(reader: &mut impl Read, writer: &mut impl Write) -> Result<u64, CopyError> {
-    let mut buf = vec![0u8; BUFFER];
-    let mut total = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(CopyError::Read(e)),
-        };
-        writer.write_all(&buf[..n]).map_err(CopyError::Write)?;
-        total += n as u64;
-    }
-}
-
-struct Counting<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
     }
 }
 

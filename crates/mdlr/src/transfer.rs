@@ -283,7 +283,12 @@ impl Client {
         }
     }
 
-    fn get_blob(&self, link: &ResultLink, offset: u64, etag: Option<&str>) -> Result<Response> {
+    pub(crate) fn get_blob(
+        &self,
+        link: &ResultLink,
+        offset: u64,
+        etag: Option<&str>,
+    ) -> Result<Response> {
         let mut url = link.expose().to_owned();
         check_url(&url, "download link")?;
         for _ in 0..=MAX_REDIRECTS {
