@@ -1,5 +1,6 @@
 //! Ctrl-C while waiting: say which actions go on running and how to pick them up.
 
+use std::io::IsTerminal;
 use std::sync::Mutex;
 
 struct Watch {
@@ -53,7 +54,12 @@ pub fn done() {
 
 fn on_interrupt() {
     let w = lock();
-    let mut text = String::from("\r\x1b[2K");
+    // Clear the live count first, on a terminal only: a log file gets plain lines.
+    let mut text = if std::io::stderr().is_terminal() {
+        String::from("\r\x1b[2K")
+    } else {
+        String::new()
+    };
     if w.active && !w.actions.is_empty() {
         text.push_str(&format!(
             "mdlr: interrupted; {} action(s) go on running on the machines:\n",

@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mdlr::{Error, LiveResponse};
 use serde_json::{Value, json};
@@ -20,6 +21,8 @@ pub struct Journal {
     path: PathBuf,
     /// Machine id → (action id, final exit status when it ended).
     machines: HashMap<String, (String, Option<u8>)>,
+    /// When an earlier run started actions.
+    earlier_starts: Vec<SystemTime>,
     /// (action id, command index) → file written.
     downloads: Mutex<HashMap<(String, u32), PathBuf>>,
     warned: Mutex<bool>,
@@ -41,6 +44,7 @@ impl Journal {
         let header = batch_header(request);
         let mut machines = HashMap::new();
         let mut downloads = HashMap::new();
+        let mut earlier_starts = Vec::new();
         let exists = path.exists();
         if exists && !resume {
             return Err(Error::Exists { path }.into());
@@ -68,6 +72,9 @@ impl Journal {
                 let s = |k: &str| line[k].as_str().map(str::to_owned);
                 match (line["event"].as_str(), s("machine_id"), s("action_id")) {
                     (Some("started"), Some(m), Some(a)) => {
+                        if let Some(ms) = line["at"].as_u64() {
+                            earlier_starts.push(UNIX_EPOCH + Duration::from_millis(ms));
+                        }
                         machines.insert(m, (a, None));
                     }
                     (Some("finished"), Some(m), Some(a)) => {
@@ -76,7 +83,8 @@ impl Journal {
                     }
                     (Some("downloaded"), _, Some(a)) => {
                         if let (Some(i), Some(p)) = (line["index"].as_u64(), s("path")) {
-                            downloads.insert((a, i as u32), PathBuf::from(p));
+                            // Relative to the output directory, wherever mdlr runs from.
+                            downloads.insert((a, i as u32), dir.join(p));
                         }
                     }
                     _ => {}
@@ -103,6 +111,7 @@ impl Journal {
             file: Mutex::new(file),
             path,
             machines,
+            earlier_starts,
             downloads: Mutex::new(downloads),
             warned: Mutex::new(false),
         })
@@ -112,6 +121,16 @@ impl Journal {
     /// it was done.
     pub fn state_of(&self, machine_id: &str) -> Option<(String, Option<u8>)> {
         self.machines.get(machine_id).cloned()
+    }
+
+    /// How long ago an earlier run started each of its actions (they still count
+    /// against the quotas).
+    pub fn earlier_starts(&self) -> Vec<Duration> {
+        let now = SystemTime::now();
+        self.earlier_starts
+            .iter()
+            .map(|t| now.duration_since(*t).unwrap_or_default())
+            .collect()
     }
 
     /// The file an earlier download of this result wrote, if it is still there.
@@ -124,8 +143,12 @@ impl Journal {
     }
 
     pub fn started(&self, machine_id: &str, name: &str, action_id: &str) {
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         self.append(json!({
             "event": "started", "machine_id": machine_id, "machine": name, "action_id": action_id,
+            "at": at,
         }));
     }
 
@@ -134,8 +157,11 @@ impl Journal {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert((action_id.to_owned(), index), path.to_owned());
+        // Relative to the output directory, so a resume from elsewhere finds it.
+        let dir = self.path.parent().unwrap_or(Path::new(""));
+        let relative = path.strip_prefix(dir).unwrap_or(path);
         self.append(json!({
-            "event": "downloaded", "action_id": action_id, "index": index, "path": path,
+            "event": "downloaded", "action_id": action_id, "index": index, "path": relative,
         }));
     }
 

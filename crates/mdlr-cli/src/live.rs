@@ -38,6 +38,10 @@ pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
         Some(dir) => Some(Journal::open(dir, &request, args.resume)?),
         None => None,
     };
+    if let Some(j) = &journal {
+        // The interrupted run's starts still count against the quotas.
+        client.record_earlier_starts(&j.earlier_starts());
+    }
     let (mut fresh, mut resumed, mut finished) = (Vec::new(), Vec::new(), Vec::new());
     for t in targets {
         match journal.as_ref().and_then(|j| j.state_of(&t.machine_id)) {
@@ -69,6 +73,9 @@ pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
         delivery.note_status(*status);
     }
     interrupt::watch(args.output.is_some());
+    for (t, action_id) in &resumed {
+        interrupt::started(action_id, &t.name);
+    }
     let options = BatchOptions {
         max_in_flight: args.max_in_flight,
         on_busy: args.on_busy,
@@ -180,7 +187,9 @@ struct Block {
 impl Delivery<'_> {
     fn note_status(&self, status: u8) {
         let mut worst = self.worst.lock().unwrap_or_else(|e| e.into_inner());
-        if severity(status) > severity(*worst) {
+        // Ties (two script exit codes) go to the higher code, whatever order the
+        // machines finished in, so that a rerun ends the same way.
+        if (severity(status), status) > (severity(*worst), *worst) {
             *worst = status;
         }
     }
@@ -269,10 +278,14 @@ impl Delivery<'_> {
         let mut script_code = None;
         let mut results = Vec::new();
         let mut problems = Vec::new();
+        let mut put_files = Vec::new();
         for (i, entry) in action.commands.iter().enumerate() {
             let index = entry.index.unwrap_or(i as u32);
             match action.result_type(id, index) {
-                Ok(CommandType::PutFile) => {}
+                Ok(CommandType::PutFile) if self.out.json => results.push(json!({
+                    "index": index, "type": "PutFile", "result": null,
+                })),
+                Ok(CommandType::PutFile) => put_files.push(index),
                 Ok(kind) => match self.one_result(target, id, index, &kind, block) {
                     Ok((value, code)) => {
                         script_code = script_code.or(code.filter(|c| *c != 0));
@@ -299,6 +312,14 @@ impl Delivery<'_> {
                     }
                 }
                 Err(e) => problems.push(format!("command {index}: {}", one_line(&e))),
+            }
+        }
+        // A PutFile has no result: say so when nothing else was delivered.
+        if results.is_empty() && problems.is_empty() && self.single && !self.out.quiet {
+            for index in put_files {
+                block.err.push_str(&format!(
+                    "mdlr: command {index} of action {id} is a PutFile: it has no result\n"
+                ));
             }
         }
         if worst == 0
@@ -353,7 +374,7 @@ impl Delivery<'_> {
                 Some(dir) => {
                     let stem = format!("{index}-{}", file_stem(&t.script_name));
                     let json_path = dir.join(format!("{stem}.json"));
-                    let force = self.args.force;
+                    let force = self.overwrite();
                     mdlr::write_file(&json_path, &bytes, force)?;
                     let out_path = dir.join(format!("{stem}.out"));
                     mdlr::write_file(&out_path, t.script_output.as_bytes(), force)?;
@@ -392,7 +413,7 @@ impl Delivery<'_> {
             let dir = self.dir_for(target)?.unwrap_or_else(|| PathBuf::from("."));
             let mut request = DownloadRequest::new(Destination::Dir(dir), fallback);
             request.gunzip = gunzip;
-            request.overwrite = self.args.force;
+            request.overwrite = self.overwrite();
             let done = self.client.download_result(id, index, &request)?;
             self.record(id, index, &done.path);
             if self.single && !self.out.json {
@@ -407,6 +428,13 @@ impl Delivery<'_> {
                 None,
             ))
         }
+    }
+
+    /// Whether a result may replace a file of its name. With `--resume`, a file of a
+    /// result the journal does not record as downloaded was left by the interrupted
+    /// run (killed between writing it and recording it), so it is written again.
+    fn overwrite(&self) -> bool {
+        self.args.force || self.args.resume
     }
 
     fn record(&self, id: &str, index: u32, path: &Path) {

@@ -246,6 +246,17 @@ impl Client {
         &self.inner.endpoints
     }
 
+    /// Counts live response starts made before this client existed (by an earlier
+    /// process whose batch this one resumes, say), each `ago` before now, against the
+    /// start and API quotas: the next starts then keep to the quotas with them.
+    pub fn record_earlier_starts(&self, ago: &[Duration]) {
+        let now = Instant::now();
+        for at in ago.iter().filter_map(|a| now.checked_sub(*a)) {
+            self.inner.start_limiter.record_past(at);
+            self.inner.http.record_past_call(at);
+        }
+    }
+
     /// `GET /api/machineactions/{id}`: one machine action and its commands.
     pub fn action(&self, action_id: &str) -> Result<MachineAction> {
         check_action_id(action_id)?;

@@ -186,6 +186,13 @@ impl RateLimiter {
         wait
     }
 
+    /// Counts a call made at `at` (before this limiter existed, say) as finished then.
+    pub(crate) fn record_past(&self, at: Instant) {
+        let mut st = self.lock();
+        let i = st.finished.partition_point(|t| *t <= at);
+        st.finished.insert(i, at);
+    }
+
     /// Blocks until a call fits in every quota, then lets it through.
     pub(crate) fn acquire(&self, observer: Option<&Observer>) -> Permit<'_> {
         let mut st = self.lock();
@@ -424,6 +431,11 @@ impl Http {
         }
     }
 
+    /// Counts an API call made at `at` against the API quotas.
+    pub(crate) fn record_past_call(&self, at: Instant) {
+        self.limiter.record_past(at);
+    }
+
     /// Sends an API request: waits for the rate limiter before each try, retries
     /// connection failures and 5xx with backoff, and 429 after `Retry-After`.
     pub(crate) fn api(&self, req: &Request<'_>, extra: Option<&RateLimiter>) -> Result<Response> {
@@ -655,6 +667,23 @@ mod tests {
         // Its reply arrived just now: the window runs from here.
         let wait = l.try_acquire(&mut l.lock(), Instant::now());
         assert!(wait > Duration::from_secs(9), "{wait:?}");
+    }
+
+    #[test]
+    fn calls_made_before_count() {
+        let l = RateLimiter::new(vec![RateLimit {
+            calls: 2,
+            per: Duration::from_secs(60),
+        }]);
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(30);
+        l.record_past(t0 + Duration::from_secs(20));
+        l.record_past(t0);
+        assert_eq!(
+            l.try_acquire(&mut l.lock(), now),
+            Duration::from_secs(30),
+            "the older one leaves the window first"
+        );
     }
 
     #[test]

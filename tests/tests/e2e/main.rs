@@ -6,4 +6,5 @@
 
 mod cli;
 mod library;
+mod live;
 mod util;

@@ -6,13 +6,14 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use httpmock::{Mock, MockServer, Then};
 use mdlr::{Client, Credential, Endpoints, Event, RetryPolicy, Timeouts};
+use mdlr_tests::sim::{SimConfig, SimMachine, SimStats, Simulator};
 use serde_json::{Value, json};
 
 /// The action id of the seed page's example.
@@ -667,6 +668,22 @@ impl Run {
     /// Runs the binary with nothing from the developer's environment but `PATH`: no
     /// `MDLR_*`, `AZURE_*` or proxy variable can leak in.
     pub fn run(self) -> Outcome {
+        let mut cmd = self.command();
+        let started = std::time::Instant::now();
+        let out = cmd.output().expect("run mdlr");
+        Outcome {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed: started.elapsed(),
+            replacements: self.replacements,
+            args: self.args,
+        }
+    }
+
+    /// The command to run: the binary with nothing from the developer's environment
+    /// but `PATH`.
+    fn command(&self) -> Command {
         let mut cmd = Command::new(mdlr_bin());
         cmd.args(&self.args).env_clear();
         if let Some(path) = std::env::var_os("PATH") {
@@ -676,13 +693,53 @@ impl Run {
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
+        cmd
+    }
+
+    /// Starts it without waiting: see [`Spawned`].
+    pub fn spawn(self) -> Spawned {
+        let mut cmd = self.command();
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let started = std::time::Instant::now();
-        let out = cmd.output().expect("run mdlr");
-        Outcome {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            elapsed: started.elapsed(),
+        let mut child = cmd.spawn().expect("start mdlr");
+        let (stdout, stderr) = (Arc::default(), Arc::default());
+        let mut readers = Vec::new();
+        for (pipe, sink) in [
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+                Arc::clone(&stdout),
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+                Arc::clone(&stderr),
+            ),
+        ] {
+            let Some(mut pipe) = pipe else { continue };
+            let sink: Arc<Mutex<Vec<u8>>> = sink;
+            readers.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&buf[..n]);
+                }
+            }));
+        }
+        Spawned {
+            child,
+            stdout,
+            stderr,
+            readers,
+            started,
             replacements: self.replacements,
             args: self.args,
         }
@@ -813,4 +870,146 @@ fn mask_millis(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+// ---------------------------------------------------------------------------------------
+// The simulator
+
+/// Real seconds per service second in the simulator tests: a 60 s quota window lasts
+/// 0.6 s, a 20 s command 0.2 s. Debug builds spend 1–2 ms of CPU per request, so a
+/// smaller scale would let the client's own work distort the service's timing.
+pub const SCALE: f64 = 0.01;
+
+/// A simulator configuration at [`SCALE`] with `machines` and the default quotas.
+pub fn sim_config(machines: Vec<SimMachine>) -> SimConfig {
+    SimConfig {
+        time_scale: SCALE,
+        machines,
+        ..SimConfig::default()
+    }
+}
+
+/// The live response simulator and a scratch directory (the binary's working directory).
+pub struct Sim {
+    pub sim: Simulator,
+    pub dir: TempDir,
+    scale: f64,
+}
+
+impl Sim {
+    /// Starts a simulator of `config`, once the binary is built: the service clock
+    /// runs from here, and scenarios timed from the start (`SimMachine::busy_for`) must
+    /// not be spent waiting for cargo.
+    pub fn start(config: SimConfig) -> Sim {
+        mdlr_bin();
+        let scale = config.time_scale;
+        Sim {
+            sim: Simulator::start(config).expect("the simulator starts"),
+            dir: TempDir::new(),
+            scale,
+        }
+    }
+
+    /// Starts a simulator of `machines` at [`SCALE`].
+    pub fn with(machines: Vec<SimMachine>) -> Sim {
+        Sim::start(sim_config(machines))
+    }
+
+    /// `service` seconds of service time as a real duration for the command line
+    /// (`600ms` for 60 s at 0.01).
+    pub fn dur(&self, service_secs: f64) -> String {
+        format!(
+            "{}ms",
+            (service_secs * self.scale * 1000.0).round().max(1.0)
+        )
+    }
+
+    /// The `mdlr` binary pointed at the simulator, with its token and the client-side
+    /// quotas scaled like the service's (`--api-quota 100/600ms,1500/36000ms
+    /// --start-quota 10/600ms` at 0.01), run in [`Sim::dir`].
+    pub fn mdlr(&self, args: &[&str]) -> Run {
+        let api_quota = format!("100/{},1500/{}", self.dur(60.0), self.dur(3600.0));
+        let start_quota = format!("10/{}", self.dur(60.0));
+        Run::new(args)
+            .args(&["--api-url", &self.sim.api_url()])
+            .args(&["--api-quota", &api_quota, "--start-quota", &start_quota])
+            .env("MDLR_TOKEN", self.sim.token())
+            .cwd(self.dir.path())
+            .replace(self.sim.api_url(), "{API}")
+            .replace(self.dir.path().display().to_string(), "{DIR}")
+    }
+
+    /// [`Sim::mdlr`] for a command that waits (`run`, `getfile`, `putfile`, `result`,
+    /// `action`): adds `--poll-interval` (5 s scaled) and, unless `args` set one,
+    /// `--wait-timeout` (15 min scaled).
+    pub fn live(&self, args: &[&str]) -> Run {
+        let mut run = self.mdlr(args).args(&["--poll-interval", &self.dur(5.0)]);
+        if !args.contains(&"--wait-timeout") {
+            run = run.args(&["--wait-timeout", &self.dur(15.0 * 60.0)]);
+        }
+        run
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> SimStats {
+        self.sim.stats()
+    }
+
+    /// Machine number `n` (1-based) as configured.
+    pub fn machine(&self, n: usize) -> SimMachine {
+        self.sim.machines()[n - 1].clone()
+    }
+}
+
+/// A running `mdlr`, its outputs collected as they come.
+pub struct Spawned {
+    pub child: Child,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    started: std::time::Instant,
+    replacements: Vec<(String, String)>,
+    args: Vec<OsString>,
+}
+
+impl Spawned {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends it SIGINT, as Ctrl-C on a terminal does.
+    #[track_caller]
+    pub fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -INT {}", self.pid());
+    }
+
+    /// Waits for it to end.
+    pub fn wait(mut self) -> Outcome {
+        let status = self.child.wait().expect("wait for mdlr");
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let text = |b: &Arc<Mutex<Vec<u8>>>| {
+            String::from_utf8_lossy(&b.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+        };
+        Outcome {
+            code: status.code(),
+            stdout: text(&self.stdout),
+            stderr: text(&self.stderr),
+            elapsed: self.started.elapsed(),
+            replacements: self.replacements,
+            args: self.args,
+        }
+    }
+
+    /// Kills it (SIGKILL) and waits for it.
+    pub fn kill(mut self) -> Outcome {
+        let _ = self.child.kill();
+        self.wait()
+    }
 }
