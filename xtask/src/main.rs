@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench_batch;
 mod demo;
 mod fixtures;
 
@@ -17,6 +18,10 @@ Tasks:
   demo                run the real mdlr binary against a local stand-in for the
                       Defender API and its result host (loopback only, no credentials)
   test                run every test of the workspace (what CI runs)
+  bench-batch [--sizes 10,100,1000] [--scale F[,F...]] [--no-write] [--mdlr PATH]
+                      run the release mdlr binary on N simulated machines and set its
+                      makespan against the quota bound; writes BENCHMARKS.md (not with
+                      --mdlr, which benchmarks another build; default scale: per N)
   help                show this
 ";
 
@@ -32,6 +37,7 @@ fn main() -> ExitCode {
         ["fixtures", "--check"] => check_fixtures(&root()),
         ["demo"] => demo::run(&root()),
         ["test"] => test(&root()),
+        ["bench-batch", rest @ ..] => bench_batch::run(&root(), rest),
         _ => {
             eprint!(
                 "xtask: unknown task or option: {}\n\n{HELP}",
