@@ -322,7 +322,10 @@ impl Delivery<'_> {
                 ));
             }
         }
+        // Like `mdlr result`: a script's exit code becomes mdlr's, except with --json,
+        // where it is in the record and exit 0 means every result was retrieved.
         if worst == 0
+            && !self.out.json
             && let Some(code) = script_code
         {
             worst = u8::try_from(code).unwrap_or(1);

@@ -226,6 +226,14 @@ struct ApiErrorBody {
 }
 
 impl Client {
+    /// The client-side quotas: API calls, and live response starts.
+    pub(crate) fn quota_limits(&self) -> (&[RateLimit], &[RateLimit]) {
+        (
+            self.inner.http.api_limits(),
+            self.inner.start_limiter.limits(),
+        )
+    }
+
     /// Starts building a client that signs in with `credential`.
     pub fn builder(credential: Credential) -> ClientBuilder {
         ClientBuilder {

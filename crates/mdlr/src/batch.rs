@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::actions::{ActionQuery, LiveResponse};
 use crate::api::{Client, PollPolicy};
 use crate::error::Error;
+use crate::http::RateLimit;
 use crate::model::{ActionStatus, MachineAction};
 
 /// A machine to run on: its id and the name to show and file results under.
@@ -430,9 +431,10 @@ impl Client {
         options: &BatchOptions,
         on_event: &(dyn Fn(BatchEvent<'_>) + Sync),
     ) {
-        let first = options.poll.first;
-        let max = options.poll.max.max(first);
-        let mut interval = first;
+        let (api, starts) = self.quota_limits();
+        let total = shared.lock().total;
+        let floor = poll_floor(api, starts, total, options.poll.first);
+        let mut interval = options.poll.first;
         loop {
             let ids: Vec<String> = {
                 let st = shared.lock();
@@ -443,10 +445,18 @@ impl Client {
                 if st.reported >= st.total {
                     return;
                 }
+                // While machines wait to start, polls leave the API quotas room for
+                // their starts and links; after that, look as often as asked.
+                let first = if st.queue.is_empty() {
+                    options.poll.first
+                } else {
+                    options.poll.first.max(floor)
+                };
+                let max = options.poll.max.max(first);
                 interval = if std::mem::take(&mut st.changed) {
                     first
                 } else {
-                    (interval + interval / 2).min(max)
+                    (interval + interval / 2).clamp(first, max)
                 };
                 st.in_flight
                     .keys()
@@ -557,11 +567,66 @@ impl Client {
     }
 }
 
+/// The shortest poll interval that leaves every API quota room for a batch of `total`
+/// machines: one start and one result link each, at the pace the start quota allows,
+/// and a twentieth of the quota for name lookups and retries. Zero when polling every
+/// `first` fits anyway.
+fn poll_floor(api: &[RateLimit], starts: &[RateLimit], total: usize, first: Duration) -> Duration {
+    // Starts per second the start quota allows at most.
+    let rate = starts
+        .iter()
+        .map(|s| f64::from(s.calls) / s.per.as_secs_f64())
+        .fold(f64::INFINITY, f64::min);
+    if !rate.is_finite() || rate <= 0.0 {
+        // No start quota to pace by: nothing to plan for.
+        return Duration::ZERO;
+    }
+    let duration = total as f64 / rate;
+    let mut floor = Duration::ZERO;
+    for limit in api {
+        let window = limit.per.as_secs_f64();
+        let calls = f64::from(limit.calls);
+        let machines = (total as f64).min((window * rate).ceil());
+        let spare = calls - 2.0 * machines - calls / 20.0;
+        let polls = window.min(duration) / first.as_secs_f64().max(1e-3);
+        if polls <= spare {
+            continue;
+        }
+        let needed = if spare >= 1.0 {
+            Duration::from_secs_f64(window / spare)
+        } else {
+            limit.per
+        };
+        floor = floor.max(needed);
+    }
+    floor
+}
+
 fn failed_start(target: Target, e: Error) -> Report {
     Report {
         target,
         action_id: None,
         action: None,
         outcome: Outcome::StartFailed(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_leave_room_for_starts_and_links() {
+        let api = RateLimit::defaults();
+        let starts = RateLimit::start_defaults();
+        let five = Duration::from_secs(5);
+        // 100 machines take 10 minutes: polling every 5 s fits in every quota.
+        assert_eq!(poll_floor(&api, &starts, 100, five), Duration::ZERO);
+        // 1000 machines fill the hour: 600 starts and 600 links leave 225 calls for
+        // polls, one every 16 s.
+        let floor = poll_floor(&api, &starts, 1000, five);
+        assert!((15.9..16.1).contains(&floor.as_secs_f64()), "{floor:?}");
+        // Without a start quota there is no pace to plan for.
+        assert_eq!(poll_floor(&api, &[], 1000, five), Duration::ZERO);
     }
 }

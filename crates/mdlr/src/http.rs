@@ -134,6 +134,11 @@ impl Drop for Permit<'_> {
 }
 
 impl RateLimiter {
+    /// The quotas it keeps to.
+    pub(crate) fn limits(&self) -> &[RateLimit] {
+        &self.limits
+    }
+
     pub(crate) fn new(limits: Vec<RateLimit>) -> RateLimiter {
         let limits = limits
             .into_iter()
@@ -349,6 +354,11 @@ pub(crate) struct Http {
 }
 
 impl Http {
+    /// The client-side API quotas.
+    pub(crate) fn api_limits(&self) -> &[RateLimit] {
+        self.limiter.limits()
+    }
+
     pub(crate) fn new(
         timeouts: Timeouts,
         retry: RetryPolicy,

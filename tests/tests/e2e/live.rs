@@ -123,9 +123,9 @@ fn run_as_json() {
     let out = sim
         .live(&["--json", "run", &host(1), "--script", "x.ps1"])
         .run();
-    // The script's exit code, as without --json and as in a batch (where `mdlr --json
-    // result` exits 0 once the transcript is retrieved).
-    out.status(3);
+    // As `mdlr --json result`: exit 0 once the transcript is retrieved; the script's
+    // code is in the record.
+    out.status(0);
     let lines = out.json_lines();
     assert_eq!(lines.len(), 1, "{}", out.stdout);
     let v = &lines[0];
@@ -133,7 +133,7 @@ fn run_as_json() {
     assert_eq!(v["machine"], host(1));
     assert_eq!(v["machine_id"], sim.machine(1).id);
     assert_eq!(v["action_id"], id);
-    assert_eq!(v["exit_status"], 3);
+    assert_eq!(v["exit_status"], 0);
     let r = &v["results"][0];
     assert_eq!(r["index"], 0);
     assert_eq!(r["type"], "RunScript");
