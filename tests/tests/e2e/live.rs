@@ -1365,3 +1365,48 @@ fn no_secret_in_verbose_output() {
         }
     }
 }
+
+#[test]
+fn a_terminal_gets_a_live_count_and_a_pipe_does_not() {
+    let sim = Sim::with(SimMachine::many(3));
+    let mut line = vec![
+        mdlr_bin().display().to_string(),
+        "--api-url".to_owned(),
+        sim.sim.api_url(),
+        "--api-quota".to_owned(),
+        format!("100/{},1500/{}", sim.dur(60.0), sim.dur(3600.0)),
+        "--start-quota".to_owned(),
+        format!("10/{}", sim.dur(60.0)),
+        "run".to_owned(),
+    ];
+    line.extend((1..=3).map(host));
+    line.extend(["--script", "x.ps1", "--poll-interval"].map(str::to_owned));
+    line.push(sim.dur(5.0));
+    let quoted: Vec<String> = line
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    // util-linux `script` gives the command a terminal, as a person at a keyboard has.
+    let out = std::process::Command::new("script")
+        .args(["-qec", &quoted.join(" "), "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("MDLR_TOKEN", sim.sim.token())
+        .current_dir(sim.dir.path())
+        .output()
+        .expect("script runs");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains(" queued · ")
+            && screen.contains(" running · ")
+            && screen.contains("/3 done"),
+        "no live count on the terminal:\n{screen}"
+    );
+    // Piped, stderr carries the summary line only.
+    let piped = sim
+        .live(&["run", &host(1), &host(2), "--script", "x.ps1"])
+        .run();
+    piped.status(0);
+    assert!(!piped.stderr.contains("queued"), "{}", piped.stderr);
+}
