@@ -42,7 +42,7 @@ pub fn actions(
     query.top = Some(top.clamp(1, 10_000));
     if let Some(m) = machine {
         let target = resolve(client, &[m.to_owned()])?;
-        query.machine_id = target.into_iter().next().map(|t| t.machine_id);
+        query.machine_ids = target.into_iter().map(|t| t.machine_id).collect();
     }
     if let Some(s) = status {
         let parsed = ActionStatus::from(s);

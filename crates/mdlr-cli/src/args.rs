@@ -1047,8 +1047,13 @@ mod tests {
         );
         assert_eq!(g.start_quota, Some(vec![(10, Duration::from_millis(600))]));
         check_usage("--api-quota 0/1m actions", "above zero");
-        let g = parse_str("--timeout 90s --retries 7 actions").expect("parses").global;
-        assert_eq!((g.timeout, g.retries), (Some(Duration::from_secs(90)), Some(7)));
+        let g = parse_str("--timeout 90s --retries 7 actions")
+            .expect("parses")
+            .global;
+        assert_eq!(
+            (g.timeout, g.retries),
+            (Some(Duration::from_secs(90)), Some(7))
+        );
         check_usage("--timeout 0s actions", "above zero");
         check_usage("--retries many actions", "whole number");
         check_usage("--api-quota lots actions", "CALLS/DURATION");

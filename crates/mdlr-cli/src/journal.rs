@@ -23,6 +23,8 @@ pub struct Journal {
     machines: HashMap<String, (String, Option<u8>)>,
     /// When an earlier run started actions.
     earlier_starts: Vec<SystemTime>,
+    /// When the batch's first run opened the journal.
+    opened: Option<SystemTime>,
     /// (action id, command index) → file written.
     downloads: Mutex<HashMap<(String, u32), PathBuf>>,
     warned: Mutex<bool>,
@@ -45,6 +47,7 @@ impl Journal {
         let mut machines = HashMap::new();
         let mut downloads = HashMap::new();
         let mut earlier_starts = Vec::new();
+        let mut opened = None;
         let exists = path.exists();
         if exists && !resume {
             return Err(Error::Exists { path }.into());
@@ -71,6 +74,11 @@ impl Journal {
             for line in lines.filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
                 let s = |k: &str| line[k].as_str().map(str::to_owned);
                 match (line["event"].as_str(), s("machine_id"), s("action_id")) {
+                    (Some("opened"), _, _) => {
+                        if let Some(ms) = line["at"].as_u64() {
+                            opened = opened.or(Some(UNIX_EPOCH + Duration::from_millis(ms)));
+                        }
+                    }
                     (Some("started"), Some(m), Some(a)) => {
                         if let Some(ms) = line["at"].as_u64() {
                             earlier_starts.push(UNIX_EPOCH + Duration::from_millis(ms));
@@ -101,17 +109,25 @@ impl Journal {
                 source: e,
             })?;
         if !exists {
-            writeln!(file, "{header}").map_err(|e| Error::Io {
-                path: path.clone(),
-                op: "write",
-                source: e,
-            })?;
+            let now = SystemTime::now();
+            opened = Some(now);
+            let at = now
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            writeln!(file, "{header}\n{}", json!({ "event": "opened", "at": at })).map_err(
+                |e| Error::Io {
+                    path: path.clone(),
+                    op: "write",
+                    source: e,
+                },
+            )?;
         }
         Ok(Journal {
             file: Mutex::new(file),
             path,
             machines,
             earlier_starts,
+            opened,
             downloads: Mutex::new(downloads),
             warned: Mutex::new(false),
         })
@@ -131,6 +147,11 @@ impl Journal {
             .iter()
             .map(|t| now.duration_since(*t).unwrap_or_default())
             .collect()
+    }
+
+    /// When the batch's first run opened the journal, if it says.
+    pub fn opened(&self) -> Option<SystemTime> {
+        self.opened
     }
 
     /// The file an earlier download of this result wrote, if it is still there.

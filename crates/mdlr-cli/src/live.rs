@@ -15,7 +15,7 @@ use crate::admin::resolve;
 use crate::args::Live;
 use crate::interrupt;
 use crate::journal::Journal;
-use crate::output::{self, Failure, Output};
+use crate::output::{self, Context, Failure, Output};
 
 /// `mdlr run | getfile | putfile`.
 pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
@@ -48,6 +48,16 @@ pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
             Some((action_id, Some(status))) => finished.push((t, action_id, status)),
             Some((action_id, None)) => resumed.push((t, action_id)),
             None => fresh.push(t),
+        }
+    }
+    if args.resume
+        && let Some(j) = &journal
+        && let Some(opened) = j.opened()
+        && !fresh.is_empty()
+    {
+        for (t, action_id) in adopt_unjournaled(client, &mut fresh, &request, opened)? {
+            j.started(&t.machine_id, &t.name, &action_id);
+            resumed.push((t, action_id));
         }
     }
     let total = fresh.len() + resumed.len() + finished.len();
@@ -126,6 +136,78 @@ pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
     Ok(worst)
 }
 
+/// Finds the actions an interrupted run started but could not journal (killed between
+/// the service's answer and the journal line): live response actions on the `fresh`
+/// machines with this batch's comment, created since the journal was opened (less ten
+/// minutes for clocks that differ). They are followed instead of started again; the
+/// machines are taken out of `fresh`.
+fn adopt_unjournaled(
+    client: &Client,
+    fresh: &mut Vec<Target>,
+    request: &LiveResponse,
+    opened: std::time::SystemTime,
+) -> Result<Vec<(Target, String)>, Failure> {
+    let since = iso_utc(opened - std::time::Duration::from_secs(600));
+    let mut newest: std::collections::HashMap<String, (String, String)> = Default::default();
+    for chunk in fresh.chunks(20) {
+        let mut query = mdlr::ActionQuery::new();
+        query.machine_ids = chunk.iter().map(|t| t.machine_id.clone()).collect();
+        query.action_type = Some("LiveResponse".to_owned());
+        let found = client
+            .list_actions(&query)
+            .context(|| "cannot look for actions the interrupted run started".to_owned())?;
+        for a in found {
+            let (Some(id), Some(machine), Some(created)) =
+                (a.id, a.machine_id, a.creation_date_time_utc)
+            else {
+                continue;
+            };
+            let ours = a.requestor_comment.as_deref() == Some(request.comment.as_str());
+            // ISO 8601 in UTC compares as text, to the second.
+            let recent = created.get(..19).unwrap_or("") >= since.as_str();
+            let newer = newest
+                .get(&machine.to_ascii_lowercase())
+                .is_none_or(|(_, c)| created > *c);
+            if ours && recent && newer {
+                newest.insert(machine.to_ascii_lowercase(), (id, created));
+            }
+        }
+    }
+    let mut adopted = Vec::new();
+    fresh.retain(|t| match newest.remove(&t.machine_id) {
+        Some((id, _)) => {
+            adopted.push((t.clone(), id));
+            false
+        }
+        None => true,
+    });
+    Ok(adopted)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` in UTC.
+fn iso_utc(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 fn live_request(args: &Live) -> LiveResponse {
     let what = match (&args.script, args.gets.first(), args.puts.first()) {
         (Some((s, _)), _, _) => format!("run {s}"),
@@ -197,7 +279,8 @@ impl Delivery<'_> {
     fn machine(&self, report: Report) {
         let target = report.target;
         let id = report.action_id.as_deref();
-        let mut clean = matches!(report.outcome, Outcome::Started);
+        let started_only = matches!(report.outcome, Outcome::Started);
+        let mut clean = started_only;
         let mut block = Block::default();
         let (status, what, results) = match report.outcome {
             Outcome::Started => (0, "started".to_owned(), Vec::new()),
@@ -238,8 +321,11 @@ impl Delivery<'_> {
             Outcome::PollFailed(e) => (output::exit_status(&e), one_line(&e), Vec::new()),
             _ => (1, "unknown outcome".to_owned(), Vec::new()),
         };
+        // Only an action whose results were delivered is done; one started and not
+        // waited for, or still running, is for a later --resume to follow.
         if let (Some(j), Some(id)) = (self.journal, id)
             && !matches!(status, output::EX_TEMPFAIL)
+            && !started_only
         {
             j.finished(&target.machine_id, id, status);
         }

@@ -102,8 +102,8 @@ struct StartBody<'a> {
 pub struct ActionQuery {
     /// Any of these action ids.
     pub ids: Vec<String>,
-    /// On this machine.
-    pub machine_id: Option<String>,
+    /// On any of these machines.
+    pub machine_ids: Vec<String>,
     /// In any of these statuses.
     pub statuses: Vec<ActionStatus>,
     /// Of this type (`LiveResponse`, ...).
@@ -135,9 +135,10 @@ impl ActionQuery {
             }
         };
         clauses.extend(any("id", self.ids.iter().map(String::as_str).collect()));
-        if let Some(m) = &self.machine_id {
-            clauses.push(format!("machineId eq {}", quote(m)));
-        }
+        clauses.extend(any(
+            "machineId",
+            self.machine_ids.iter().map(String::as_str).collect(),
+        ));
         clauses.extend(any(
             "status",
             self.statuses.iter().map(ActionStatus::as_str).collect(),

@@ -415,7 +415,7 @@ impl Client {
     /// The unfinished action holding a machine's session, if one can be found.
     fn running_action(&self, machine_id: &str) -> Option<String> {
         let mut query = ActionQuery::new();
-        query.machine_id = Some(machine_id.to_owned());
+        query.machine_ids = vec![machine_id.to_owned()];
         query.statuses = vec![ActionStatus::Pending, ActionStatus::InProgress];
         query.top = Some(10);
         self.list_actions(&query)

@@ -1410,3 +1410,50 @@ fn a_terminal_gets_a_live_count_and_a_pipe_does_not() {
     piped.status(0);
     assert!(!piped.stderr.contains("queued"), "{}", piped.stderr);
 }
+
+#[test]
+fn resume_adopts_a_start_the_journal_missed() {
+    // A run killed between the service's answer to a start and the journal line: the
+    // action exists, the journal does not know it. --resume must follow it, not start
+    // the machine again.
+    let mut slow = SimMachine::new(2);
+    slow.run_for = Some(std::time::Duration::from_secs(120));
+    let sim = Sim::with(vec![SimMachine::new(1), slow]);
+    // The first run starts host 1 only, without waiting: the journal records that.
+    sim.live(&[
+        "run",
+        &host(1),
+        "--script",
+        "x.ps1",
+        "-o",
+        "out",
+        "--no-wait",
+    ])
+    .run()
+    .status(0);
+    // ... and, unrecorded, an action on host 2 with the batch's comment.
+    let client = mdlr::Client::builder(mdlr::Credential::token(sim.sim.token()))
+        .endpoints(mdlr::Endpoints::default().with_api_base(&sim.sim.api_url()))
+        .build()
+        .expect("client");
+    let request = mdlr::LiveResponse::new("mdlr run x.ps1").run_script("x.ps1", "");
+    client
+        .start_live_response(&sim.machine(2).id, &request)
+        .expect("started behind the journal's back");
+    let out = sim
+        .live(&[
+            "run",
+            &host(1),
+            &host(2),
+            "--script",
+            "x.ps1",
+            "-o",
+            "out",
+            "--resume",
+        ])
+        .run();
+    out.status(0);
+    check_one_start_each(&sim, 2);
+    assert!(sim.dir.join("out").join(host(1)).join("0-x.out").is_file());
+    assert!(sim.dir.join("out").join(host(2)).join("0-x.out").is_file());
+}
