@@ -5,6 +5,7 @@
 mod bench_batch;
 mod demo;
 mod fixtures;
+mod fuzz;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,6 +23,10 @@ Tasks:
                       run the release mdlr binary on N simulated machines and set its
                       makespan against the quota bound; writes BENCHMARKS.md (not with
                       --mdlr, which benchmarks another build; default scale: per N)
+  fuzz [--seconds N] [--target NAME]... [--no-write]
+                      run every cargo-fuzz target of fuzz/ for N seconds (default
+                      60), installing cargo-fuzz if missing; prints executions and
+                      findings per target and writes them to BENCHMARKS.md
   help                show this
 ";
 
@@ -38,6 +43,7 @@ fn main() -> ExitCode {
         ["demo"] => demo::run(&root()),
         ["test"] => test(&root()),
         ["bench-batch", rest @ ..] => bench_batch::run(&root(), rest),
+        ["fuzz", rest @ ..] => fuzz::run(&root(), rest),
         _ => {
             eprint!(
                 "xtask: unknown task or option: {}\n\n{HELP}",

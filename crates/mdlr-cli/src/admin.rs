@@ -7,7 +7,7 @@ use std::path::Path;
 use mdlr::{ActionQuery, ActionStatus, Client, Error, LibraryUpload, Target, is_machine_id};
 use serde_json::json;
 
-use crate::output::{Context, Failure, Output};
+use crate::output::{Context, Failure, Output, clean};
 
 /// `mdlr cancel`.
 pub fn cancel(
@@ -70,14 +70,16 @@ pub fn actions(
     for a in &list {
         text.push_str(&format!(
             "{:<38}{:<12}{:<14}{:<30}{}\n",
-            a.id.as_deref().unwrap_or("?"),
-            a.status_or_unknown().as_str(),
-            a.action_type.as_deref().unwrap_or("?"),
-            a.computer_dns_name
-                .as_deref()
-                .or(a.machine_id.as_deref())
-                .unwrap_or("?"),
-            a.creation_date_time_utc.as_deref().unwrap_or("")
+            clean(a.id.as_deref().unwrap_or("?")),
+            clean(a.status_or_unknown().as_str()),
+            clean(a.action_type.as_deref().unwrap_or("?")),
+            clean(
+                a.computer_dns_name
+                    .as_deref()
+                    .or(a.machine_id.as_deref())
+                    .unwrap_or("?")
+            ),
+            clean(a.creation_date_time_utc.as_deref().unwrap_or(""))
         ));
     }
     out.print(&text)?;
@@ -124,10 +126,10 @@ pub fn machines(
     for m in &list {
         text.push_str(&format!(
             "{:<42}{:<36}{:<20}{:<10}{}\n",
-            m.id.as_deref().unwrap_or("?"),
-            m.computer_dns_name.as_deref().unwrap_or("?"),
-            m.os_platform.as_deref().unwrap_or(""),
-            m.health_status.as_deref().unwrap_or(""),
+            clean(m.id.as_deref().unwrap_or("?")),
+            clean(m.computer_dns_name.as_deref().unwrap_or("?")),
+            clean(m.os_platform.as_deref().unwrap_or("")),
+            clean(m.health_status.as_deref().unwrap_or("")),
             m.last_seen.as_deref().unwrap_or("")
         ));
     }
@@ -150,12 +152,12 @@ pub fn library_list(client: &Client, out: &Output) -> Result<u8, Failure> {
     for f in &files {
         text.push_str(&format!(
             "{:<40}{:<14}{}\n",
-            f.file_name.as_deref().unwrap_or("?"),
+            clean(f.file_name.as_deref().unwrap_or("?")),
             match f.has_parameters {
                 Some(true) => "parameters",
                 _ => "",
             },
-            f.description.as_deref().unwrap_or("")
+            clean(f.description.as_deref().unwrap_or(""))
         ));
     }
     out.print(&text)?;

@@ -10,7 +10,7 @@ use mdlr::{
 use serde_json::json;
 
 use crate::args::{Wait, Which};
-use crate::output::{self, Context, Failure, Output};
+use crate::output::{self, Context, Failure, Output, clean};
 
 /// `mdlr link`.
 pub fn link(
@@ -252,7 +252,7 @@ fn deliver(
                 let from = done
                     .original_name
                     .as_deref()
-                    .map(|n| format!(", from {n}"))
+                    .map(|n| format!(", from {}", clean(n)))
                     .unwrap_or_default();
                 out.print(&format!(
                     "saved {} ({} bytes{from})\n",
@@ -304,7 +304,7 @@ pub fn describe_action(action_id: &str, a: &MachineAction) -> String {
     let mut s = String::new();
     let mut line = |label: &str, value: Option<String>| {
         if let Some(v) = value.filter(|v| !v.is_empty()) {
-            s.push_str(&format!("{label:<10}{v}\n"));
+            s.push_str(&format!("{label:<10}{}\n", clean(&v)));
         }
     };
     line(
@@ -353,11 +353,14 @@ pub fn describe_action(action_id: &str, a: &MachineAction) -> String {
                 .as_ref()
                 .map_or("?".to_owned(), |s| s.to_string());
             s.push_str(&format!(
-                "  {:<3}{kind:<11}{status:<11}{what}\n",
-                c.index.unwrap_or(i as u32)
+                "  {:<3}{:<11}{:<11}{}\n",
+                c.index.unwrap_or(i as u32),
+                clean(&kind),
+                clean(&status),
+                clean(&what)
             ));
             for e in &c.errors {
-                s.push_str(&format!("       error: {e}\n"));
+                s.push_str(&format!("       error: {}\n", clean(e)));
             }
         }
     }

@@ -393,7 +393,10 @@ impl Delivery<'_> {
                     if command_status == "Failed" {
                         problems.push(format!(
                             "command {index} failed{}",
-                            errors.first().map(|e| format!(": {e}")).unwrap_or_default()
+                            errors
+                                .first()
+                                .map(|e| format!(": {}", output::clean(e)))
+                                .unwrap_or_default()
                         ));
                     }
                 }
@@ -584,7 +587,7 @@ fn one_line(e: &Error) -> String {
     if let Some(code) = e.code() {
         s.push_str(&format!(" [{code}]"));
     }
-    s
+    output::clean(&s).into_owned()
 }
 
 /// A machine's directory name: its name made safe.
@@ -661,7 +664,7 @@ impl Ticker {
     fn note(&self, text: &str) {
         if !self.quiet {
             self.clear();
-            eprintln!("mdlr: {text}");
+            eprintln!("mdlr: {}", output::clean(text));
         }
     }
 }

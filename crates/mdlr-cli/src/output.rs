@@ -197,6 +197,24 @@ fn aadsts_hint(code: Option<&str>, message: &str) -> Option<String> {
         })
 }
 
+/// `text` from the service or the network, made safe for a terminal: control
+/// characters — escape sequences that retitle the window or clear the screen, line
+/// breaks that forge a line — are shown escaped (`\u{1b}`, `\n`).
+pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Where output goes and how much of it.
 pub struct Output {
     pub json: bool,
@@ -234,33 +252,34 @@ impl Output {
     /// A remark on stderr, unless quiet.
     pub fn note(&self, text: &str) {
         if !self.quiet {
-            eprintln!("mdlr: {text}");
+            eprintln!("mdlr: {}", clean(text));
         }
     }
 
     /// Reports an error on stderr: the message, one line per cause, the service's
     /// code and correlation id, and a hint.
     pub fn report(&self, error: &Error, context: Option<&str>) {
+        let said = clean_string(error.to_string());
         let mut text = match context {
-            Some(c) => format!("mdlr: {c}: {error}\n"),
-            None => format!("mdlr: {error}\n"),
+            Some(c) => format!("mdlr: {}: {said}\n", clean(c)),
+            None => format!("mdlr: {said}\n"),
         };
         let mut cause = std::error::Error::source(error);
         while let Some(c) = cause {
-            text.push_str(&format!("  caused by: {c}\n"));
+            text.push_str(&format!("  caused by: {}\n", clean_string(c.to_string())));
             cause = c.source();
         }
         if let Error::CommandFailed { errors, .. } = error {
             for e in errors {
-                text.push_str(&format!("  error: {e}\n"));
+                text.push_str(&format!("  error: {}\n", clean(e)));
             }
         }
         let mut ids = Vec::new();
         if let Some(code) = error.code() {
-            ids.push(format!("code {code}"));
+            ids.push(format!("code {}", clean(code)));
         }
         if let Some(id) = error.correlation_id() {
-            ids.push(format!("correlation id {id}"));
+            ids.push(format!("correlation id {}", clean(id)));
         }
         if !ids.is_empty() {
             text.push_str(&format!("  {}\n", ids.join(", ")));
@@ -269,6 +288,13 @@ impl Output {
             text.push_str(&format!("  hint: {h}\n"));
         }
         let _ = io::stderr().lock().write_all(text.as_bytes());
+    }
+}
+
+fn clean_string(text: String) -> String {
+    match clean(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(cleaned) => cleaned,
     }
 }
 
@@ -296,6 +322,15 @@ mod tests {
             message: String::new(),
             correlation_id: None,
         }
+    }
+
+    #[test]
+    fn terminal_controls_are_escaped() {
+        assert_eq!(clean("plain"), "plain");
+        assert_eq!(
+            clean("\u{1b}]0;pwned\u{7}a\nb\0"),
+            "\\u{1b}]0;pwned\\u{7}a\\nb\\u{0}"
+        );
     }
 
     #[test]

@@ -131,6 +131,7 @@ impl ClientBuilder {
             inner: Arc::new(Inner {
                 endpoints: self.endpoints,
                 auth: TokenCache::new(self.credential),
+                signatures: std::sync::Mutex::default(),
                 start_limiter: RateLimiter::new(self.start_limits),
                 http,
                 json_limit: self.json_limit,
@@ -143,6 +144,8 @@ impl ClientBuilder {
 struct Inner {
     endpoints: Endpoints,
     auth: TokenCache,
+    /// The signatures of the latest result links, to keep out of error messages.
+    signatures: std::sync::Mutex<std::collections::VecDeque<String>>,
     start_limiter: RateLimiter,
     http: Http,
     json_limit: u64,
@@ -289,7 +292,53 @@ impl Client {
             }
         };
         check_url(&url, "download link")?;
+        self.remember_signatures(&url);
         Ok(ResultLink::new(url))
+    }
+
+    /// Keeps the signature of a link in mind, to keep it out of error messages.
+    pub(crate) fn remember_signatures(&self, url: &str) {
+        /// Enough for every link in use at once in a large batch.
+        const KEPT: usize = 256;
+        let mut kept = self
+            .inner
+            .signatures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for sig in crate::secret::sig_values(url) {
+            if !kept.contains(&sig) {
+                if kept.len() == KEPT {
+                    kept.pop_front();
+                }
+                kept.push_back(sig);
+            }
+        }
+    }
+
+    /// `e` without any secret this client knows in what the service said in it: the
+    /// credential's, the current token, and the signatures of recent links.
+    pub(crate) fn scrub(&self, e: Error) -> Error {
+        let secrets = self.secrets();
+        e.redact(&secrets.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The secrets this client knows: the credential's, the current token, and the
+    /// signatures of recent links.
+    pub(crate) fn secrets(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .inner
+            .auth
+            .secrets()
+            .iter()
+            .map(|s| s.expose().to_owned())
+            .collect();
+        let signatures = self
+            .inner
+            .signatures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        all.extend(signatures.iter().cloned());
+        all
     }
 
     /// Polls the action until `done` says so or `timeout` has passed, and returns the
@@ -340,7 +389,7 @@ impl Client {
     /// Gets the RunScript transcript of command `index`: a fresh link, the download and
     /// the tolerant parse. A link refused by the result host is renewed once.
     pub fn transcript(&self, action_id: &str, index: u32) -> Result<Transcript> {
-        Transcript::parse(&self.transcript_bytes(action_id, index)?)
+        Transcript::parse(&self.transcript_bytes(action_id, index)?).map_err(|e| self.scrub(e))
     }
 
     /// The raw transcript bytes of command `index`, as the result host holds them.
@@ -409,7 +458,7 @@ impl Client {
 
     pub(crate) fn read_json<T: DeserializeOwned>(&self, resp: Response, what: &str) -> Result<T> {
         let body = resp.read_limited(self.inner.json_limit, what)?;
-        serde_json::from_slice(&body).map_err(|e| Error::malformed(what, e.to_string()))
+        serde_json::from_slice(&body).map_err(|e| self.scrub(Error::malformed(what, e.to_string())))
     }
 
     /// GETs a list and follows `@odata.nextLink` (only on the API host) up to `max` items.
@@ -464,16 +513,17 @@ impl Client {
             let extra = call.starts.then_some(&inner.start_limiter);
             inner.http.api(&req, extra)
         };
-        let mut resp = send()?;
+        let mut resp = send().map_err(|e| self.scrub(e))?;
         if resp.status() == 401 && inner.auth.can_refresh() {
             let _ = resp.read_limited(64 * 1024, "reply");
             inner.auth.invalidate();
-            resp = send()?;
+            resp = send().map_err(|e| self.scrub(e))?;
         }
         if (200..300).contains(&resp.status()) {
             Ok(resp)
         } else {
-            Err(api_error(resp))
+            // A careless service or proxy may quote the request, token included.
+            Err(self.scrub(api_error(resp, &self.secrets())))
         }
     }
 }
@@ -497,12 +547,13 @@ pub fn check_action_id(id: &str) -> Result<()> {
     }
 }
 
-fn api_error(resp: Response) -> Error {
+fn api_error(resp: Response, secrets: &[String]) -> Error {
     let status = resp.status();
     let retry_after = resp.header("retry-after").map(str::to_owned);
     let body = resp
         .read_limited(64 * 1024, "error reply")
         .unwrap_or_default();
+    let body = scrub_body(&body, secrets);
     let parsed = serde_json::from_slice::<ErrorEnvelope>(&body)
         .ok()
         .and_then(|e| e.error);
@@ -527,13 +578,14 @@ fn api_error(resp: Response) -> Error {
     }
 }
 
-pub(crate) fn blob_error(resp: Response) -> Error {
+pub(crate) fn blob_error(resp: Response, secrets: &[String]) -> Error {
     let status = resp.status();
     let code = resp.header("x-ms-error-code").map(str::to_owned);
     let request_id = resp.header("x-ms-request-id").map(str::to_owned);
     let body = resp
         .read_limited(64 * 1024, "error reply")
         .unwrap_or_default();
+    let body = scrub_body(&body, secrets);
     let text = String::from_utf8_lossy(&body);
     let message = xml_element(&text, "Message")
         .map(|m| m.lines().next().unwrap_or_default().to_owned())
@@ -554,6 +606,16 @@ fn xml_element<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     let start = text.find(&format!("<{name}>"))? + name.len() + 2;
     let end = text[start..].find(&format!("</{name}>"))? + start;
     Some(text[start..end].trim())
+}
+
+/// `body` without `secrets`, before any of it is kept: an excerpt cut in the middle of
+/// a secret would not be recognised any more.
+pub(crate) fn scrub_body(body: &[u8], secrets: &[String]) -> Vec<u8> {
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    match std::str::from_utf8(body) {
+        Ok(text) => crate::secret::scrub(text, &secrets).into_bytes(),
+        Err(_) => crate::secret::scrub(&String::from_utf8_lossy(body), &secrets).into_bytes(),
+    }
 }
 
 /// A short description of a reply body that is not the JSON we expected.

@@ -119,6 +119,19 @@ impl TokenCache {
         Ok(token)
     }
 
+    /// The secrets this cache holds: the credential's and the current token.
+    pub(crate) fn secrets(&self) -> Vec<Secret> {
+        let mut all = match &self.credential {
+            Credential::Token(t) => vec![t.clone()],
+            Credential::ClientSecret { secret, .. } => vec![secret.clone()],
+        };
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = current.as_ref() {
+            all.push(c.token.clone());
+        }
+        all
+    }
+
     /// Forgets the current token (after the API rejected it with 401).
     pub(crate) fn invalidate(&self) {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -152,7 +165,9 @@ impl TokenCache {
                 let resp = http.plain(&req)?;
                 let status = resp.status();
                 let body = resp.read_limited(1 << 20, "token reply")?;
-                parse_token_reply(status, &body, started)
+                // The endpoint may quote the form back, secret included.
+                let body = crate::api::scrub_body(&body, &[secret.expose().to_owned()]);
+                parse_token_reply(status, &body, started).map_err(|e| e.redact(&[secret.expose()]))
             }
         }
     }

@@ -62,7 +62,14 @@ pub(crate) fn parse_utc(text: &str) -> Option<std::time::SystemTime> {
     let time = time.split('.').next()?;
     let mut hms = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
     let (h, min, s) = (hms.next()??, hms.next()??, hms.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || min > 59 || s > 60 {
+    // Years past 9999 are no SAS expiry, and would overflow the sums below.
+    if !(1..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&h)
+        || !(0..=59).contains(&min)
+        || !(0..=60).contains(&s)
+    {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm).
@@ -285,7 +292,7 @@ fn unquote(v: &str) -> String {
     out
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -323,19 +330,17 @@ pub fn safe_file_name(raw: &str) -> Option<String> {
         .map(|c| if c == ':' { '_' } else { c })
         .filter(|c| !c.is_control())
         .collect();
+    // Dots and blanks in any order: `. .bashrc` must not become `.bashrc`.
+    let dot_or_blank = |c: char| c == '.' || c.is_whitespace();
     let trimmed = cleaned
-        .trim()
-        .trim_start_matches('.')
-        .trim_end_matches(['.', ' '])
-        .trim();
-    if trimmed.is_empty() {
-        return None;
-    }
+        .trim_start_matches(dot_or_blank)
+        .trim_end_matches(dot_or_blank);
     let mut end = trimmed.len().min(200);
     while !trimmed.is_char_boundary(end) {
         end -= 1;
     }
-    Some(trimmed[..end].to_owned())
+    let cut = trimmed[..end].trim_end_matches(dot_or_blank);
+    (!cut.is_empty()).then(|| cut.to_owned())
 }
 
 #[cfg(test)]
@@ -383,6 +388,9 @@ mod tests {
             ("ok.txt", Some("ok.txt")),
             ("trailing. . ", Some("trailing")),
             ("ads:stream", Some("ads_stream")),
+            (". .bashrc", Some("bashrc")),
+            (". .;", Some(";")),
+            (".\u{2003}.profile", Some("profile")),
         ] {
             assert_eq!(safe_file_name(raw).as_deref(), want, "{raw:?}");
         }
@@ -422,6 +430,8 @@ mod tests {
         assert!(parse_utc("2000-03-01T00:00:00.123Z").is_some());
         assert!(parse_utc("2021-13-04T16:13:50Z").is_none());
         assert!(parse_utc("yesterday").is_none());
+        assert!(parse_utc("555555555555555-01-01T00:00:00Z").is_none());
+        assert!(parse_utc("-5555-01-01T00:00:00Z").is_none());
     }
 
     #[test]

@@ -164,6 +164,70 @@ impl Error {
         }
     }
 
+    /// This error with `secrets` taken out of everything the service said in it (see
+    /// [`crate::secret::scrub`]): a careless service or proxy may quote the request —
+    /// its `Authorization` header, form or URL — back in its reply.
+    pub(crate) fn redact(self, secrets: &[&str]) -> Error {
+        if secrets.is_empty() {
+            return self;
+        }
+        let s = |text: String| crate::secret::scrub(&text, secrets);
+        let o = |text: Option<String>| text.map(|t| crate::secret::scrub(&t, secrets));
+        match self {
+            Error::Auth {
+                status,
+                code,
+                message,
+                correlation_id,
+            } => Error::Auth {
+                status,
+                code: o(code),
+                message: s(message),
+                correlation_id: o(correlation_id),
+            },
+            Error::Api {
+                status,
+                code,
+                message,
+                correlation_id,
+            } => Error::Api {
+                status,
+                code: o(code),
+                message: s(message),
+                correlation_id: o(correlation_id),
+            },
+            Error::Blob {
+                status,
+                code,
+                message,
+                request_id,
+            } => Error::Blob {
+                status,
+                code: o(code),
+                message: s(message),
+                request_id: o(request_id),
+            },
+            Error::Malformed { what, message } => Error::Malformed {
+                what,
+                message: s(message),
+            },
+            Error::CommandFailed {
+                action_id,
+                index,
+                action_status,
+                command_status,
+                errors,
+            } => Error::CommandFailed {
+                action_id,
+                index,
+                action_status: s(action_status),
+                command_status: s(command_status),
+                errors: errors.into_iter().map(s).collect(),
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn config(message: impl Into<String>) -> Error {
         Error::Config {
             message: message.into(),

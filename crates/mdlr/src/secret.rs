@@ -83,6 +83,41 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// `text` with every one of `secrets` — as it is, percent-encoded, or form-encoded —
+/// replaced by `[redacted]`. Strings shorter than 8 characters are left alone: they are
+/// no secrets worth the name, and replacing them would garble the text.
+pub(crate) fn scrub(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_owned();
+    for secret in secrets.iter().filter(|s| s.chars().count() >= 8) {
+        for form in [
+            (*secret).to_owned(),
+            crate::http::form_encode(secret),
+            crate::http::form_encode(secret).replace('+', "%20"),
+        ] {
+            if out.contains(&form) {
+                out = out.replace(&form, "[redacted]");
+            }
+        }
+    }
+    out
+}
+
+/// The values of the `sig` query parameters of `url`, as sent and percent-decoded.
+pub(crate) fn sig_values(url: &str) -> Vec<String> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Vec::new();
+    };
+    let query = query.split('#').next().unwrap_or("");
+    let mut out = Vec::new();
+    for (key, value) in query.split('&').filter_map(|p| p.split_once('=')) {
+        if key.eq_ignore_ascii_case("sig") && !value.is_empty() {
+            out.push(value.to_owned());
+            out.push(crate::download::percent_decode(value));
+        }
+    }
+    out
+}
+
 fn strip_userinfo(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
         let end = rest.find('/').unwrap_or(rest.len());
@@ -103,6 +138,19 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?}"), "[redacted]");
         assert_eq!(format!("{:?}", Some(s)), "Some([redacted])");
+    }
+
+    #[test]
+    fn scrubs_secrets_in_any_encoding() {
+        let said = "you sent Bearer tok-SECRET-1 and client_secret=a%2Bb%2Fc%3D1234 and sig=x";
+        assert_eq!(
+            scrub(said, &["tok-SECRET-1", "a+b/c=1234", "x"]),
+            "you sent Bearer [redacted] and client_secret=[redacted] and sig=x"
+        );
+        assert_eq!(
+            sig_values("https://h/b?se=1&SIG=ab%3D&x=1#sig=no"),
+            ["ab%3D", "ab="]
+        );
     }
 
     #[test]

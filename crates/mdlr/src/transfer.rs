@@ -289,6 +289,7 @@ impl Client {
         offset: u64,
         etag: Option<&str>,
     ) -> Result<Response> {
+        self.remember_signatures(link.expose());
         let mut url = link.expose().to_owned();
         check_url(&url, "download link")?;
         for _ in 0..=MAX_REDIRECTS {
@@ -336,7 +337,8 @@ impl Client {
                     url = resolve_location(&url, location);
                     check_url(&url, "redirect target")?;
                 }
-                _ => return Err(blob_error(resp)),
+                // A careless result host may quote the link, signature included.
+                _ => return Err(self.scrub(blob_error(resp, &self.secrets()))),
             }
         }
         Err(Error::Transport {
