@@ -5,6 +5,14 @@
 //! - [`sim`]: a local simulator of the Defender for Endpoint live response service with
 //!   its quotas, one session per machine, actions that move through `Pending` →
 //!   `InProgress` → a terminal status over scaled time, result links and the result host.
+//! - [`azurite`]: the Azure Storage emulator as a real result host, started once per
+//!   test process, with blobs written and SAS links signed by the tests.
+//! - [`faults`]: a loopback TCP proxy that cuts, stalls, resets, truncates and throttles
+//!   connections, and counts and records what goes through.
+//! - [`util`]: SHA-256, base64, gzip, timestamps and deterministic noise.
 
+pub mod azurite;
+pub mod faults;
 pub mod server;
 pub mod sim;
+pub use sim::util;

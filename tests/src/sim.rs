@@ -90,7 +90,7 @@
 
 mod filter;
 mod multipart;
-mod util;
+pub mod util;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;

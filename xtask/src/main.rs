@@ -18,7 +18,8 @@ Tasks:
                       --check only compares, and fails when they are stale
   demo                run the real mdlr binary against a local stand-in for the
                       Defender API and its result host (loopback only, no credentials)
-  test                run every test of the workspace (what CI runs)
+  test                run every test of the workspace (what CI runs); installs
+                      Azurite into target/tools with npm first if it is missing
   bench-batch [--sizes 10,100,1000] [--scale F[,F...]] [--no-write] [--mdlr PATH]
                       run the release mdlr binary on N simulated machines and set its
                       makespan against the quota bound; writes BENCHMARKS.md (not with
@@ -202,10 +203,13 @@ fn cargo(root: &Path) -> std::process::Command {
     command
 }
 
-/// Runs the workspace's tests with the cargo that runs us.
+/// Runs the workspace's tests with the cargo that runs us, with Azurite (the blob
+/// storage emulator the transfer tests need) installed and named by `MDLR_AZURITE`.
 fn test(root: &Path) -> Result<(), String> {
+    let azurite = azurite(root)?;
     let status = cargo(root)
         .args(["test", "--workspace"])
+        .env("MDLR_AZURITE", &azurite)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if status.success() {
@@ -213,4 +217,47 @@ fn test(root: &Path) -> Result<(), String> {
     } else {
         Err(format!("cargo test --workspace failed ({status})"))
     }
+}
+
+/// The `azurite-blob` executable, found where the tests look (`$MDLR_AZURITE`,
+/// `target/tools`, `PATH`) or installed into `target/tools` with npm.
+fn azurite(root: &Path) -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("MDLR_AZURITE").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        return match path.is_file() {
+            true => Ok(path),
+            false => Err(format!("MDLR_AZURITE={} is not a file", path.display())),
+        };
+    }
+    let tools = root.join("target").join("tools");
+    let bin = tools.join("node_modules").join(".bin").join("azurite-blob");
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|dir| dir.join("azurite-blob"))
+            .find(|p| p.is_file())
+    });
+    if let Some(found) = Some(bin.clone()).filter(|b| b.is_file()).or(on_path) {
+        return Ok(found);
+    }
+    let args = ["install", "--no-audit", "--no-fund", "--prefix"];
+    println!(
+        "xtask: installing Azurite for the transfer tests: npm {} {} azurite@3",
+        args.join(" "),
+        tools.display()
+    );
+    let status = std::process::Command::new("npm")
+        .args(args)
+        .arg(&tools)
+        .arg("azurite@3")
+        .status()
+        .map_err(|e| {
+            format!(
+                "cannot run npm ({e}): the transfer tests need Azurite; install Node.js and \
+                 npm, or set MDLR_AZURITE to an azurite-blob executable"
+            )
+        })?;
+    if !status.success() || !bin.is_file() {
+        return Err(format!("npm could not install Azurite ({status})"));
+    }
+    Ok(bin)
 }

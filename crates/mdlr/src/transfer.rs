@@ -390,7 +390,10 @@ impl Parts {
         }
         let len = fs::metadata(self.raw_path()).map(|m| m.len()).unwrap_or(0);
         match meta.length {
-            Some(total) if len < total => len,
+            // All of it when a run stopped after the last byte (a file appeared under
+            // the final name, the process was killed while syncing): the bytes are
+            // checked and published without being fetched again.
+            Some(total) if len <= total => len,
             _ => 0,
         }
     }
@@ -487,7 +490,12 @@ impl Source<'_, '_> {
                 },
             });
         }
-        let delay = self.client.http().backoff(self.stalls - 1);
+        // A connection that made progress before it broke is followed at once by a new
+        // one: the host was answering. Only failures in a row back off.
+        let delay = match self.stalls {
+            1 => Duration::ZERO,
+            n => self.client.http().backoff(n - 2),
+        };
         self.client.http().emit(Event::Retry {
             url: self.links.current.redacted(),
             reason: format!("{why} at byte {}", self.offset),

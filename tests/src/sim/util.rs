@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// SplitMix64: a tiny, good-enough mixer for deterministic ids.
-pub(crate) fn mix(mut x: u64) -> u64 {
+pub fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -13,7 +13,7 @@ pub(crate) fn mix(mut x: u64) -> u64 {
 }
 
 /// A lowercase GUID derived from `seed` and `n`.
-pub(crate) fn guid(seed: u64, n: u64) -> String {
+pub fn guid(seed: u64, n: u64) -> String {
     let a = mix(seed ^ mix(n));
     let b = mix(a ^ 0x5851_F42D_4C95_7F2D);
     format!(
@@ -27,7 +27,7 @@ pub(crate) fn guid(seed: u64, n: u64) -> String {
 }
 
 /// 40 lowercase hex characters derived from `n` (a machine id).
-pub(crate) fn hex40(n: u64) -> String {
+pub fn hex40(n: u64) -> String {
     let a = mix(n ^ 0x6D61_6368_696E_6521);
     let b = mix(a);
     let c = mix(b);
@@ -35,7 +35,7 @@ pub(crate) fn hex40(n: u64) -> String {
 }
 
 /// `n` bytes of deterministic noise from `seed`.
-pub(crate) fn noise(seed: u64, n: usize) -> Vec<u8> {
+pub fn noise(seed: u64, n: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(n + 8);
     let mut x = seed;
     while out.len() < n {
@@ -48,13 +48,13 @@ pub(crate) fn noise(seed: u64, n: usize) -> Vec<u8> {
 
 /// `t` as ISO 8601 UTC with 7 fractional digits, as the service writes it
 /// (`2021-02-04T15:38:30.9254536Z`).
-pub(crate) fn iso(t: SystemTime) -> String {
+pub fn iso(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     format!("{}.{:07}Z", iso_seconds(d), d.subsec_nanos() / 100)
 }
 
 /// `t` as ISO 8601 UTC to the second (`2021-02-04T16:13:50Z`), as in a SAS `se=`.
-pub(crate) fn iso_short(t: SystemTime) -> String {
+pub fn iso_short(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     format!("{}Z", iso_seconds(d))
 }
@@ -73,7 +73,7 @@ fn iso_seconds(d: Duration) -> String {
 }
 
 /// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -87,7 +87,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// Standard base64 with padding.
-pub(crate) fn base64(bytes: &[u8]) -> String {
+pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -109,7 +109,7 @@ pub(crate) fn base64(bytes: &[u8]) -> String {
 }
 
 /// Gzip of `bytes` (one member, default compression).
-pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(
         Vec::with_capacity(bytes.len() / 2 + 64),
         flate2::Compression::fast(),
@@ -120,12 +120,12 @@ pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// SHA-256 of `data`, lowercase hex (as the library API reports `sha256`).
-pub(crate) fn sha256_hex(data: &[u8]) -> String {
+pub fn sha256_hex(data: &[u8]) -> String {
     sha256(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-256 (FIPS 180-4).
-pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
+pub fn sha256(data: &[u8]) -> [u8; 32] {
     const K: [u32; 64] = [
         0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
         0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,

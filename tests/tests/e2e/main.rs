@@ -8,4 +8,5 @@ mod cli;
 mod hostile;
 mod library;
 mod live;
+mod transfer;
 mod util;
