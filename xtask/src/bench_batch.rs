@@ -19,8 +19,6 @@ use mdlr_tests::sim::{SimConfig, SimMachine, SimRequest, Simulator};
 const START_MARK: &str = "<!-- bench-batch:start -->";
 const END_MARK: &str = "<!-- bench-batch:end -->";
 const SECTION_TITLE: &str = "## Batch: makespan against the quota bound";
-const INTRO: &str = "# Benchmarks\n\nFigures measured by commands in this repo; re-run \
-                     the command given with each section to refresh it.\n";
 
 const DEFAULT_SIZES: [usize; 3] = [10, 100, 1000];
 /// Without `--scale`: the largest of these that keeps the quota bound within
@@ -122,7 +120,7 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
         Some(path) => path.clone(),
         None => {
             println!("building mdlr (release) ...");
-            build_release(root)?
+            crate::build_mdlr(root, true)?
         }
     };
     let mut runs = Vec::new();
@@ -169,7 +167,7 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
     } else if options.write {
         let section = section(&runs, &table, &machine, &command);
         let path = root.join("BENCHMARKS.md");
-        write_section(&path, &section)?;
+        crate::write_section(&path, START_MARK, END_MARK, &section)?;
         println!(
             "wrote   BENCHMARKS.md (section \"{}\")",
             &SECTION_TITLE[3..]
@@ -732,74 +730,8 @@ fn where_it_went(runs: &[Run]) -> String {
     out
 }
 
-/// Puts `section` between the markers in `path`, or appends it; creates the file.
-fn write_section(path: &Path, section: &str) -> Result<(), String> {
-    let old = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => INTRO.to_owned(),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    let new = match (old.find(START_MARK), old.find(END_MARK)) {
-        (Some(a), Some(b)) if a < b => {
-            let mut end = b + END_MARK.len();
-            if old[end..].starts_with('\n') {
-                end += 1;
-            }
-            format!("{}{section}{}", &old[..a], &old[end..])
-        }
-        (None, None) => {
-            let mut text = old.trim_end().to_owned();
-            text.push_str("\n\n");
-            text.push_str(section);
-            text
-        }
-        _ => {
-            return Err(format!(
-                "{} has a broken {START_MARK} ... {END_MARK} pair; fix it by hand",
-                path.display()
-            ));
-        }
-    };
-    std::fs::write(path, new).map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
 // ---------------------------------------------------------------------------------------
 // Building and running mdlr
-
-/// Builds the release `mdlr` and returns its path, as cargo reports it.
-fn build_release(root: &Path) -> Result<PathBuf, String> {
-    let output = crate::cargo(root)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--package",
-            "mdlr-cli",
-            "--bin",
-            "mdlr",
-            "--message-format=json-render-diagnostics",
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("cargo build --release failed ({})", output.status));
-    }
-    let mut found = None;
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if message["reason"] == "compiler-artifact"
-            && message["target"]["name"] == "mdlr"
-            && let Some(exe) = message["executable"].as_str()
-        {
-            found = Some(PathBuf::from(exe));
-        }
-    }
-    found.ok_or_else(|| "cargo build did not name the mdlr executable".to_owned())
-}
 
 struct Finished {
     status: ExitStatus,
@@ -958,14 +890,14 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let one = format!("{START_MARK}\none\n{END_MARK}\n");
         let two = format!("{START_MARK}\ntwo\n{END_MARK}\n");
-        assert!(write_section(&path, &one).is_ok());
+        assert!(crate::write_section(&path, START_MARK, END_MARK, &one).is_ok());
         let other = "\n## Other\n\nkept\n";
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(std::fs::write(&path, format!("{text}{other}")).is_ok());
-        assert!(write_section(&path, &two).is_ok());
+        assert!(crate::write_section(&path, START_MARK, END_MARK, &two).is_ok());
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(text.starts_with(INTRO));
+        assert!(text.starts_with(crate::INTRO));
         assert!(text.contains("two") && !text.contains("one"));
         assert!(text.ends_with(other));
     }

@@ -29,7 +29,7 @@ type Error = String;
 pub fn run(root: &Path) -> Result<(), Error> {
     let world = Arc::new(World::from_fixtures()?);
     eprintln!("demo: building mdlr (cargo build --package mdlr-cli)");
-    let bin = build_mdlr(root)?;
+    let bin = crate::build_mdlr(root, false)?;
 
     let handler_world = Arc::clone(&world);
     let server = Server::start(Arc::new(move |req: &Request| handler_world.handle(req)))
@@ -586,40 +586,6 @@ fn percent_decode(s: &str) -> String {
 
 // ---------------------------------------------------------------------------------------
 // Building and running mdlr
-
-/// Builds the `mdlr` binary and returns its path, as cargo reports it.
-fn build_mdlr(root: &Path) -> Result<PathBuf, Error> {
-    let output = crate::cargo(root)
-        .args([
-            "build",
-            "--quiet",
-            "--package",
-            "mdlr-cli",
-            "--bin",
-            "mdlr",
-            "--message-format=json-render-diagnostics",
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("cargo build failed ({})", output.status));
-    }
-    let mut found = None;
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if message["reason"] == "compiler-artifact"
-            && message["target"]["name"] == "mdlr"
-            && let Some(exe) = message["executable"].as_str()
-        {
-            found = Some(PathBuf::from(exe));
-        }
-    }
-    found.ok_or_else(|| "cargo build did not name the mdlr executable".to_owned())
-}
 
 struct Outcome {
     status: ExitStatus,

@@ -16,8 +16,6 @@ use std::time::Instant;
 
 const START_MARK: &str = "<!-- fuzz:start -->";
 const END_MARK: &str = "<!-- fuzz:end -->";
-const INTRO: &str = "# Benchmarks\n\nFigures measured by commands in this repo; re-run \
-                     the command given with each section to refresh it.\n";
 
 const USAGE: &str = "usage: cargo xtask fuzz [--seconds N] [--target NAME]... [--no-write]";
 
@@ -151,8 +149,10 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
     println!("\n{machine}");
     if options.write && options.targets.is_empty() {
         let command = format!("cargo xtask fuzz --seconds {}", options.seconds);
-        write_section(
+        crate::write_section(
             &root.join("BENCHMARKS.md"),
+            START_MARK,
+            END_MARK,
             &section(&command, &table, &machine),
         )?;
         println!("wrote   BENCHMARKS.md (section \"Fuzzing\")");
@@ -531,30 +531,4 @@ fn machine_line(root: &Path) -> String {
         None => "unknown commit".into(),
     };
     format!("Measured {date} at {commit} on {cores} core(s), {cpu}, {rustc}, {fuzz}.")
-}
-
-/// Puts `section` between the markers in `path`, or appends it; creates the file.
-fn write_section(path: &Path, section: &str) -> Result<(), String> {
-    let old = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => INTRO.to_owned(),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    let new = match (old.find(START_MARK), old.find(END_MARK)) {
-        (Some(a), Some(b)) if a < b => {
-            let mut end = b + END_MARK.len();
-            if old[end..].starts_with('\n') {
-                end += 1;
-            }
-            format!("{}{section}{}", &old[..a], &old[end..])
-        }
-        (None, None) => format!("{}\n\n{section}", old.trim_end()),
-        _ => {
-            return Err(format!(
-                "{} has a broken {START_MARK} ... {END_MARK} pair; fix it by hand",
-                path.display()
-            ));
-        }
-    };
-    std::fs::write(path, new).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

@@ -261,3 +261,71 @@ fn azurite(root: &Path) -> Result<PathBuf, String> {
     }
     Ok(bin)
 }
+
+/// The head of a new BENCHMARKS.md.
+const INTRO: &str = "# Benchmarks\n\nFigures measured by commands in this repo; re-run \
+                     the command given with each section to refresh it.\n";
+
+/// Puts `section` between the `start` and `end` markers in `path` (BENCHMARKS.md), or
+/// appends it; creates the file. Other sections stay as they are.
+fn write_section(path: &Path, start: &str, end: &str, section: &str) -> Result<(), String> {
+    let old = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => INTRO.to_owned(),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let new = match (old.find(start), old.find(end)) {
+        (Some(a), Some(b)) if a < b => {
+            let mut stop = b + end.len();
+            if old[stop..].starts_with('\n') {
+                stop += 1;
+            }
+            format!("{}{section}{}", &old[..a], &old[stop..])
+        }
+        (None, None) => format!("{}\n\n{section}", old.trim_end()),
+        _ => {
+            return Err(format!(
+                "{} has a broken {start} ... {end} pair; fix it by hand",
+                path.display()
+            ));
+        }
+    };
+    std::fs::write(path, new).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Builds `mdlr` (in release mode when asked) and returns its path, as cargo reports it.
+fn build_mdlr(root: &Path, release: bool) -> Result<PathBuf, String> {
+    let mut args = vec!["build", "--quiet"];
+    if release {
+        args.push("--release");
+    }
+    args.extend([
+        "--package",
+        "mdlr-cli",
+        "--bin",
+        "mdlr",
+        "--message-format=json-render-diagnostics",
+    ]);
+    let output = cargo(root)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("cargo build failed ({})", output.status));
+    }
+    let mut found = None;
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] == "compiler-artifact"
+            && message["target"]["name"] == "mdlr"
+            && let Some(exe) = message["executable"].as_str()
+        {
+            found = Some(PathBuf::from(exe));
+        }
+    }
+    found.ok_or_else(|| "cargo build did not name the mdlr executable".to_owned())
+}
