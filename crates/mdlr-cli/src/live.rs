@@ -293,11 +293,16 @@ impl Delivery<'_> {
                 }
                 None => (output::EX_UNAVAILABLE, "ended".to_owned(), Vec::new()),
             },
+            // Skipping was asked for: a skipped machine does not fail the batch.
             Outcome::Busy { other_action } => (
-                output::EX_TEMPFAIL,
-                match other_action {
-                    Some(o) => format!("busy with action {o}; not started"),
-                    None => "busy with another session; not started".to_owned(),
+                match self.args.on_busy {
+                    mdlr::OnBusy::Skip => 0,
+                    _ => output::EX_TEMPFAIL,
+                },
+                match (other_action, self.args.on_busy) {
+                    (_, mdlr::OnBusy::Skip) => "busy with another session; skipped".to_owned(),
+                    (Some(o), _) => format!("busy with action {o}; not started"),
+                    (None, _) => "busy with another session; not started".to_owned(),
                 },
                 Vec::new(),
             ),

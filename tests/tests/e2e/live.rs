@@ -799,8 +799,11 @@ fn a_busy_machine_is_waited_for() {
 }
 
 #[test]
-fn a_busy_machine_skipped_or_failed_is_75() {
-    for mode in ["skip", "fail"] {
+fn a_busy_machine_skipped_is_0_and_failed_is_75() {
+    for (mode, status, what) in [
+        ("skip", 0, "busy with another session; skipped"),
+        ("fail", 75, "busy with another session; not started"),
+    ] {
         let sim = busy_sim();
         let out = sim
             .live(&[
@@ -813,12 +816,12 @@ fn a_busy_machine_skipped_or_failed_is_75() {
                 mode,
             ])
             .run();
-        out.status(75);
+        out.status(status);
         assert_eq!(
             sorted_lines(&sim, &out.stdout),
             [
                 "== host0002.contoso.test (command 0, exit code 0)",
-                "host0001.contoso.test: busy with another session; not started (action none)",
+                &format!("host0001.contoso.test: {what} (action none)"),
                 "host0002.contoso.test: Succeeded (action {ACTION})",
                 "host0002.contoso.test: x.ps1",
             ],
