@@ -137,7 +137,12 @@ impl Client {
         if links.expiring() {
             links.renew()?;
         }
-        let first = self.open_blob(&mut links, 0, None)?;
+        // When an earlier run may have left bytes, ask for the blob's first byte only:
+        // the reply names the file and the blob, and the download then starts where
+        // those bytes end instead of sending the whole blob from the start again.
+        let probe = partial_may_exist(request);
+        let first = self.open_blob(&mut links, 0, None, probe)?;
+        let ranged = first.status() == 206;
         let disposition = first.header("content-disposition").map(str::to_owned);
         let path = download::final_path(request, disposition.as_deref());
         if !request.overwrite && path.exists() {
@@ -146,13 +151,24 @@ impl Client {
         let meta = PartMeta {
             blob: blob_path(&links.current),
             etag: first.header("etag").map(str::to_owned),
-            length: first.content_length(),
+            length: if ranged {
+                first
+                    .header("content-range")
+                    .and_then(|r| r.rsplit('/').next())
+                    .and_then(|t| t.trim().parse().ok())
+            } else {
+                first.content_length()
+            },
         };
-        let md5 = first
-            .header("content-md5")
-            .or(first.header("x-ms-blob-content-md5"))
-            .and_then(base64_decode)
-            .filter(|d| d.len() == 16);
+        // A ranged reply's Content-MD5 is the range's; the blob's is in its own header.
+        let md5 = (if ranged {
+            None
+        } else {
+            first.header("content-md5")
+        })
+        .or(first.header("x-ms-blob-content-md5"))
+        .and_then(base64_decode)
+        .filter(|d| d.len() == 16);
         let parts = Parts::beside(&path, request.gunzip);
         let resume_from = parts.resumable(&meta);
         let mut source = Source {
@@ -168,7 +184,9 @@ impl Client {
         };
         if resume_from == 0 {
             parts.start(&meta)?;
-            source.reader = Some(Box::new(first.into_reader()));
+            if !ranged {
+                source.reader = Some(Box::new(first.into_reader()));
+            }
         } else {
             // The partial bytes say where to go on from; this reply is not needed.
             drop(first);
@@ -271,10 +289,16 @@ impl Client {
         links: &mut Links<'_>,
         offset: u64,
         etag: Option<&str>,
+        first_byte: bool,
     ) -> Result<Response> {
         let mut renewed = false;
         loop {
-            match self.get_blob(&links.current, offset, etag) {
+            let got = if first_byte {
+                self.probe_blob(&links.current)
+            } else {
+                self.get_blob(&links.current, offset, etag)
+            };
+            match got {
                 Err(Error::Blob { status: 403, .. }) if !renewed && links.renew()? => {
                     renewed = true;
                 }
@@ -289,56 +313,78 @@ impl Client {
         offset: u64,
         etag: Option<&str>,
     ) -> Result<Response> {
+        let mut headers = Vec::new();
+        if offset > 0 {
+            headers.push(("Range", format!("bytes={offset}-")));
+            if let Some(tag) = etag {
+                headers.push(("If-Match", tag.to_owned()));
+            }
+        }
+        let resp = self.blob_request(link, headers)?;
+        match resp.status() {
+            200 if offset == 0 => Ok(resp),
+            206 if offset > 0 => {
+                let start = resp
+                    .header("content-range")
+                    .and_then(|r| r.trim().strip_prefix("bytes "))
+                    .and_then(|r| r.split('-').next())
+                    .and_then(|s| s.trim().parse::<u64>().ok());
+                if start != Some(offset) {
+                    return Err(Error::malformed(
+                        "download",
+                        format!("asked for bytes from {offset}, got a range from {start:?}"),
+                    ));
+                }
+                Ok(resp)
+            }
+            200 => Err(Error::malformed(
+                "download",
+                format!(
+                    "the result host ignored the request to continue from byte {offset}, \
+                     so the download cannot go on"
+                ),
+            )),
+            412 => Err(Error::malformed(
+                "download",
+                "the result changed on the host while it was being downloaded; run again",
+            )),
+            _ => Err(self.scrub(blob_error(resp, &self.secrets()))),
+        }
+    }
+
+    /// GETs the blob's first byte: its headers name the file, the blob and its length.
+    /// A host that ignores the range sends the whole blob, which serves as well.
+    fn probe_blob(&self, link: &ResultLink) -> Result<Response> {
+        let resp = self.blob_request(link, vec![("Range", "bytes=0-0".to_owned())])?;
+        match resp.status() {
+            200 | 206 => Ok(resp),
+            // An empty blob has no first byte.
+            416 => self.get_blob(link, 0, None),
+            _ => Err(self.scrub(blob_error(resp, &self.secrets()))),
+        }
+    }
+
+    /// GETs a result link with `headers`, without credentials, following checked
+    /// redirects; returns the first reply that is not a redirect.
+    fn blob_request(
+        &self,
+        link: &ResultLink,
+        headers: Vec<(&'static str, String)>,
+    ) -> Result<Response> {
         self.remember_signatures(link.expose());
         let mut url = link.expose().to_owned();
         check_url(&url, "download link")?;
         for _ in 0..=MAX_REDIRECTS {
             let mut req = Request::get(&url);
-            if offset > 0 {
-                req.headers.push(("Range", format!("bytes={offset}-")));
-                if let Some(tag) = etag {
-                    req.headers.push(("If-Match", tag.to_owned()));
-                }
-            }
+            req.headers = headers.clone();
             let resp = self.http().plain(&req)?;
             match resp.status() {
-                200 if offset == 0 => return Ok(resp),
-                206 if offset > 0 => {
-                    let start = resp
-                        .header("content-range")
-                        .and_then(|r| r.trim().strip_prefix("bytes "))
-                        .and_then(|r| r.split('-').next())
-                        .and_then(|s| s.trim().parse::<u64>().ok());
-                    if start != Some(offset) {
-                        return Err(Error::malformed(
-                            "download",
-                            format!("asked for bytes from {offset}, got a range from {start:?}"),
-                        ));
-                    }
-                    return Ok(resp);
-                }
-                200 => {
-                    return Err(Error::malformed(
-                        "download",
-                        format!(
-                            "the result host ignored the request to continue from byte \
-                             {offset}, so the download cannot go on"
-                        ),
-                    ));
-                }
-                412 => {
-                    return Err(Error::malformed(
-                        "download",
-                        "the result changed on the host while it was being downloaded; run again",
-                    ));
-                }
                 301 | 302 | 303 | 307 | 308 => {
                     let location = resp.header("location").unwrap_or_default();
                     url = resolve_location(&url, location);
                     check_url(&url, "redirect target")?;
                 }
-                // A careless result host may quote the link, signature included.
-                _ => return Err(self.scrub(blob_error(resp, &self.secrets()))),
+                _ => return Ok(resp),
             }
         }
         Err(Error::Transport {
@@ -346,6 +392,18 @@ impl Client {
             message: format!("more than {MAX_REDIRECTS} redirects"),
             source: None,
         })
+    }
+}
+
+/// Whether an earlier run may have left received bytes for this download.
+fn partial_may_exist(request: &DownloadRequest) -> bool {
+    match &request.destination {
+        Destination::File(path) => Parts::beside(path, request.gunzip).meta.exists(),
+        Destination::Dir(dir) => fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().ends_with(".mdlr-part.json"))
+        }),
     }
 }
 
@@ -465,9 +523,9 @@ impl Source<'_, '_> {
         if self.links.expiring() {
             self.links.renew()?;
         }
-        let resp = self
-            .client
-            .open_blob(&mut self.links, self.offset, self.etag.as_deref())?;
+        let resp =
+            self.client
+                .open_blob(&mut self.links, self.offset, self.etag.as_deref(), false)?;
         self.reader = Some(Box::new(resp.into_reader()));
         Ok(())
     }
