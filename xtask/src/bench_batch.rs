@@ -9,7 +9,6 @@
 //! figures go to stdout and, when every sanity check passes, to `BENCHMARKS.md` between
 //! this task's markers.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -762,8 +761,8 @@ fn run_mdlr(
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-    let stdout = read_in_background(child.stdout.take());
-    let stderr = read_in_background(child.stderr.take());
+    let stdout = crate::read_in_background(child.stdout.take());
+    let stderr = crate::read_in_background(child.stderr.take());
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -781,33 +780,12 @@ fn run_mdlr(
         }
     };
     let wall = begun.elapsed();
-    collect(stdout)?;
+    crate::collect(stdout)?;
     Ok(Finished {
         status,
-        stderr: collect(stderr)?,
+        stderr: crate::collect(stderr)?,
         wall,
     })
-}
-
-type Reading = std::thread::JoinHandle<std::io::Result<Vec<u8>>>;
-
-fn read_in_background(pipe: Option<impl Read + Send + 'static>) -> Option<Reading> {
-    pipe.map(|mut pipe| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            pipe.read_to_end(&mut bytes).map(|_| bytes)
-        })
-    })
-}
-
-fn collect(reading: Option<Reading>) -> Result<Vec<u8>, String> {
-    match reading {
-        None => Ok(Vec::new()),
-        Some(handle) => handle
-            .join()
-            .map_err(|_| "the thread reading mdlr's output panicked".to_owned())?
-            .map_err(|e| format!("cannot read mdlr's output: {e}")),
-    }
 }
 
 /// A fresh directory under the system's temporary directory, removed on drop.

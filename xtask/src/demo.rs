@@ -3,7 +3,7 @@
 //! beyond loopback.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -408,7 +408,7 @@ impl World {
         let mut out = vec![TOKEN.to_owned()];
         for s in &self.served {
             out.push(s.sig.clone());
-            out.push(percent_decode(&s.sig));
+            out.push(mdlr_tests::server::percent_decode(&s.sig));
         }
         out
     }
@@ -564,26 +564,6 @@ fn gzip(bytes: &[u8]) -> Result<Vec<u8>, Error> {
         .map_err(|e| format!("cannot gzip: {e}"))
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 // ---------------------------------------------------------------------------------------
 // Building and running mdlr
 
@@ -614,8 +594,8 @@ fn run_mdlr(bin: &Path, dir: &Path, api: &str, args: &[String]) -> Result<Outcom
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-    let stdout = read_in_background(child.stdout.take());
-    let stderr = read_in_background(child.stderr.take());
+    let stdout = crate::read_in_background(child.stdout.take());
+    let stderr = crate::read_in_background(child.stderr.take());
     let deadline = Instant::now() + STEP_TIMEOUT;
     let status = loop {
         match child.try_wait() {
@@ -635,30 +615,9 @@ fn run_mdlr(bin: &Path, dir: &Path, api: &str, args: &[String]) -> Result<Outcom
     };
     Ok(Outcome {
         status,
-        stdout: collect(stdout)?,
-        stderr: collect(stderr)?,
+        stdout: crate::collect(stdout)?,
+        stderr: crate::collect(stderr)?,
     })
-}
-
-type Reading = std::thread::JoinHandle<std::io::Result<Vec<u8>>>;
-
-fn read_in_background(pipe: Option<impl Read + Send + 'static>) -> Option<Reading> {
-    pipe.map(|mut pipe| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            pipe.read_to_end(&mut bytes).map(|_| bytes)
-        })
-    })
-}
-
-fn collect(reading: Option<Reading>) -> Result<Vec<u8>, Error> {
-    match reading {
-        None => Ok(Vec::new()),
-        Some(handle) => handle
-            .join()
-            .map_err(|_| "the thread reading mdlr's output panicked".to_owned())?
-            .map_err(|e| format!("cannot read mdlr's output: {e}")),
-    }
 }
 
 /// A fresh directory under the system's temporary directory, removed on drop.
@@ -690,6 +649,7 @@ impl Drop for TempDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::net::TcpStream;
 
     /// Sends one raw GET and returns the status line, the head and the body.

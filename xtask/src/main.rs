@@ -329,3 +329,27 @@ fn build_mdlr(root: &Path, release: bool) -> Result<PathBuf, String> {
     }
     found.ok_or_else(|| "cargo build did not name the mdlr executable".to_owned())
 }
+
+/// A thread reading a child's pipe to the end.
+type Reading = std::thread::JoinHandle<std::io::Result<Vec<u8>>>;
+
+/// Reads `pipe` to the end in a thread, so that a child never blocks on a full pipe.
+fn read_in_background(pipe: Option<impl std::io::Read + Send + 'static>) -> Option<Reading> {
+    pipe.map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).map(|_| bytes)
+        })
+    })
+}
+
+/// What the thread read.
+fn collect(reading: Option<Reading>) -> Result<Vec<u8>, String> {
+    match reading {
+        None => Ok(Vec::new()),
+        Some(handle) => handle
+            .join()
+            .map_err(|_| "the thread reading mdlr's output panicked".to_owned())?
+            .map_err(|e| format!("cannot read mdlr's output: {e}")),
+    }
+}
