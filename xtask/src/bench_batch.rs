@@ -226,7 +226,7 @@ fn bench_one(bin: &Path, n: usize, scale: f64) -> Result<Run, String> {
     };
     let schedule_config = config.clone();
     let sim = Simulator::start(config).map_err(|e| format!("cannot start the simulator: {e}"))?;
-    let dir = TempDir::new(&format!("mdlr-bench-{}-{n}", std::process::id()))?;
+    let dir = crate::TempDir::new(&format!("mdlr-bench-{}-{n}", std::process::id()))?;
     let machines_file = dir.path().join("machines.txt");
     let names: String = sim
         .machines()
@@ -582,15 +582,7 @@ impl Machine {
         let cores = std::thread::available_parallelism()
             .map(|n| n.to_string())
             .unwrap_or_else(|_| "?".to_owned());
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|text| {
-                text.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split_once(':'))
-                    .map(|(_, v)| v.trim().to_owned())
-            })
-            .unwrap_or_else(|| "unknown CPU".to_owned());
+        let cpu = crate::cpu_model();
         let rustc_cmd = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
         let rustc =
             first_line(Command::new(rustc_cmd).arg("-V")).unwrap_or_else(|| "rustc ?".to_owned());
@@ -786,32 +778,6 @@ fn run_mdlr(
         stderr: crate::collect(stderr)?,
         wall,
     })
-}
-
-/// A fresh directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Result<TempDir, String> {
-        let path = std::env::temp_dir().join(name);
-        if path.exists() {
-            std::fs::remove_dir_all(&path)
-                .map_err(|e| format!("cannot clear {}: {e}", path.display()))?;
-        }
-        std::fs::create_dir_all(&path)
-            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        Ok(TempDir(path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ pub fn run(root: &Path) -> Result<(), Error> {
     let base = format!("http://127.0.0.1:{}", server.port());
     world.set_blob_base(&format!("{base}/blob"));
 
-    let dir = TempDir::new()?;
+    let dir = crate::TempDir::new(&format!("mdlr-demo-{}", std::process::id()))?;
     let evidence = dir.path().join("evidence");
     std::fs::create_dir(&evidence)
         .map_err(|e| format!("cannot create {}: {e}", evidence.display()))?;
@@ -618,32 +618,6 @@ fn run_mdlr(bin: &Path, dir: &Path, api: &str, args: &[String]) -> Result<Outcom
         stdout: crate::collect(stdout)?,
         stderr: crate::collect(stderr)?,
     })
-}
-
-/// A fresh directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<TempDir, Error> {
-        let path = std::env::temp_dir().join(format!("mdlr-demo-{}", std::process::id()));
-        if path.exists() {
-            std::fs::remove_dir_all(&path)
-                .map_err(|e| format!("cannot clear {}: {e}", path.display()))?;
-        }
-        std::fs::create_dir_all(&path)
-            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        Ok(TempDir(path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[cfg(test)]

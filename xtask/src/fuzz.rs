@@ -500,15 +500,7 @@ fn machine_line(root: &Path) -> String {
         })
     };
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cpu = crate::cpu_model();
     let rustc = first_line(Command::new("rustc").arg("-V")).unwrap_or_else(|| "rustc ?".into());
     let fuzz = first_line(crate::cargo(root).args(["fuzz", "--version"]))
         .unwrap_or_else(|| "cargo-fuzz ?".into());
