@@ -262,6 +262,16 @@ pub struct Global {
     pub timeout: Option<Duration>,
     /// `--retries`.
     pub retries: Option<u32>,
+    /// `--auth METHOD`: how to sign in (`auto` when absent and `MDLR_AUTH` is unset).
+    pub auth: Option<String>,
+    /// `--proxy URL`: the proxy for every request (except the IMDS address).
+    pub proxy: Option<String>,
+    /// `--no-proxy`: ignore the proxy variables and connect directly.
+    pub no_proxy: bool,
+    /// `--ca-cert PATH`: a PEM file of CA certificates trusted on top of the bundled roots.
+    pub ca_cert: Option<PathBuf>,
+    /// `--progress`: show the download progress bar even when stderr is not a terminal.
+    pub progress: bool,
 }
 
 /// How long and how often to wait.
@@ -326,6 +336,25 @@ pub enum Command {
     LibraryDelete {
         name: String,
     },
+    /// `mdlr login`: device-code sign-in, tokens kept for later runs.
+    Login {
+        tenant: Option<String>,
+        client_id: Option<String>,
+    },
+    /// `mdlr logout`: forget the kept tokens.
+    Logout,
+    /// `mdlr auth`: which sign-in would be used and what its token grants.
+    Auth,
+    /// `mdlr completions SHELL`.
+    Completions(Shell),
+}
+
+/// The shells `mdlr completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// What `run`, `getfile` and `putfile` start, where, and how the batch runs.
@@ -369,8 +398,21 @@ fn usage(message: impl Into<String>, command: Option<&'static str>) -> Usage {
 }
 
 const COMMANDS: &[&str] = &[
-    "link", "result", "action", "run", "getfile", "putfile", "cancel", "actions", "machines",
-    "library", "help",
+    "link",
+    "result",
+    "action",
+    "run",
+    "getfile",
+    "putfile",
+    "cancel",
+    "actions",
+    "machines",
+    "library",
+    "login",
+    "logout",
+    "auth",
+    "completions",
+    "help",
 ];
 
 /// The help text of `command`, or the general help.
@@ -436,6 +478,14 @@ pub fn parse(mut raw: Vec<OsString>) -> Result<Args, Usage> {
     global.start_quota = opt_string(&mut args, "--start-quota", None)?
         .map(|s| parse_quota(&s).map_err(|m| usage(format!("--start-quota: {m}"), None)))
         .transpose()?;
+    global.auth = opt_string(&mut args, "--auth", None)?;
+    global.proxy = opt_string(&mut args, "--proxy", None)?;
+    global.no_proxy = args.contains("--no-proxy");
+    if global.no_proxy && global.proxy.is_some() {
+        return Err(usage("--proxy and --no-proxy exclude each other", None));
+    }
+    global.ca_cert = opt_string(&mut args, "--ca-cert", None)?.map(PathBuf::from);
+    global.progress = args.contains("--progress");
 
     let mut rest = args.finish();
     let position = rest
@@ -547,6 +597,33 @@ pub fn parse(mut raw: Vec<OsString>) -> Result<Args, Usage> {
             }
         }
         "library" => parse_library(&mut args)?,
+        "login" => {
+            let c = Some("login");
+            Command::Login {
+                tenant: opt_string(&mut args, "--tenant", c)?,
+                client_id: opt_string(&mut args, "--client-id", c)?,
+            }
+        }
+        "logout" => Command::Logout,
+        "auth" => Command::Auth,
+        "completions" => {
+            let c = Some("completions");
+            let shell: Option<String> = args
+                .opt_free_from_str()
+                .map_err(|e| usage(describe(e, "SHELL"), c))?;
+            Command::Completions(match shell.as_deref() {
+                Some("bash") => Shell::Bash,
+                Some("zsh") => Shell::Zsh,
+                Some("fish") => Shell::Fish,
+                Some(other) => {
+                    return Err(usage(
+                        format!("completions are for bash, zsh or fish, not {other:?}"),
+                        c,
+                    ));
+                }
+                None => return Err(usage("completions needs a SHELL: bash, zsh or fish", c)),
+            })
+        }
         _ => return Err(usage(format!("unknown command {name:?}"), None)),
     };
     let leftovers = args.finish();
