@@ -234,10 +234,15 @@ fn deliver(
             let mut request = DownloadRequest::new(destination, fallback);
             request.gunzip = gunzip;
             request.overwrite = args.force;
-            let done = client
-                .download_result(id, index, &request)
-                .map_err(output::link_failure)
-                .context(context)?;
+            let bar = out
+                .progress
+                .then(|| crate::progress::Bar::new(&format!("{id} #{index}")));
+            request.on_progress = bar.as_ref().map(crate::progress::Bar::callback);
+            let done = client.download_result(id, index, &request);
+            if let Some(bar) = &bar {
+                bar.finish();
+            }
+            let done = done.map_err(output::link_failure).context(context)?;
             if out.json {
                 out.json_line(&json!({
                     "action_id": id,

@@ -511,7 +511,15 @@ impl Delivery<'_> {
             let mut request = DownloadRequest::new(Destination::Dir(dir), fallback);
             request.gunzip = gunzip;
             request.overwrite = self.overwrite();
-            let done = self.client.download_result(id, index, &request)?;
+            // One download at a time: a bar. In a batch the live count says enough.
+            let bar = (self.single && self.out.progress)
+                .then(|| crate::progress::Bar::new(&format!("{} #{index}", target.name)));
+            request.on_progress = bar.as_ref().map(crate::progress::Bar::callback);
+            let done = self.client.download_result(id, index, &request);
+            if let Some(bar) = &bar {
+                bar.finish();
+            }
+            let done = done?;
             self.record(id, index, &done.path);
             if self.single && !self.out.json {
                 block.out.push_str(&format!(

@@ -4,16 +4,18 @@
 
 mod admin;
 mod args;
+mod auth;
 mod commands;
 mod interrupt;
 mod journal;
 mod live;
 mod output;
+mod progress;
 mod settings;
 
 use std::process::ExitCode;
 
-use mdlr::{Client, Error, Event, RateLimit, RetryPolicy, Timeouts};
+use mdlr::{Client, ClientBuilder, Credential, Error, Event, RateLimit, RetryPolicy, Timeouts};
 
 use crate::args::{Command, Usage};
 use crate::output::{Failure, Output};
@@ -31,7 +33,7 @@ fn main() -> ExitCode {
             return ExitCode::from(output::EX_USAGE);
         }
     };
-    let out = Output::new(&args.global);
+    let out = Output::new(&args.global, command_name(&args.command));
     let status = match run(&args, &out) {
         Ok(status) => status,
         Err(failure) => {
@@ -42,6 +44,28 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(status)
+}
+
+/// The command's name as typed, for hints.
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Help(_) => "help",
+        Command::Version => "version",
+        Command::Link { .. } => "link",
+        Command::Result { .. } => "result",
+        Command::Action { .. } => "action",
+        Command::Live(live) => live.command,
+        Command::Cancel { .. } => "cancel",
+        Command::Actions { .. } => "actions",
+        Command::Machines { .. } => "machines",
+        Command::LibraryList | Command::LibraryUpload { .. } | Command::LibraryDelete { .. } => {
+            "library"
+        }
+        Command::Login { .. } => "login",
+        Command::Logout => "logout",
+        Command::Auth => "auth",
+        Command::Completions(_) => "completions",
+    }
 }
 
 fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
@@ -59,11 +83,15 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
             return Ok(0);
         }
         // Being built in this series of commits.
-        Command::Login { .. } | Command::Logout | Command::Auth | Command::Completions(_) => {
+        Command::Completions(_) => {
             return Err(Failure::from(Error::Config {
                 message: "this command is not available in this build yet".to_owned(),
             }));
         }
+        Command::Login { tenant, client_id } => {
+            return auth::login(args, out, tenant.as_deref(), client_id.as_deref());
+        }
+        Command::Logout => return auth::logout(out),
         _ => {}
     }
     let client = client(args, out).map_err(Failure::from)?;
@@ -118,11 +146,11 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
             *override_existing,
         ),
         Command::LibraryDelete { name } => admin::library_delete(&client, out, name),
+        Command::Auth => auth::show(&client, out),
         Command::Help(_)
         | Command::Version
         | Command::Login { .. }
         | Command::Logout
-        | Command::Auth
         | Command::Completions(_) => Ok(0),
     }
 }
@@ -131,14 +159,40 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
 fn client(args: &args::Args, out: &Output) -> Result<Client, Error> {
     let env = settings::process_env;
     let endpoints = settings::endpoints(&args.global, &env)?;
-    let credential = settings::credential(&args.global, &env)?;
+    let quiet = args.global.quiet;
+    let warn: settings::Warn = std::sync::Arc::new(move |message: &str| {
+        if !quiet {
+            eprintln!("mdlr: warning: {}", output::clean(message));
+        }
+    });
+    let credential = settings::credential(&args.global, &env, &endpoints, warn)?;
+    configure(Client::builder(credential), args, out, endpoints)?.build()
+}
+
+/// Everything but the credential: hosts, proxies, CAs, timeouts, retries, quotas and
+/// the exchange log.
+pub fn configure(
+    builder: ClientBuilder,
+    args: &args::Args,
+    out: &Output,
+    endpoints: mdlr::Endpoints,
+) -> Result<ClientBuilder, Error> {
+    let env = settings::process_env;
+    let (proxies, roots) = settings::network(&args.global, &env)?;
     if args.global.verbose >= 2 {
+        let proxy = |scheme: &str| {
+            proxies
+                .for_url(&format!("{scheme}://{}/", host_of(&endpoints.api_base)))
+                .map_or_else(|| "direct".to_owned(), |p| p.display().to_owned())
+        };
         out.note(&format!(
-            "API {}, authority {}, scope {}, sign-in {}",
+            "API {}, authority {}, scope {}, sign-in {}, proxy {}, {} extra CA certificate(s)",
             endpoints.api_base,
             endpoints.authority,
             endpoints.scope,
-            credential.method()
+            settings::method(&args.global, &env).map_or("?", |_| builder_method(&builder)),
+            proxy("https"),
+            roots.len(),
         ));
     }
     let verbose = args.global.verbose;
@@ -162,8 +216,9 @@ fn client(args: &args::Args, out: &Output) -> Result<Client, Error> {
             .unwrap_or(RetryPolicy::default().max_retries),
         ..RetryPolicy::default()
     };
-    Client::builder(credential)
+    let mut builder = builder
         .endpoints(endpoints)
+        .proxies(proxies)
         .timeouts(timeouts)
         .retry_policy(retry)
         .rate_limits(limits(&args.global.api_quota, RateLimit::defaults()))
@@ -197,6 +252,23 @@ fn client(args: &args::Args, out: &Output) -> Result<Client, Error> {
                 );
             }
             _ => {}
-        })
-        .build()
+        });
+    for der in roots {
+        builder = builder.add_root_certificate(der);
+    }
+    Ok(builder)
+}
+
+fn builder_method(builder: &ClientBuilder) -> &'static str {
+    builder.credential().method()
+}
+
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?', '#']).next().unwrap_or(rest)
+}
+
+/// A builder for the flows that need no credential of their own (`mdlr login`).
+pub fn anonymous_builder() -> ClientBuilder {
+    Client::builder(Credential::token("-"))
 }

@@ -125,20 +125,36 @@ pub fn exit_status(error: &Error) -> u8 {
     }
 }
 
-/// A hint that helps with `error`, if there is one.
-fn hint(error: &Error) -> Option<String> {
+/// The Defender API permission a command needs (application role; the delegated
+/// permission of `mdlr login` has the same name, except for reads).
+fn permission_for(command: &str) -> &'static str {
+    match command {
+        "run" | "getfile" | "putfile" | "result" | "link" => {
+            "Machine.LiveResponse (and Machine.Read.All to look machines up)"
+        }
+        "cancel" => "Machine.LiveResponse or Machine.ReadWrite.All",
+        "library" => "Library.Manage",
+        "actions" | "action" | "machines" => "Machine.Read.All (delegated: Machine.Read)",
+        _ => "Machine.LiveResponse and Machine.Read.All",
+    }
+}
+
+/// A hint that helps with `error`, if there is one. `command` is the command that
+/// ran (`run`, `library`, ...).
+fn hint(error: &Error, command: &str) -> Option<String> {
+    use mdlr::TransportKind as K;
     match error {
         Error::Api { status: 401, .. } => Some(
             "the token was refused: it may have expired, or be for another API or cloud \
-             (check --cloud and --scope)"
+             (check --cloud and --scope); `mdlr auth` shows what it is for"
                 .into(),
         ),
-        Error::Api { status: 403, .. } => Some(
-            "the app needs the WindowsDefenderATP API permission Machine.Read.All or \
-             Machine.ReadWrite.All (application), or Machine.LiveResponse (delegated), \
-             granted by an administrator"
-                .into(),
-        ),
+        Error::Api { status: 403, .. } => Some(format!(
+            "this needs the WindowsDefenderATP API permission {}, granted to the app (or \
+             the user, for `mdlr login`) with admin consent; `mdlr auth` shows what your \
+             token carries",
+            permission_for(command)
+        )),
         Error::Api { status: 429, .. } => {
             Some("the API quota is used up for now; try again in a minute".into())
         }
@@ -163,10 +179,32 @@ fn hint(error: &Error) -> Option<String> {
             "run `mdlr result {action_id} --wait` to wait for it"
         )),
         Error::Auth { code, message, .. } => aadsts_hint(code.as_deref(), message),
+        Error::Transport { kind, .. } => match kind {
+            K::UntrustedCertificate => Some(
+                "if a proxy inspects TLS on this network, trust its CA with --ca-cert PATH \
+                 (or SSL_CERT_FILE=PATH): a PEM file of the CA certificate"
+                    .into(),
+            ),
+            K::Tls => Some(
+                "check the machine's clock and the host name; for a private CA use \
+                 --ca-cert PATH"
+                    .into(),
+            ),
+            K::Proxy => Some(
+                "check --proxy (or HTTPS_PROXY/HTTP_PROXY/ALL_PROXY and NO_PROXY); \
+                 --no-proxy connects directly"
+                    .into(),
+            ),
+            K::Dns | K::Connect | K::Timeout => Some(
+                "check the network; behind a proxy, set HTTPS_PROXY or pass --proxy URL".into(),
+            ),
+            _ => None,
+        },
         _ => None,
     }
 }
 
+/// What the common Entra ID (AADSTS) errors mean for mdlr's user.
 fn aadsts_hint(code: Option<&str>, message: &str) -> Option<String> {
     let known = [
         (
@@ -183,17 +221,86 @@ fn aadsts_hint(code: Option<&str>, message: &str) -> Option<String> {
         ),
         ("AADSTS90002", "no such tenant: check AZURE_TENANT_ID"),
         (
+            "AADSTS900023",
+            "AZURE_TENANT_ID is not a tenant id or domain",
+        ),
+        (
             "AADSTS500011",
             "the API is not known in this tenant: check --cloud and --scope",
+        ),
+        (
+            "AADSTS700027",
+            "the certificate was not accepted: upload its public part (.cer/.pem) to the app \
+             registration, and check AZURE_CLIENT_CERTIFICATE_PATH holds that certificate \
+             and its key",
+        ),
+        (
+            "AADSTS700024",
+            "the assertion is outside its valid time: check this machine's clock",
+        ),
+        (
+            "AADSTS7000112",
+            "the application is disabled in this tenant",
+        ),
+        (
+            "AADSTS65001",
+            "the permission was not consented: an administrator must grant admin consent \
+             to the app's API permissions",
+        ),
+        (
+            "AADSTS70011",
+            "the scope is not valid for this app: check --scope (it should end in /.default)",
+        ),
+        (
+            "AADSTS53003",
+            "a Conditional Access policy blocked the sign-in: ask the tenant's \
+             administrators, or run from a compliant network or device",
+        ),
+        (
+            "AADSTS50076",
+            "the tenant requires multi-factor authentication: sign in with `mdlr login`",
+        ),
+        (
+            "AADSTS50079",
+            "the tenant requires multi-factor authentication: sign in with `mdlr login`",
+        ),
+        (
+            "AADSTS70043",
+            "the kept login has expired: run `mdlr login` again",
+        ),
+        (
+            "AADSTS700082",
+            "the kept login has expired after a long time unused: run `mdlr login` again",
+        ),
+        (
+            "AADSTS7000218",
+            "the app does not allow public client flows: enable \"Allow public client \
+             flows\" in its Authentication settings to use `mdlr login`",
+        ),
+        (
+            "AADSTS50059",
+            "no tenant was named: pass --tenant or set AZURE_TENANT_ID",
         ),
     ];
     known
         .iter()
-        .find(|(id, _)| message.contains(id))
+        .find(|(id, _)| {
+            message
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|word| word == *id)
+        })
         .map(|(_, h)| (*h).to_owned())
-        .or_else(|| {
-            (code == Some("invalid_client"))
-                .then(|| "check AZURE_CLIENT_ID and AZURE_CLIENT_SECRET".to_owned())
+        .or_else(|| match code {
+            Some("invalid_client") => {
+                Some("check AZURE_CLIENT_ID and AZURE_CLIENT_SECRET or the certificate".to_owned())
+            }
+            Some("authorization_declined") => {
+                Some("the sign-in was declined in the browser; run `mdlr login` again".to_owned())
+            }
+            Some("expired_token") => Some(
+                "the code expired before the sign-in finished; run `mdlr login` again".to_owned(),
+            ),
+            _ => None,
         })
 }
 
@@ -219,13 +326,19 @@ pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
 pub struct Output {
     pub json: bool,
     pub quiet: bool,
+    /// The command that runs, for hints.
+    pub command: &'static str,
+    /// Whether downloads show a progress bar on stderr.
+    pub progress: bool,
 }
 
 impl Output {
-    pub fn new(global: &Global) -> Output {
+    pub fn new(global: &Global, command: &'static str) -> Output {
         Output {
             json: global.json,
             quiet: global.quiet,
+            command,
+            progress: crate::progress::wanted(global),
         }
     }
 
@@ -284,7 +397,7 @@ impl Output {
         if !ids.is_empty() {
             text.push_str(&format!("  {}\n", ids.join(", ")));
         }
-        if let Some(h) = hint(error) {
+        if let Some(h) = hint(error, self.command) {
             text.push_str(&format!("  hint: {h}\n"));
         }
         let _ = io::stderr().lock().write_all(text.as_bytes());

@@ -53,6 +53,7 @@ pub struct ClientBuilder {
     observer: Option<crate::http::Observer>,
     json_limit: u64,
     transcript_limit: u64,
+    network: crate::http::Network,
 }
 
 impl ClientBuilder {
@@ -65,6 +66,25 @@ impl ClientBuilder {
     /// Uses these hosts (overrides [`ClientBuilder::cloud`]).
     pub fn endpoints(mut self, endpoints: Endpoints) -> Self {
         self.endpoints = endpoints;
+        self
+    }
+
+    /// The credential the client will sign in with.
+    pub fn credential(&self) -> &Credential {
+        &self.credential
+    }
+
+    /// Which proxy each request goes through (default: none, every connection
+    /// direct). The library reads no proxy variable itself.
+    pub fn proxies(mut self, proxies: crate::net::Proxies) -> Self {
+        self.network.proxies = proxies;
+        self
+    }
+
+    /// Trusts this CA certificate (DER) on top of the bundled Mozilla roots — the CA of
+    /// a TLS-inspecting proxy, or a private one. See [`crate::net::certificates_from_pem`].
+    pub fn add_root_certificate(mut self, der: Vec<u8>) -> Self {
+        self.network.extra_roots.push(der);
         self
     }
 
@@ -113,6 +133,30 @@ impl ClientBuilder {
         self
     }
 
+    /// Builds a [`DeviceLogin`](crate::DeviceLogin) for a person's sign-in with the
+    /// builder's authority, scope, proxies, CAs and timeouts (its credential is not
+    /// used). `tenant` may be `organizations` for any work account.
+    pub fn device_login(
+        self,
+        tenant: impl Into<String>,
+        client_id: impl Into<String>,
+    ) -> Result<crate::DeviceLogin> {
+        self.endpoints.validate()?;
+        let http = self.http()?;
+        crate::DeviceLogin::new(http, self.endpoints, tenant.into(), client_id.into())
+    }
+
+    fn http(&self) -> Result<Http> {
+        Http::new(
+            self.timeouts,
+            self.retry,
+            self.rate_limits.clone(),
+            self.observer.clone(),
+            &self.network,
+            concat!("mdlr/", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
     /// Checks the settings and builds the client. No request is made yet.
     ///
     /// Fails with [`Error::Config`] for a plain `http://` URL to a host that is not
@@ -120,13 +164,7 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client> {
         self.endpoints.validate()?;
         self.credential.validate()?;
-        let http = Http::new(
-            self.timeouts,
-            self.retry,
-            self.rate_limits,
-            self.observer,
-            concat!("mdlr/", env!("CARGO_PKG_VERSION")),
-        );
+        let http = self.http()?;
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoints: self.endpoints,
@@ -249,12 +287,31 @@ impl Client {
             observer: None,
             json_limit: DEFAULT_JSON_LIMIT,
             transcript_limit: DEFAULT_TRANSCRIPT_LIMIT,
+            network: crate::http::Network::default(),
         }
     }
 
     /// The hosts this client talks to.
     pub fn endpoints(&self) -> &Endpoints {
         &self.inner.endpoints
+    }
+
+    /// The sign-in method, as `--auth` spells it.
+    pub fn auth_method(&self) -> &'static str {
+        self.inner.auth.credential().method()
+    }
+
+    /// Signs in (if no token is held yet) and says what the token grants: tenant, app,
+    /// roles or scopes, expiry. The token itself is never part of it.
+    pub fn token_info(&self) -> Result<crate::TokenInfo> {
+        let inner = &*self.inner;
+        let method = self.auth_method();
+        inner
+            .auth
+            .with_current(&inner.http, &inner.endpoints, |c| {
+                crate::TokenInfo::from_token(method, c.token.expose(), c.expires_at)
+            })
+            .map_err(|e| self.scrub(e))
     }
 
     /// Counts live response starts made before this client existed (by an earlier
@@ -508,6 +565,7 @@ impl Client {
                 content_type: call.content_type.as_deref(),
                 headers: Vec::new(),
                 body: call.body.clone(),
+                local: false,
                 idempotent: call.idempotent,
             };
             let extra = call.starts.then_some(&inner.start_limiter);

@@ -1,7 +1,14 @@
 //! Credentials and the access-token cache.
+//!
+//! Every way of signing in ends in one bearer token for the API, kept in a
+//! [`TokenCache`] shared by all clones of a client and renewed five minutes before it
+//! expires, and once after a 401.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
@@ -11,7 +18,7 @@ use crate::http::{Http, Request};
 use crate::secret::Secret;
 
 /// How the client gets its bearer token.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub enum Credential {
     /// A bearer token used as is. It cannot be refreshed.
@@ -25,6 +32,85 @@ pub enum Credential {
         /// The client secret.
         secret: Secret,
     },
+    /// An app registration's certificate: each token request carries a short-lived
+    /// assertion signed with its private key (RS256, with the certificate's `x5t`).
+    ClientCertificate {
+        /// The directory (tenant) id or domain.
+        tenant: String,
+        /// The application (client) id.
+        client_id: String,
+        /// The certificate and its private key.
+        certificate: ClientCertificate,
+    },
+    /// The managed identity of the Azure VM mdlr runs on, from the instance metadata
+    /// service (IMDS). Never through a proxy.
+    ManagedIdentity {
+        /// The client id of a user-assigned identity; `None` for the system-assigned one.
+        client_id: Option<String>,
+        /// The metadata service's base URL (default `http://169.254.169.254`).
+        endpoint: Option<String>,
+    },
+    /// The signed-in Azure CLI: `az account get-access-token`.
+    AzureCli {
+        /// The `az` program (a name looked up in `PATH`, or a path).
+        program: PathBuf,
+        /// The tenant to ask for, if not the CLI's default.
+        tenant: Option<String>,
+    },
+    /// A person's sign-in kept from an earlier device-code login
+    /// ([`DeviceLogin`](crate::DeviceLogin)): the refresh token gets new access tokens,
+    /// and each new refresh token is handed to `on_rotate` to be kept.
+    Login {
+        /// The tokens from the login (or from the last rotation).
+        tokens: LoginTokens,
+        /// Called with the new tokens whenever the service rotates them.
+        on_rotate: Option<TokenSink>,
+    },
+}
+
+/// Receives rotated login tokens, to keep them for the next run.
+pub type TokenSink = Arc<dyn Fn(&LoginTokens) + Send + Sync>;
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Token(_) => f.write_str("Token([redacted])"),
+            Credential::ClientSecret {
+                tenant, client_id, ..
+            } => f
+                .debug_struct("ClientSecret")
+                .field("tenant", tenant)
+                .field("client_id", client_id)
+                .field("secret", &"[redacted]")
+                .finish(),
+            Credential::ClientCertificate {
+                tenant,
+                client_id,
+                certificate,
+            } => f
+                .debug_struct("ClientCertificate")
+                .field("tenant", tenant)
+                .field("client_id", client_id)
+                .field("certificate", certificate)
+                .finish(),
+            Credential::ManagedIdentity {
+                client_id,
+                endpoint,
+            } => f
+                .debug_struct("ManagedIdentity")
+                .field("client_id", client_id)
+                .field("endpoint", endpoint)
+                .finish(),
+            Credential::AzureCli { program, tenant } => f
+                .debug_struct("AzureCli")
+                .field("program", program)
+                .field("tenant", tenant)
+                .finish(),
+            Credential::Login { tokens, .. } => {
+                f.debug_struct("Login").field("tokens", tokens).finish()
+            }
+        }
+    }
 }
 
 impl Credential {
@@ -46,11 +132,50 @@ impl Credential {
         }
     }
 
-    /// A short name of the method, for messages (`token`, `client-secret`).
+    /// Client credentials with a certificate.
+    pub fn client_certificate(
+        tenant: impl Into<String>,
+        client_id: impl Into<String>,
+        certificate: ClientCertificate,
+    ) -> Credential {
+        Credential::ClientCertificate {
+            tenant: tenant.into(),
+            client_id: client_id.into(),
+            certificate,
+        }
+    }
+
+    /// The VM's managed identity (system-assigned, or the user-assigned `client_id`).
+    pub fn managed_identity(client_id: Option<String>) -> Credential {
+        Credential::ManagedIdentity {
+            client_id,
+            endpoint: None,
+        }
+    }
+
+    /// The Azure CLI found as `az` in `PATH`.
+    pub fn azure_cli() -> Credential {
+        Credential::AzureCli {
+            program: PathBuf::from("az"),
+            tenant: None,
+        }
+    }
+
+    /// A kept device-code login.
+    pub fn login(tokens: LoginTokens, on_rotate: Option<TokenSink>) -> Credential {
+        Credential::Login { tokens, on_rotate }
+    }
+
+    /// A short name of the method, as `--auth` spells it (`token`, `client-secret`,
+    /// `client-certificate`, `managed-identity`, `azure-cli`, `device-code`).
     pub fn method(&self) -> &'static str {
         match self {
             Credential::Token(_) => "token",
             Credential::ClientSecret { .. } => "client-secret",
+            Credential::ClientCertificate { .. } => "client-certificate",
+            Credential::ManagedIdentity { .. } => "managed-identity",
+            Credential::AzureCli { .. } => "azure-cli",
+            Credential::Login { .. } => "device-code",
         }
     }
 
@@ -63,41 +188,283 @@ impl Credential {
                 Error::config("the bearer token contains control characters or line breaks"),
             ),
             Credential::ClientSecret { tenant, .. }
-                if tenant.is_empty()
-                    || !tenant
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') =>
-            {
-                Err(Error::config(format!(
-                    "tenant {tenant:?} is not a tenant id or domain"
-                )))
-            }
+            | Credential::ClientCertificate { tenant, .. } => check_tenant(tenant),
+            Credential::Login { tokens, .. } => check_tenant(&tokens.tenant),
+            Credential::AzureCli {
+                tenant: Some(tenant),
+                ..
+            } => check_tenant(tenant),
+            Credential::ManagedIdentity {
+                endpoint: Some(url),
+                ..
+            } => check_imds_url(url),
             _ => Ok(()),
         }
     }
 }
 
+pub(crate) fn check_tenant(tenant: &str) -> Result<()> {
+    if tenant.is_empty()
+        || !tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err(Error::config(format!(
+            "tenant {tenant:?} is not a tenant id or domain"
+        )));
+    }
+    Ok(())
+}
+
+/// The metadata service is plain http by design, on a link-local address; anything
+/// else must be https (or loopback, for tests).
+fn check_imds_url(url: &str) -> Result<()> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("HTTP://"));
+    if let Some(rest) = rest {
+        let host = rest.split(['/', ':']).next().unwrap_or_default();
+        if let Ok(std::net::IpAddr::V4(ip)) = host.parse::<std::net::IpAddr>()
+            && ip.is_link_local()
+        {
+            return Ok(());
+        }
+    }
+    crate::cloud::check_url(url, "the managed identity endpoint")
+}
+
+/// An app's certificate and private key, for certificate sign-in. `Debug` shows the
+/// thumbprint only.
+#[derive(Clone)]
+pub struct ClientCertificate {
+    der: Vec<u8>,
+    key: Arc<ring::signature::RsaKeyPair>,
+}
+
+impl std::fmt::Debug for ClientCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCertificate")
+            .field("sha1", &self.thumbprint())
+            .field("key", &"[redacted]")
+            .finish()
+    }
+}
+
+impl ClientCertificate {
+    /// Reads a PEM text holding the certificate and its unencrypted RSA private key
+    /// (`BEGIN PRIVATE KEY` or `BEGIN RSA PRIVATE KEY`), in either order. With several
+    /// certificates (a chain), the one matching the key is used.
+    pub fn from_pem(pem: &[u8]) -> Result<ClientCertificate> {
+        let text = String::from_utf8_lossy(pem);
+        if text.contains("ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED") {
+            return Err(Error::config(
+                "the certificate's private key is encrypted; mdlr needs it unencrypted \
+                 (openssl pkcs8 -topk8 -nocrypt)",
+            ));
+        }
+        let mut certs = Vec::new();
+        let mut key = None;
+        for item in ureq::tls::parse_pem(pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c.der().to_vec()),
+                Ok(ureq::tls::PemItem::PrivateKey(k)) if key.is_none() => {
+                    key = Some(k.der().to_vec());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(Error::config(format!("cannot read the PEM text: {e}"))),
+            }
+        }
+        let Some(key_der) = key else {
+            return Err(Error::config(
+                "no private key in the certificate file (BEGIN PRIVATE KEY or BEGIN RSA \
+                 PRIVATE KEY)",
+            ));
+        };
+        // PKCS#8 (`BEGIN PRIVATE KEY`) or PKCS#1 (`BEGIN RSA PRIVATE KEY`).
+        let pair = ring::signature::RsaKeyPair::from_pkcs8(&key_der)
+            .or_else(|_| ring::signature::RsaKeyPair::from_der(&key_der))
+            .map_err(|e| {
+                Error::config(format!(
+                    "the private key cannot be used ({e}); Entra ID certificate \
+                     credentials need an RSA key"
+                ))
+            })?;
+        if certs.is_empty() {
+            return Err(Error::config(
+                "no certificate in the certificate file (BEGIN CERTIFICATE)",
+            ));
+        }
+        // The certificate's SubjectPublicKeyInfo holds the key's RSAPublicKey DER.
+        use ring::signature::KeyPair;
+        let public = pair.public_key().as_ref().to_vec();
+        let der = certs
+            .into_iter()
+            .find(|c| contains(c, &public))
+            .ok_or_else(|| Error::config("no certificate in the file matches its private key"))?;
+        Ok(ClientCertificate {
+            der,
+            key: Arc::new(pair),
+        })
+    }
+
+    /// The certificate in DER.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    /// The SHA-1 thumbprint in hex, as the Azure portal shows it.
+    pub fn thumbprint(&self) -> String {
+        ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &self.der)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect()
+    }
+
+    /// The signed client assertion for `audience` (the token URL), valid 9 minutes.
+    pub(crate) fn assertion(&self, client_id: &str, audience: &str) -> Result<String> {
+        let x5t = crate::base64::encode_url(
+            ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &self.der).as_ref(),
+        );
+        let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5t": x5t});
+        let now = unix_now();
+        let claims = serde_json::json!({
+            "aud": audience,
+            "iss": client_id,
+            "sub": client_id,
+            "jti": random_id()?,
+            "nbf": now,
+            "iat": now,
+            "exp": now + 540,
+        });
+        let signing_input = format!(
+            "{}.{}",
+            crate::base64::encode_url(header.to_string().as_bytes()),
+            crate::base64::encode_url(claims.to_string().as_bytes())
+        );
+        let rng = ring::rand::SystemRandom::new();
+        let mut signature = vec![0u8; self.key.public().modulus_len()];
+        self.key
+            .sign(
+                &ring::signature::RSA_PKCS1_SHA256,
+                &rng,
+                signing_input.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| Error::config("signing the client assertion failed"))?;
+        Ok(format!(
+            "{signing_input}.{}",
+            crate::base64::encode_url(&signature)
+        ))
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A version-4-style random id for `jti`.
+fn random_id() -> Result<String> {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| Error::config("the system's random generator failed"))?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The tokens of a person's device-code login, to keep between runs.
+#[derive(Clone, Debug)]
+pub struct LoginTokens {
+    /// The tenant signed in to (`organizations` when none was named).
+    pub tenant: String,
+    /// The public client app used.
+    pub client_id: String,
+    /// The refresh token (it changes on every use).
+    pub refresh_token: Secret,
+    /// The last access token, if still worth keeping.
+    pub access_token: Option<Secret>,
+    /// When that access token expires.
+    pub expires_at: Option<SystemTime>,
+}
+
 /// Refresh this long before the token says it expires (clocks drift).
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
-struct Cached {
-    token: Secret,
+/// Longest time `az` may take to print a token.
+const AZ_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(crate) struct Cached {
+    pub(crate) token: Secret,
     /// `None`: never expires as far as we know (a given token).
     refresh_at: Option<Instant>,
+    /// When the token itself expires, for `mdlr auth`.
+    pub(crate) expires_at: Option<SystemTime>,
+}
+
+impl Cached {
+    fn new(token: Secret, lifetime: Duration, started: Instant) -> Cached {
+        Cached {
+            token,
+            refresh_at: Some(started + lifetime.saturating_sub(REFRESH_MARGIN)),
+            expires_at: SystemTime::now().checked_add(lifetime.saturating_sub(started.elapsed())),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    current: Option<Cached>,
+    /// The newest login tokens (rotated by each refresh).
+    login: Option<LoginTokens>,
+    /// Short-lived material sent in the last token request (the client assertion),
+    /// scrubbed from anything a service quotes back.
+    sent: Vec<Secret>,
 }
 
 /// Holds the current token; shared by all clones of a client.
 pub(crate) struct TokenCache {
     credential: Credential,
-    current: Mutex<Option<Cached>>,
+    state: Mutex<State>,
 }
 
 impl TokenCache {
     pub(crate) fn new(credential: Credential) -> TokenCache {
+        let mut state = State::default();
+        if let Credential::Login { tokens, .. } = &credential {
+            // A kept access token is used while it is good.
+            if let (Some(token), Some(expires)) = (&tokens.access_token, tokens.expires_at)
+                && let Ok(left) = expires.duration_since(SystemTime::now())
+                && left > REFRESH_MARGIN
+            {
+                state.current = Some(Cached::new(token.clone(), left, Instant::now()));
+            }
+            state.login = Some(tokens.clone());
+        }
         TokenCache {
             credential,
-            current: Mutex::new(None),
+            state: Mutex::new(state),
         }
+    }
+
+    pub(crate) fn credential(&self) -> &Credential {
+        &self.credential
     }
 
     /// Whether a rejected token can be replaced by asking again.
@@ -105,77 +472,365 @@ impl TokenCache {
         !matches!(self.credential, Credential::Token(_))
     }
 
-    /// The current token, fetching a new one when there is none or it is about to expire.
-    pub(crate) fn token(&self, http: &Http, endpoints: &Endpoints) -> Result<Secret> {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = current.as_ref()
-            && c.refresh_at.is_none_or(|t| Instant::now() < t)
-        {
-            return Ok(c.token.clone());
-        }
-        let fresh = self.fetch(http, endpoints)?;
-        let token = fresh.token.clone();
-        *current = Some(fresh);
-        Ok(token)
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The secrets this cache holds: the credential's and the current token.
+    /// The current token, fetching a new one when there is none or it is about to expire.
+    pub(crate) fn token(&self, http: &Http, endpoints: &Endpoints) -> Result<Secret> {
+        self.with_current(http, endpoints, |c| c.token.clone())
+    }
+
+    /// Calls `f` with the current token (fetching one if needed).
+    pub(crate) fn with_current<T>(
+        &self,
+        http: &Http,
+        endpoints: &Endpoints,
+        f: impl FnOnce(&Cached) -> T,
+    ) -> Result<T> {
+        let mut state = self.lock();
+        if let Some(c) = state.current.as_ref()
+            && c.refresh_at.is_none_or(|t| Instant::now() < t)
+        {
+            return Ok(f(c));
+        }
+        let fresh = self.fetch(&mut state, http, endpoints)?;
+        let out = f(&fresh);
+        state.current = Some(fresh);
+        Ok(out)
+    }
+
+    /// The secrets this cache holds: the credential's, the current token, the refresh
+    /// token and the last assertion sent.
     pub(crate) fn secrets(&self) -> Vec<Secret> {
         let mut all = match &self.credential {
             Credential::Token(t) => vec![t.clone()],
             Credential::ClientSecret { secret, .. } => vec![secret.clone()],
+            _ => Vec::new(),
         };
-        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = current.as_ref() {
+        let state = self.lock();
+        if let Some(c) = state.current.as_ref() {
             all.push(c.token.clone());
         }
+        if let Some(l) = state.login.as_ref() {
+            all.push(l.refresh_token.clone());
+        }
+        all.extend(state.sent.iter().cloned());
         all
     }
 
     /// Forgets the current token (after the API rejected it with 401).
     pub(crate) fn invalidate(&self) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.lock().current = None;
     }
 
-    fn fetch(&self, http: &Http, endpoints: &Endpoints) -> Result<Cached> {
+    fn fetch(&self, state: &mut State, http: &Http, endpoints: &Endpoints) -> Result<Cached> {
+        let token_url = |tenant: &str| {
+            format!(
+                "{}/{tenant}/oauth2/v2.0/token",
+                endpoints.authority.trim_end_matches('/')
+            )
+        };
         match &self.credential {
             Credential::Token(t) => Ok(Cached {
                 token: t.clone(),
                 refresh_at: None,
+                expires_at: None,
             }),
             Credential::ClientSecret {
                 tenant,
                 client_id,
                 secret,
             } => {
-                let url = format!(
-                    "{}/{tenant}/oauth2/v2.0/token",
-                    endpoints.authority.trim_end_matches('/')
-                );
-                let started = Instant::now();
-                let req = Request::form(
-                    &url,
-                    &[
-                        ("grant_type", "client_credentials"),
-                        ("client_id", client_id),
-                        ("client_secret", secret.expose()),
-                        ("scope", &endpoints.scope),
-                    ],
-                );
-                let resp = http.plain(&req)?;
-                let status = resp.status();
-                let body = resp.read_limited(1 << 20, "token reply")?;
-                // The endpoint may quote the form back, secret included.
-                let body = crate::api::scrub_body(&body, &[secret.expose().to_owned()]);
-                parse_token_reply(status, &body, started).map_err(|e| e.redact(&[secret.expose()]))
+                let fields = [
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id.as_str()),
+                    ("client_secret", secret.expose()),
+                    ("scope", endpoints.scope.as_str()),
+                ];
+                let (cached, _) = post_token(http, &token_url(tenant), &fields, &[secret])?;
+                Ok(cached)
+            }
+            Credential::ClientCertificate {
+                tenant,
+                client_id,
+                certificate,
+            } => {
+                let url = token_url(tenant);
+                let assertion = Secret::new(certificate.assertion(client_id, &url)?);
+                state.sent = vec![assertion.clone()];
+                let fields = [
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id.as_str()),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", assertion.expose()),
+                    ("scope", endpoints.scope.as_str()),
+                ];
+                let (cached, _) = post_token(http, &url, &fields, &[&assertion])?;
+                Ok(cached)
+            }
+            Credential::Login { on_rotate, .. } => {
+                let Some(login) = state.login.clone() else {
+                    return Err(Error::config("the login has no refresh token"));
+                };
+                let scope = format!("{} offline_access", endpoints.scope);
+                let fields = [
+                    ("grant_type", "refresh_token"),
+                    ("client_id", login.client_id.as_str()),
+                    ("refresh_token", login.refresh_token.expose()),
+                    ("scope", scope.as_str()),
+                ];
+                let (cached, refresh) = post_token(
+                    http,
+                    &token_url(&login.tenant),
+                    &fields,
+                    &[&login.refresh_token],
+                )
+                .map_err(relogin_hint)?;
+                let rotated = LoginTokens {
+                    refresh_token: refresh.unwrap_or(login.refresh_token.clone()),
+                    access_token: Some(cached.token.clone()),
+                    expires_at: cached.expires_at,
+                    ..login
+                };
+                if let Some(sink) = on_rotate {
+                    sink(&rotated);
+                }
+                state.login = Some(rotated);
+                Ok(cached)
+            }
+            Credential::ManagedIdentity {
+                client_id,
+                endpoint,
+            } => managed_identity(http, endpoints, client_id.as_deref(), endpoint.as_deref()),
+            Credential::AzureCli { program, tenant } => {
+                azure_cli(program, &resource_of(&endpoints.scope), tenant.as_deref())
             }
         }
     }
 }
 
+/// A refused refresh token means signing in again.
+fn relogin_hint(e: Error) -> Error {
+    match e {
+        Error::Auth {
+            status,
+            code,
+            message,
+            correlation_id,
+        } if code.as_deref() == Some("invalid_grant") => Error::Auth {
+            status,
+            code,
+            message: format!("{message} (the kept login is no longer valid: run `mdlr login`)"),
+            correlation_id,
+        },
+        other => other,
+    }
+}
+
+/// `https://api.securitycenter.microsoft.com/.default` → the resource itself.
+pub(crate) fn resource_of(scope: &str) -> String {
+    let first = scope.split_whitespace().next().unwrap_or(scope);
+    first.strip_suffix("/.default").unwrap_or(first).to_owned()
+}
+
+/// Posts a token request; returns the token and any refresh token that came with it.
+pub(crate) fn post_token(
+    http: &Http,
+    url: &str,
+    fields: &[(&str, &str)],
+    secrets: &[&Secret],
+) -> Result<(Cached, Option<Secret>)> {
+    let started = Instant::now();
+    let req = Request::form(url, fields);
+    let exposed: Vec<&str> = secrets.iter().map(|s| s.expose()).collect();
+    let resp = http.plain(&req).map_err(|e| e.redact(&exposed))?;
+    let status = resp.status();
+    let body = resp.read_limited(1 << 20, "token reply")?;
+    // The endpoint may quote the form back, secrets included.
+    let owned: Vec<String> = exposed.iter().map(|s| (*s).to_owned()).collect();
+    let body = crate::api::scrub_body(&body, &owned);
+    parse_token_reply(status, &body, started).map_err(|e| e.redact(&exposed))
+}
+
+/// The token from the Azure instance metadata service.
+fn managed_identity(
+    http: &Http,
+    endpoints: &Endpoints,
+    client_id: Option<&str>,
+    endpoint: Option<&str>,
+) -> Result<Cached> {
+    use crate::http::form_encode;
+    let base = endpoint
+        .unwrap_or("http://169.254.169.254")
+        .trim_end_matches('/');
+    let mut url = format!(
+        "{base}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}",
+        form_encode(&resource_of(&endpoints.scope))
+    );
+    if let Some(id) = client_id {
+        url.push_str("&client_id=");
+        url.push_str(&form_encode(id));
+    }
+    let started = Instant::now();
+    let mut req = Request::get(&url);
+    req.local = true;
+    req.headers.push(("Metadata", "true".to_owned()));
+    let resp = http.plain(&req).map_err(|e| match e {
+        Error::Transport {
+            kind: crate::TransportKind::Connect | crate::TransportKind::Timeout,
+            message,
+            ..
+        } => Error::Auth {
+            status: None,
+            code: None,
+            message: format!(
+                "no managed identity endpoint answered at {base} ({message}); \
+                     managed identity works only on an Azure VM with an identity assigned"
+            ),
+            correlation_id: None,
+        },
+        other => other,
+    })?;
+    let status = resp.status();
+    let body = resp.read_limited(1 << 20, "managed identity reply")?;
+    parse_token_reply(status, &body, started)
+        .map(|(c, _)| c)
+        .map_err(|e| match e {
+            Error::Auth {
+                status,
+                code,
+                message,
+                correlation_id,
+            } => Error::Auth {
+                status,
+                code,
+                message: format!("managed identity: {message}"),
+                correlation_id,
+            },
+            other => other,
+        })
+}
+
+/// What `az account get-access-token --output json` prints.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AzToken {
+    access_token: Option<String>,
+    #[serde(default, rename = "expires_on")]
+    expires_on: Option<serde_json::Value>,
+}
+
+/// The token from the signed-in Azure CLI.
+fn azure_cli(program: &std::path::Path, resource: &str, tenant: Option<&str>) -> Result<Cached> {
+    let started = Instant::now();
+    let mut cmd = Command::new(program);
+    cmd.args([
+        "account",
+        "get-access-token",
+        "--resource",
+        resource,
+        "--output",
+        "json",
+    ]);
+    if let Some(t) = tenant {
+        cmd.args(["--tenant", t]);
+    }
+    let name = program.display().to_string();
+    let auth = |message: String| Error::Auth {
+        status: None,
+        code: None,
+        message,
+        correlation_id: None,
+    };
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            auth(if e.kind() == std::io::ErrorKind::NotFound {
+                format!("the Azure CLI ({name}) is not installed or not in PATH")
+            } else {
+                format!("cannot run the Azure CLI ({name}): {e}")
+            })
+        })?;
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(p) = pipe {
+                let _ = p.take(1 << 20).read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() > AZ_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(auth(format!(
+                    "the Azure CLI gave no token within {} s",
+                    AZ_TIMEOUT.as_secs()
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(auth(format!("waiting for the Azure CLI failed: {e}"))),
+        }
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    if !status.success() {
+        let text = String::from_utf8_lossy(&stderr);
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("WARNING"))
+            .unwrap_or("no message");
+        let line = line.strip_prefix("ERROR:").unwrap_or(line).trim();
+        return Err(auth(format!("the Azure CLI failed: {line}")));
+    }
+    let reply: AzToken = serde_json::from_slice(&stdout)
+        .map_err(|e| Error::malformed("Azure CLI output", e.to_string()))?;
+    let token = reply
+        .access_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| Error::malformed("Azure CLI output", "no accessToken"))?;
+    let expires_on = match reply.expires_on {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    }
+    // Older CLIs print only a local time without a zone: the token's own `exp` is
+    // the reliable expiry then.
+    .or_else(|| crate::login::claims(&token).and_then(|c| c.exp));
+    let lifetime = expires_on.map_or(Duration::from_secs(300), |exp| {
+        Duration::from_secs(exp.saturating_sub(unix_now()))
+    });
+    Ok(Cached::new(Secret::new(token), lifetime, started))
+}
+
 #[derive(Deserialize)]
 struct TokenReply {
     access_token: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
     #[serde(default)]
     expires_in: Option<serde_json::Value>,
     #[serde(default)]
@@ -188,12 +843,17 @@ struct TokenReply {
     trace_id: Option<String>,
 }
 
-fn parse_token_reply(status: u16, body: &[u8], started: Instant) -> Result<Cached> {
+pub(crate) fn parse_token_reply(
+    status: u16,
+    body: &[u8],
+    started: Instant,
+) -> Result<(Cached, Option<Secret>)> {
     let reply: Option<TokenReply> = serde_json::from_slice(body).ok();
     match reply {
         Some(TokenReply {
             access_token: Some(token),
             expires_in,
+            refresh_token,
             ..
         }) if status == 200 && !token.is_empty() => {
             let seconds = match expires_in {
@@ -202,11 +862,10 @@ fn parse_token_reply(status: u16, body: &[u8], started: Instant) -> Result<Cache
                 _ => None,
             }
             .unwrap_or(3599);
-            let lifetime = Duration::from_secs(seconds);
-            Ok(Cached {
-                token: Secret::new(token),
-                refresh_at: Some(started + lifetime.saturating_sub(REFRESH_MARGIN)),
-            })
+            Ok((
+                Cached::new(Secret::new(token), Duration::from_secs(seconds), started),
+                refresh_token.filter(|r| !r.is_empty()).map(Secret::new),
+            ))
         }
         Some(r) if r.error.is_some() => Err(Error::Auth {
             status: Some(status),
@@ -237,14 +896,18 @@ mod tests {
 
     #[test]
     fn token_reply_numbers_may_be_strings() {
-        let c = parse_token_reply(
+        let (c, refresh) = parse_token_reply(
             200,
-            br#"{"token_type":"Bearer","expires_in":"3599","access_token":"abc"}"#,
+            br#"{"token_type":"Bearer","expires_in":"3599","access_token":"abc","refresh_token":"r1"}"#,
             Instant::now(),
         )
         .expect("parses");
         assert_eq!(c.token.expose(), "abc");
         assert!(c.refresh_at.is_some());
+        assert_eq!(
+            refresh.map(|r| r.expose().to_owned()).as_deref(),
+            Some("r1")
+        );
     }
 
     #[test]
@@ -275,5 +938,56 @@ mod tests {
         let c = Credential::client_secret("t", "c", "s3cr3t-value");
         assert!(!format!("{c:?}").contains("s3cr3t"));
         assert!(!format!("{:?}", Credential::token("tok-123")).contains("tok-123"));
+        let login = Credential::login(
+            LoginTokens {
+                tenant: "t".into(),
+                client_id: "c".into(),
+                refresh_token: Secret::new("refresh-xyz"),
+                access_token: Some(Secret::new("access-xyz")),
+                expires_at: None,
+            },
+            None,
+        );
+        let shown = format!("{login:?}");
+        assert!(!shown.contains("refresh-xyz") && !shown.contains("access-xyz"));
+    }
+
+    #[test]
+    fn resources_and_imds_urls() {
+        assert_eq!(
+            resource_of("https://api.securitycenter.microsoft.com/.default"),
+            "https://api.securitycenter.microsoft.com"
+        );
+        assert_eq!(
+            resource_of("https://x.example/.default offline_access"),
+            "https://x.example"
+        );
+        assert!(check_imds_url("http://169.254.169.254").is_ok());
+        assert!(check_imds_url("http://127.0.0.1:8080").is_ok());
+        assert!(check_imds_url("https://imds.example").is_ok());
+        assert!(check_imds_url("http://10.0.0.4").is_err());
+    }
+
+    #[test]
+    fn random_ids_are_uuid_shaped_and_differ() {
+        let a = random_id().expect("random");
+        let b = random_id().expect("random");
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+    }
+
+    #[test]
+    fn certificate_files_are_checked() {
+        assert!(matches!(
+            ClientCertificate::from_pem(b"nothing here"),
+            Err(Error::Config { .. })
+        ));
+        let encrypted =
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        match ClientCertificate::from_pem(encrypted) {
+            Err(Error::Config { message }) => assert!(message.contains("encrypted"), "{message}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

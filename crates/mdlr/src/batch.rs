@@ -534,6 +534,7 @@ impl Client {
                         (tracked.failures >= MAX_POLL_FAILURES).then(|| {
                             Outcome::PollFailed(Error::Transport {
                                 url: String::new(),
+                                kind: crate::error::TransportKind::Other,
                                 message: format!(
                                     "the action's status could not be read in {MAX_POLL_FAILURES} rounds"
                                 ),

@@ -94,6 +94,29 @@ pub enum Destination {
     Dir(PathBuf),
 }
 
+/// How far a download has come: called as bytes arrive (see
+/// [`DownloadRequest::on_progress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Bytes of the blob held so far, including any kept from an earlier run.
+    pub received: u64,
+    /// The blob's size, when the host said.
+    pub total: Option<u64>,
+    /// Bytes that were already there when this transfer began (a resumed download).
+    pub resumed_from: u64,
+}
+
+/// A progress callback; its `Debug` says only that there is one.
+#[derive(Clone)]
+pub struct OnProgress(pub std::sync::Arc<dyn Fn(&Progress) + Send + Sync>);
+
+impl std::fmt::Debug for OnProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnProgress")
+    }
+}
+
 /// What to download where, and how.
 #[derive(Debug, Clone)]
 pub struct DownloadRequest {
@@ -105,6 +128,8 @@ pub struct DownloadRequest {
     pub overwrite: bool,
     /// The file name to use in a directory when the host gives no usable name.
     pub fallback_name: String,
+    /// Called as bytes arrive (often: throttle any drawing).
+    pub on_progress: Option<OnProgress>,
 }
 
 impl DownloadRequest {
@@ -116,6 +141,7 @@ impl DownloadRequest {
             gunzip: false,
             overwrite: false,
             fallback_name: fallback_name.into(),
+            on_progress: None,
         }
     }
 }

@@ -59,6 +59,8 @@ pub enum Error {
     Transport {
         /// The URL, with secrets redacted.
         url: String,
+        /// What kind of failure, for hints (a proxy, an untrusted certificate, ...).
+        kind: TransportKind,
         /// What happened, for a person.
         message: String,
         /// The underlying error.
@@ -131,6 +133,29 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+}
+
+/// What kind of transport failure an [`Error::Transport`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// The host name did not resolve.
+    Dns,
+    /// The connection was refused or could not be made.
+    Connect,
+    /// No answer within the timeout.
+    Timeout,
+    /// The proxy could not be reached or refused the tunnel.
+    Proxy,
+    /// The server's certificate is not signed by a trusted CA (TLS inspection, a private
+    /// CA): add the CA to the trusted roots.
+    UntrustedCertificate,
+    /// Another TLS failure (name mismatch, expired certificate, protocol).
+    Tls,
+    /// The connection broke or the reply could not be read.
+    Broken,
+    /// Anything else.
+    Other,
 }
 
 impl Error {

@@ -7,7 +7,8 @@ use std::io::Read;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TransportKind};
+use crate::net::Proxies;
 use crate::secret::{Secret, redact_url};
 
 /// Something the HTTP layer did, for logs (`mdlr -v`). URLs in it are redacted.
@@ -263,6 +264,9 @@ pub(crate) struct Request<'a> {
     /// Further headers (`Range`, `If-Match`).
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// A request to the instance metadata service (managed identity): always direct,
+    /// never through a proxy, with a short connect timeout.
+    pub local: bool,
     /// Whether sending it twice does no harm: then 5xx replies and connections that
     /// broke after sending are retried too. (A live response start is not: a retry
     /// could start a second session.)
@@ -278,6 +282,7 @@ impl<'a> Request<'a> {
             content_type: None,
             headers: Vec::new(),
             body: Vec::new(),
+            local: false,
             idempotent: true,
         }
     }
@@ -295,6 +300,7 @@ impl<'a> Request<'a> {
             content_type: Some("application/x-www-form-urlencoded"),
             headers: Vec::new(),
             body: body.into_bytes(),
+            local: false,
             idempotent: true,
         }
     }
@@ -327,6 +333,7 @@ impl Response {
         let mut reader = self.body.as_reader().take(limit + 1);
         reader.read_to_end(&mut buf).map_err(|e| Error::Transport {
             url: String::new(),
+            kind: TransportKind::Broken,
             message: format!("reading the {what} failed: {e}"),
             source: Some(Box::new(e)),
         })?;
@@ -345,9 +352,90 @@ impl Response {
     }
 }
 
+/// How connections are made: proxies and the extra trusted CAs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Network {
+    pub proxies: Proxies,
+    /// DER certificates trusted on top of the bundled roots.
+    pub extra_roots: Vec<Vec<u8>>,
+}
+
+/// Connect timeout for the instance metadata service: it answers at once on Azure,
+/// and off Azure nothing answers at all.
+const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One agent per route: direct, through the https proxy, through the http proxy, and to
+/// the metadata service. Each keeps its own connection pool.
+struct Agents {
+    direct: ureq::Agent,
+    https_proxy: Option<ureq::Agent>,
+    http_proxy: Option<ureq::Agent>,
+    local: ureq::Agent,
+    proxies: Proxies,
+}
+
+impl Agents {
+    fn new(timeouts: Timeouts, network: &Network, user_agent: &str) -> Result<Agents> {
+        let roots = crate::net::root_certs(&network.extra_roots);
+        let agent = |proxy: Option<ureq::Proxy>, connect: Duration| {
+            let tls = ureq::tls::TlsConfig::builder()
+                .root_certs(roots.clone())
+                .build();
+            ureq::Agent::config_builder()
+                // Keep error bodies: Defender explains itself in JSON.
+                .http_status_as_error(false)
+                // Redirects are followed by the download code, which checks each target.
+                .max_redirects(0)
+                // The library never reads proxy variables from the environment: the
+                // caller hands them over, and `Agents::for_request` picks the route.
+                .proxy(proxy)
+                .tls_config(tls)
+                .timeout_connect(Some(connect))
+                .timeout_per_read(Some(timeouts.read))
+                .timeout_per_write(Some(timeouts.read))
+                .timeout_recv_response(Some(timeouts.read))
+                .user_agent(user_agent)
+                .build()
+                .new_agent()
+        };
+        let proxy_for = |scheme: &str| -> Result<Option<ureq::Agent>> {
+            let probe = format!("{scheme}://mdlr.invalid/");
+            Ok(match network.proxies.for_url(&probe) {
+                Some(p) => Some(agent(Some(p.to_ureq()?), timeouts.connect)),
+                None => None,
+            })
+        };
+        Ok(Agents {
+            direct: agent(None, timeouts.connect),
+            https_proxy: proxy_for("https")?,
+            http_proxy: proxy_for("http")?,
+            local: agent(None, LOCAL_CONNECT_TIMEOUT.min(timeouts.connect)),
+            proxies: network.proxies.clone(),
+        })
+    }
+
+    /// The agent for a request, and the proxy it goes through (for messages).
+    fn for_request(&self, req: &Request<'_>) -> (&ureq::Agent, Option<String>) {
+        if req.local {
+            return (&self.local, None);
+        }
+        let proxied = match self.proxies.for_url(req.url) {
+            Some(p) if req.url.starts_with("https:") => {
+                self.https_proxy.as_ref().map(|a| (a, p.display()))
+            }
+            Some(p) => self.http_proxy.as_ref().map(|a| (a, p.display())),
+            None => None,
+        };
+        match proxied {
+            Some((agent, display)) => (agent, Some(display.to_owned())),
+            None => (&self.direct, None),
+        }
+    }
+}
+
 /// Sends requests with timeouts, retries and (for the API) the rate limiter.
 pub(crate) struct Http {
-    agent: ureq::Agent,
+    agents: Agents,
     retry: RetryPolicy,
     limiter: RateLimiter,
     observer: Option<Observer>,
@@ -364,27 +452,15 @@ impl Http {
         retry: RetryPolicy,
         limits: Vec<RateLimit>,
         observer: Option<Observer>,
+        network: &Network,
         user_agent: &str,
-    ) -> Http {
-        let config = ureq::Agent::config_builder()
-            // Keep error bodies: Defender explains itself in JSON.
-            .http_status_as_error(false)
-            // Redirects are followed by the download code, which checks each target.
-            .max_redirects(0)
-            // The library never reads proxy variables from the environment.
-            .proxy(None)
-            .timeout_connect(Some(timeouts.connect))
-            .timeout_per_read(Some(timeouts.read))
-            .timeout_per_write(Some(timeouts.read))
-            .timeout_recv_response(Some(timeouts.read))
-            .user_agent(user_agent)
-            .build();
-        Http {
-            agent: config.new_agent(),
+    ) -> Result<Http> {
+        Ok(Http {
+            agents: Agents::new(timeouts, network, user_agent)?,
             retry,
             limiter: RateLimiter::new(limits),
             observer,
-        }
+        })
     }
 
     pub(crate) fn retry_policy(&self) -> RetryPolicy {
@@ -413,13 +489,13 @@ impl Http {
         }
         let redacted = redact_url(req.url);
         let invalid = |e: ureq::http::Error| Error::config(format!("invalid URL {redacted}: {e}"));
+        let (agent, proxy) = self.agents.for_request(req);
         let started = Instant::now();
         // A GET carries no body, not even an empty one.
         let result = if req.body.is_empty() && req.method == Method::Get {
-            self.agent.run(builder.body(()).map_err(invalid)?)
+            agent.run(builder.body(()).map_err(invalid)?)
         } else {
-            self.agent
-                .run(builder.body(req.body.clone()).map_err(invalid)?)
+            agent.run(builder.body(req.body.clone()).map_err(invalid)?)
         };
         let elapsed = started.elapsed();
         self.emit(Event::Exchange {
@@ -437,7 +513,7 @@ impl Http {
                     body,
                 })
             }
-            Err(e) => Err(transport_error(&redacted, e)),
+            Err(e) => Err(transport_error(&redacted, proxy.as_deref(), e)),
         }
     }
 
@@ -581,17 +657,42 @@ impl std::error::Error for Transient {
     }
 }
 
-fn transport_error(url: &str, e: ureq::Error) -> Error {
+fn transport_error(url: &str, proxy: Option<&str>, e: ureq::Error) -> Error {
+    use TransportKind as K;
     use ureq::Error as U;
-    let (message, transient) = match &e {
-        U::Timeout(_) => ("no answer in time".to_owned(), true),
-        U::HostNotFound => ("host not found".to_owned(), true),
-        U::ConnectionFailed => ("cannot connect".to_owned(), true),
-        U::Io(_) => ("connection failed".to_owned(), true),
-        U::Protocol(_) => ("HTTP protocol error".to_owned(), true),
-        U::BadUri(u) => (format!("invalid URL: {}", redact_url(u)), false),
-        U::Tls(_) | U::Rustls(_) | U::Pem(_) => ("TLS failed".to_owned(), false),
-        _ => ("request failed".to_owned(), false),
+    // Whatever the variant, the text of a TLS failure names its cause.
+    let text = format!("{e}");
+    let untrusted = text.contains("UnknownIssuer") || text.contains("unknown issuer");
+    let (kind, message, transient) = match (&e, proxy) {
+        _ if untrusted => (
+            K::UntrustedCertificate,
+            "TLS failed: the server's certificate is not signed by a trusted certificate \
+             authority"
+                .to_owned(),
+            false,
+        ),
+        (U::ConnectProxyFailed(why), Some(p)) => (
+            K::Proxy,
+            format!("the proxy {p} did not open a tunnel: {}", why.trim()),
+            false,
+        ),
+        (U::HostNotFound, Some(p)) => (K::Proxy, format!("proxy {p}: host not found"), true),
+        (U::ConnectionFailed | U::Timeout(ureq::Timeout::Connect), Some(p)) => {
+            (K::Proxy, format!("cannot connect to the proxy {p}"), true)
+        }
+        (U::Timeout(_), _) => (K::Timeout, "no answer in time".to_owned(), true),
+        (U::HostNotFound, None) => (K::Dns, "host not found".to_owned(), true),
+        (U::ConnectionFailed, None) => (K::Connect, "cannot connect".to_owned(), true),
+        (U::Io(_), _) if text.contains("certificate") || text.contains("TLS") => {
+            (K::Tls, format!("TLS failed: {text}"), false)
+        }
+        (U::Io(_), _) => (K::Broken, "connection failed".to_owned(), true),
+        (U::Protocol(_), _) => (K::Broken, "HTTP protocol error".to_owned(), true),
+        (U::BadUri(u), _) => (K::Other, format!("invalid URL: {}", redact_url(u)), false),
+        (U::Tls(_) | U::Rustls(_) | U::Pem(_), _) => (K::Tls, format!("TLS failed: {text}"), false),
+        (U::ConnectProxyFailed(why), None) => (K::Proxy, format!("proxy: {why}"), false),
+        (U::InvalidProxyUrl, _) => (K::Proxy, "invalid proxy URL".to_owned(), false),
+        _ => (K::Other, "request failed".to_owned(), false),
     };
     let source: Option<Box<dyn std::error::Error + Send + Sync>> = match e {
         // Its text would repeat the URL, signature included.
@@ -601,6 +702,7 @@ fn transport_error(url: &str, e: ureq::Error) -> Error {
     };
     Error::Transport {
         url: url.to_owned(),
+        kind,
         message,
         source,
     }

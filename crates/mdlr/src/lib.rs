@@ -51,31 +51,35 @@
 mod actions;
 mod api;
 mod auth;
+mod base64;
 mod batch;
 mod cloud;
 mod download;
 mod error;
 mod http;
 mod library;
+mod login;
 mod machines;
 mod md5;
 mod model;
+pub mod net;
 mod secret;
 mod transcript;
 mod transfer;
 
 pub use actions::{ActionQuery, LiveResponse};
 pub use api::{Client, ClientBuilder, PollPolicy, check_action_id};
-pub use auth::Credential;
+pub use auth::{ClientCertificate, Credential, LoginTokens, TokenSink};
 pub use batch::{BatchEvent, BatchOptions, BatchStats, Counts, OnBusy, Outcome, Report, Target};
 pub use cloud::{Cloud, Endpoints, check_url, normalize_api_base};
 pub use download::{
-    Destination, DownloadRequest, Downloaded, ResultLink, disposition_file_name, safe_file_name,
-    write_file,
+    Destination, DownloadRequest, Downloaded, OnProgress, Progress, ResultLink,
+    disposition_file_name, safe_file_name, write_file,
 };
-pub use error::{Error, Result};
+pub use error::{Error, Result, TransportKind};
 pub use http::{Event, Observer, RateLimit, RetryPolicy, Timeouts};
 pub use library::{LibraryFile, LibraryUpload};
+pub use login::{DeviceCode, DeviceLogin, TokenInfo};
 pub use machines::{Machine, check_machine_id, is_machine_id};
 pub use model::{
     ActionStatus, Command, CommandEntry, CommandStatus, CommandType, MachineAction, Param,

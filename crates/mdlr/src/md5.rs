@@ -112,31 +112,6 @@ impl Md5 {
     }
 }
 
-/// Decodes standard base64 (as in `Content-MD5`); `None` when it is not.
-pub(crate) fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim().trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,15 +145,5 @@ mod tests {
             pieces.update(chunk);
         }
         assert_eq!(whole.finish(), pieces.finish());
-    }
-
-    #[test]
-    fn base64() {
-        assert_eq!(
-            base64_decode("kAFQmDzST7DWlj99KOF/cg==").map(|v| v.len()),
-            Some(16)
-        );
-        assert_eq!(base64_decode("YWJj").as_deref(), Some(&b"abc"[..]));
-        assert_eq!(base64_decode("!!"), None);
     }
 }

@@ -20,11 +20,12 @@ use flate2::read::MultiGzDecoder;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Client, blob_error, resolve_location};
+use crate::base64::decode as base64_decode;
 use crate::cloud::check_url;
 use crate::download::{self, Destination, DownloadRequest, Downloaded, ResultLink};
 use crate::error::{Error, Result};
 use crate::http::{Event, Request, Response};
-use crate::md5::{Md5, base64_decode};
+use crate::md5::Md5;
 use crate::secret::redact_url;
 
 /// Size of the copy buffer.
@@ -181,7 +182,10 @@ impl Client {
             tee: None,
             md5: Md5::new(),
             stalls: 0,
+            on_progress: request.on_progress.clone(),
+            resumed_from: resume_from,
         };
+        source.report();
         if resume_from == 0 {
             parts.start(&meta)?;
             if !ranged {
@@ -389,6 +393,7 @@ impl Client {
         }
         Err(Error::Transport {
             url: redact_url(&url),
+            kind: crate::error::TransportKind::Other,
             message: format!("more than {MAX_REDIRECTS} redirects"),
             source: None,
         })
@@ -516,9 +521,21 @@ struct Source<'c, 'l> {
     tee: Option<(File, PathBuf)>,
     md5: Md5,
     stalls: u32,
+    on_progress: Option<download::OnProgress>,
+    resumed_from: u64,
 }
 
 impl Source<'_, '_> {
+    fn report(&self) {
+        if let Some(f) = &self.on_progress {
+            (f.0)(&download::Progress {
+                received: self.offset,
+                total: self.total,
+                resumed_from: self.resumed_from,
+            });
+        }
+    }
+
     fn connect(&mut self) -> Result<()> {
         if self.links.expiring() {
             self.links.renew()?;
@@ -543,6 +560,7 @@ impl Source<'_, '_> {
                 },
                 _ => Error::Transport {
                     url: self.links.current.redacted(),
+                    kind: crate::error::TransportKind::Broken,
                     message: format!("the download failed after {} bytes: {why}", self.offset),
                     source: None,
                 },
@@ -597,6 +615,7 @@ impl Source<'_, '_> {
                     self.md5.update(&buf[..n]);
                     self.offset += n as u64;
                     self.stalls = 0;
+                    self.report();
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

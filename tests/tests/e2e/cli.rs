@@ -855,13 +855,16 @@ fn configuration_errors_exit_78() {
     svc.mdlr(&["result", ACTION]).env("MDLR_TOKEN", "").check(
         78,
         "",
-        "mdlr: no credential: set MDLR_TOKEN (or pass --token-file PATH) to use a bearer token, or set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET for an app registration\n",
+        "mdlr: no credential: set MDLR_TOKEN (or pass --token-file PATH) for a bearer token; AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH) for an app registration; run `mdlr login` to sign in as yourself; sign in to the Azure CLI (`az login`); or use --auth managed-identity on an Azure VM\n",
     );
     svc.mdlr(&["result", ACTION])
         .env("MDLR_TOKEN", "")
-        .env("AZURE_CLIENT_ID", CLIENT_ID)
+        .env("AZURE_CLIENT_SECRET", "a-secret")
         .run()
-        .check_err(78, &["AZURE_TENANT_ID and AZURE_CLIENT_SECRET not set"]);
+        .check_err(
+            78,
+            &["AZURE_CLIENT_SECRET is set but AZURE_TENANT_ID and AZURE_CLIENT_ID not"],
+        );
     svc.mdlr(&["--cloud", "mars", "result", ACTION])
         .run()
         .check_err(78, &["unknown cloud \"mars\""]);
