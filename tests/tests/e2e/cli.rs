@@ -852,7 +852,11 @@ fn configuration_errors_exit_78() {
         when.any_request();
         then.status(500);
     });
-    svc.mdlr(&["result", ACTION]).env("MDLR_TOKEN", "").check(
+    // No `az` in PATH, no HOME (so no kept login): nothing to sign in with.
+    svc.mdlr(&["result", ACTION])
+        .env("MDLR_TOKEN", "")
+        .env("PATH", "/nonexistent")
+        .check(
         78,
         "",
         "mdlr: no credential: set MDLR_TOKEN (or pass --token-file PATH) for a bearer token; AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH) for an app registration; run `mdlr login` to sign in as yourself; sign in to the Azure CLI (`az login`); or use --auth managed-identity on an Azure VM\n",

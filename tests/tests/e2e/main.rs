@@ -6,6 +6,7 @@
 
 mod cli;
 mod hostile;
+mod jumphost;
 mod library;
 mod live;
 mod transfer;
