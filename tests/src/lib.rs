@@ -9,10 +9,13 @@
 //!   test process, with blobs written and SAS links signed by the tests.
 //! - [`faults`]: a loopback TCP proxy that cuts, stalls, resets, truncates and throttles
 //!   connections, and counts and records what goes through.
+//! - [`pki`]: a private CA, server certificates and an app's RSA client certificates
+//!   made with the `openssl` command, with `x5t` thumbprints and a JWT signer.
 //! - [`util`]: SHA-256, base64, gzip, timestamps and deterministic noise.
 
 pub mod azurite;
 pub mod faults;
+pub mod pki;
 pub mod server;
 pub mod sim;
 pub use sim::util;
