@@ -11,6 +11,8 @@
 //!   connections, and counts and records what goes through.
 //! - [`pki`]: a private CA, server certificates and an app's RSA client certificates
 //!   made with the `openssl` command, with `x5t` thumbprints and a JWT signer.
+//! - [`tls`]: [`server`]'s handlers over HTTPS (rustls), counting handshakes and
+//!   recording the failed ones (did the client refuse our certificate?).
 //! - [`util`]: SHA-256, base64, gzip, timestamps and deterministic noise.
 
 pub mod azurite;
@@ -18,4 +20,5 @@ pub mod faults;
 pub mod pki;
 pub mod server;
 pub mod sim;
+pub mod tls;
 pub use sim::util;
