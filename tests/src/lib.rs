@@ -13,6 +13,7 @@
 //!   made with the `openssl` command, with `x5t` thumbprints and a JWT signer.
 //! - [`tls`]: [`server`]'s handlers over HTTPS (rustls), counting handshakes and
 //!   recording the failed ones (did the client refuse our certificate?).
+//! - [`tinyproxy`]: a real HTTP proxy per test, whose log shows each `CONNECT`.
 //! - [`util`]: SHA-256, base64, gzip, timestamps and deterministic noise.
 
 pub mod azurite;
@@ -20,5 +21,6 @@ pub mod faults;
 pub mod pki;
 pub mod server;
 pub mod sim;
+pub mod tinyproxy;
 pub mod tls;
 pub use sim::util;
