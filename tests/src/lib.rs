@@ -9,10 +9,18 @@
 //!   test process, with blobs written and SAS links signed by the tests.
 //! - [`faults`]: a loopback TCP proxy that cuts, stalls, resets, truncates and throttles
 //!   connections, and counts and records what goes through.
+//! - [`pki`]: a private CA, server certificates and an app's RSA client certificates
+//!   made with the `openssl` command, with `x5t` thumbprints and a JWT signer.
+//! - [`tls`]: [`server`]'s handlers over HTTPS (rustls), counting handshakes and
+//!   recording the failed ones (did the client refuse our certificate?).
+//! - [`tinyproxy`]: a real HTTP proxy per test, whose log shows each `CONNECT`.
 //! - [`util`]: SHA-256, base64, gzip, timestamps and deterministic noise.
 
 pub mod azurite;
 pub mod faults;
+pub mod pki;
 pub mod server;
 pub mod sim;
+pub mod tinyproxy;
+pub mod tls;
 pub use sim::util;

@@ -12,6 +12,8 @@
 //!   fills.
 //! - [`Server::stop`] (also on drop) stops accepting and waits (briefly) for the
 //!   requests in flight to be answered.
+//! - The exchange itself works on any `Read + Write` stream, so another transport can
+//!   serve the same [`Handler`]s with this module's accepting, stopping and draining.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -240,6 +242,19 @@ impl Server {
 
     /// As [`Server::start`], with `config`.
     pub fn start_with(config: ServerConfig, handler: Arc<Handler>) -> io::Result<Server> {
+        Server::start_connections(
+            config,
+            Arc::new(move |stream| serve(stream, &*handler, &config)),
+        )
+    }
+
+    /// Listens on `127.0.0.1` on a port the system picks and hands each accepted
+    /// connection to `connection`, on a thread of its own (how another transport gets
+    /// the same accepting, stopping and draining).
+    pub(crate) fn start_connections(
+        config: ServerConfig,
+        connection: Arc<dyn Fn(TcpStream) + Send + Sync>,
+    ) -> io::Result<Server> {
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -261,14 +276,14 @@ impl Server {
                             continue;
                         }
                     };
-                    let handler = Arc::clone(&handler);
+                    let connection = Arc::clone(&connection);
                     let guard = flight.enter();
                     // A connection that cannot get a thread is dropped: the client sees
                     // the failure.
                     let _ = std::thread::Builder::new()
                         .name("http-conn".into())
                         .spawn(move || {
-                            serve(stream, &*handler, &config);
+                            connection(stream);
                             drop(guard);
                         });
                 }
@@ -337,7 +352,20 @@ fn serve(stream: TcpStream, handler: &Handler, config: &ServerConfig) {
     let _ = stream.set_read_timeout(Some(config.idle));
     let _ = stream.set_write_timeout(Some(config.idle));
     let _ = stream.set_nodelay(true);
-    let response = match read_request(&stream, config) {
+    if exchange(&mut &stream, handler, config).is_some() {
+        close(&stream);
+    }
+}
+
+/// Reads one request from `stream`, answers it and flushes the reply. `None` when there
+/// was nothing to answer (the connection closed or failed first); else whether the
+/// whole reply was written.
+pub(crate) fn exchange<S: Read + Write>(
+    stream: &mut S,
+    handler: &Handler,
+    config: &ServerConfig,
+) -> Option<bool> {
+    let response = match read_request(stream, config) {
         Ok(Some(request)) => {
             match std::panic::catch_unwind(AssertUnwindSafe(|| handler(&request))) {
                 Ok(response) => response,
@@ -351,25 +379,31 @@ fn serve(stream: TcpStream, handler: &Handler, config: &ServerConfig) {
                 }
             }
         }
-        Ok(None) | Err(ReadError::Io) => return,
+        Ok(None) | Err(ReadError::Io) => return None,
         Err(ReadError::Bad(e)) => Response::text(400, format!("bad request: {e}\n")),
         Err(ReadError::TooLarge) => Response::text(413, "request body too large\n"),
     };
-    let mut stream = stream;
-    let _ = write_response(&mut stream, &response);
-    let _ = stream.shutdown(Shutdown::Write);
-    // Let the client read the reply before the socket goes: drain what it still sends
-    // (briefly), so closing does not reset the connection under an unread body.
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let _ = io::copy(&mut (&stream).take(1 << 20), &mut io::sink());
+    Some(write_response(stream, &response).is_ok())
 }
 
-fn read_request(stream: &TcpStream, config: &ServerConfig) -> Result<Option<Request>, ReadError> {
+/// Ends the connection after a reply: no more writes, then a brief drain of what the
+/// client still sends, so closing does not reset the connection under an unread body
+/// and the client reads the whole reply.
+pub(crate) fn close(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = io::copy(&mut stream.take(1 << 20), &mut io::sink());
+}
+
+fn read_request<S: Read + Write>(
+    stream: &mut S,
+    config: &ServerConfig,
+) -> Result<Option<Request>, ReadError> {
     let mut reader = BufReader::new(stream);
     let mut head_size = 0u64;
     let mut line = String::new();
     let mut next_line =
-        |reader: &mut BufReader<&TcpStream>, line: &mut String| -> Result<usize, ReadError> {
+        |reader: &mut BufReader<&mut S>, line: &mut String| -> Result<usize, ReadError> {
             line.clear();
             let n = match reader.take(MAX_HEAD - head_size).read_line(line) {
                 Ok(n) => n,
@@ -433,8 +467,9 @@ fn read_request(stream: &TcpStream, config: &ServerConfig) -> Result<Option<Requ
         .header("expect")
         .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
     if expects_continue && (chunked || length.is_some_and(|n| n > 0)) {
-        let mut w = stream;
+        let w = reader.get_mut();
         w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .and_then(|()| w.flush())
             .map_err(|_| ReadError::Io)?;
     }
     if chunked {
@@ -497,7 +532,7 @@ fn read_chunked(reader: &mut impl BufRead, max: usize) -> Result<Vec<u8>, ReadEr
     }
 }
 
-fn write_response(stream: &mut TcpStream, r: &Response) -> io::Result<()> {
+fn write_response(stream: &mut impl Write, r: &Response) -> io::Result<()> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
     for (name, value) in &r.headers {
         // Never let a value break the head.
