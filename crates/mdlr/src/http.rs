@@ -680,6 +680,12 @@ fn transport_error(url: &str, proxy: Option<&str>, e: ureq::Error) -> Error {
         (U::ConnectionFailed | U::Timeout(ureq::Timeout::Connect), Some(p)) => {
             (K::Proxy, format!("cannot connect to the proxy {p}"), true)
         }
+        (U::Io(io), Some(p)) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            (K::Proxy, format!("cannot connect to the proxy {p}"), true)
+        }
+        (U::Io(io), None) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            (K::Connect, "cannot connect".to_owned(), true)
+        }
         (U::Timeout(_), _) => (K::Timeout, "no answer in time".to_owned(), true),
         (U::HostNotFound, None) => (K::Dns, "host not found".to_owned(), true),
         (U::ConnectionFailed, None) => (K::Connect, "cannot connect".to_owned(), true),

@@ -654,9 +654,10 @@ fn connection_refused_exits_69() {
         .check_err(
             69,
             &[
-                "mdlr: cannot read action {ID}: connection failed (",
+                "mdlr: cannot read action {ID}: cannot connect (",
                 "Connection refused",
                 "({API}/api/machineactions/{ID})\n",
+                "hint: check the network; behind a proxy, set HTTPS_PROXY or pass --proxy URL",
             ],
         );
 }
@@ -809,7 +810,7 @@ fn refused_credentials_exit_77() {
     svc.mdlr(&["result", ACTION]).check(
         77,
         "",
-        "mdlr: cannot read action {ID}: the API answered 401: Token is expired\n  code Unauthorized, correlation id corr-42\n  hint: the token was refused: it may have expired, or be for another API or cloud (check --cloud and --scope)\n",
+        "mdlr: cannot read action {ID}: the API answered 401: Token is expired\n  code Unauthorized, correlation id corr-42\n  hint: the token was refused: it may have expired, or be for another API or cloud (check --cloud and --scope); `mdlr auth` shows what it is for\n",
     );
 
     let svc = Service::start();
