@@ -5,6 +5,7 @@
 mod admin;
 mod args;
 mod commands;
+mod completions;
 mod interrupt;
 mod journal;
 mod live;
@@ -58,8 +59,12 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
             out.print(&format!("mdlr {}\n", env!("CARGO_PKG_VERSION")))?;
             return Ok(0);
         }
+        Command::Completions(shell) => {
+            out.print(&completions::script(*shell))?;
+            return Ok(0);
+        }
         // Being built in this series of commits.
-        Command::Login { .. } | Command::Logout | Command::Auth | Command::Completions(_) => {
+        Command::Login { .. } | Command::Logout | Command::Auth => {
             return Err(Failure::from(Error::Config {
                 message: "this command is not available in this build yet".to_owned(),
             }));
