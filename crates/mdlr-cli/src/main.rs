@@ -6,6 +6,7 @@ mod admin;
 mod args;
 mod auth;
 mod commands;
+mod completions;
 mod interrupt;
 mod journal;
 mod live;
@@ -82,11 +83,9 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
             out.print(&format!("mdlr {}\n", env!("CARGO_PKG_VERSION")))?;
             return Ok(0);
         }
-        // Being built in this series of commits.
-        Command::Completions(_) => {
-            return Err(Failure::from(Error::Config {
-                message: "this command is not available in this build yet".to_owned(),
-            }));
+        Command::Completions(shell) => {
+            out.print(&completions::script(*shell))?;
+            return Ok(0);
         }
         Command::Login { tenant, client_id } => {
             return auth::login(args, out, tenant.as_deref(), client_id.as_deref());

@@ -5,6 +5,7 @@
 //! feature, expected output written out as it appears.
 
 mod cli;
+mod completions;
 mod hostile;
 mod jumphost;
 mod library;
