@@ -43,6 +43,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -441,13 +442,14 @@ impl Idp {
     ///
     /// When it cannot listen on loopback.
     pub fn start(config: IdpConfig) -> Idp {
-        let seed = mix(u64::from(std::process::id()) ^ now_secs().rotate_left(20))
-            ^ u64::from(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.subsec_nanos())
-                    .unwrap_or(0),
-            );
+        // Tokens differ between runs, processes and stand-ins.
+        static STARTED: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        let seed = mix(nanos ^ u64::from(std::process::id()).rotate_left(32))
+            ^ mix(STARTED.fetch_add(1, Ordering::Relaxed));
         let state = Arc::new(Mutex::new(State {
             config,
             seed,
@@ -847,7 +849,17 @@ impl State {
         let tenant = self.config.tenant.clone();
         let n = self.next();
         let uti = base64url(&noise(self.seed ^ n, 16));
-        let oid = self.guid();
+        let delegated = matches!(grant, Grant::DeviceCode | Grant::RefreshToken);
+        // The principal's object id: the same for every token of one user or app.
+        let principal = if delegated {
+            self.config.user.as_str()
+        } else {
+            appid
+        };
+        let oid = guid(
+            self.seed,
+            principal.bytes().fold(0, |h, b| mix(h ^ u64::from(b))),
+        );
         let mut claims = json!({
             "aud": resource,
             "iss": format!("https://sts.windows.net/{tenant}/"),
@@ -863,7 +875,6 @@ impl State {
             "idp": format!("https://sts.windows.net/{tenant}/"),
             "oid": oid, "sub": oid, "tid": tenant, "uti": uti, "ver": "1.0",
         });
-        let delegated = matches!(grant, Grant::DeviceCode | Grant::RefreshToken);
         if delegated {
             claims["scp"] = json!(self.config.delegated_scopes.join(" "));
             claims["upn"] = json!(self.config.user);

@@ -543,6 +543,9 @@ fn client_secret_sign_ins_are_checked_like_entra_id() {
     idp.set_expires_in(120);
     let (_, again) = post_form(&url, &good);
     assert_ne!(again["access_token"], body["access_token"]);
+    let again_claims = claims(again["access_token"].as_str().expect("a token"));
+    assert_eq!(again_claims["oid"], c["oid"], "one app, one object id");
+    assert_ne!(again_claims["uti"], c["uti"]);
     assert_eq!(again["expires_in"], json!("120"));
     assert!(idp.errors().is_empty(), "{:#?}", idp.errors());
 
