@@ -14,10 +14,14 @@
 //! - [`tls`]: [`server`]'s handlers over HTTPS (rustls), counting handshakes and
 //!   recording the failed ones (did the client refuse our certificate?).
 //! - [`tinyproxy`]: a real HTTP proxy per test, whose log shows each `CONNECT`.
+//! - [`idp`]: stand-ins for Entra ID's token endpoints (client secret, certificate
+//!   assertion, device code, refresh), Azure IMDS and the Azure CLI, which check and
+//!   record what they are sent and know the tokens they issued.
 //! - [`util`]: SHA-256, base64, gzip, timestamps and deterministic noise.
 
 pub mod azurite;
 pub mod faults;
+pub mod idp;
 pub mod pki;
 pub mod server;
 pub mod sim;

@@ -1,5 +1,5 @@
-//! An HTTPS server on loopback for tests: the [`server`](crate::server) module's
-//! handlers, accepting, stopping and draining, with rustls (ring provider) in front.
+//! An HTTPS server on loopback for tests: [`crate::server`]'s handlers, accepting,
+//! stopping and draining, with rustls (ring provider) in front.
 //!
 //! It counts the TLS handshakes that succeeded and records those that failed, with the
 //! alert the client sent, so a test can tell "the client refused our certificate"

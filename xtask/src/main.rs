@@ -19,7 +19,8 @@ Tasks:
   demo                run the real mdlr binary against a local stand-in for the
                       Defender API and its result host (loopback only, no credentials)
   test                run every test of the workspace (what CI runs); installs
-                      Azurite into target/tools with npm first if it is missing
+                      Azurite into target/tools with npm first if it is missing,
+                      and tinyproxy and openssl with apt-get when run as root
   bench-batch [--sizes 10,100,1000] [--scale F[,F...]] [--no-write] [--mdlr PATH]
                       run the release mdlr binary on N simulated machines and set its
                       makespan against the quota bound; writes BENCHMARKS.md (not with
@@ -204,8 +205,10 @@ fn cargo(root: &Path) -> std::process::Command {
 }
 
 /// Runs the workspace's tests with the cargo that runs us, with Azurite (the blob
-/// storage emulator the transfer tests need) installed and named by `MDLR_AZURITE`.
+/// storage emulator the transfer tests need) installed and named by `MDLR_AZURITE`,
+/// and tinyproxy and openssl (the proxy and private-CA tests) installed.
 fn test(root: &Path) -> Result<(), String> {
+    system_tools()?;
     let azurite = azurite(root)?;
     let status = cargo(root)
         .args(["test", "--workspace"])
@@ -216,6 +219,67 @@ fn test(root: &Path) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("cargo test --workspace failed ({status})"))
+    }
+}
+
+/// The Debian packages the tests run: tinyproxy (a real proxy) and openssl (it makes
+/// the test CA and certificates). Missing ones are installed with apt-get when we are
+/// root; otherwise we say how, and the tests that need them fail with the same hint.
+fn system_tools() -> Result<(), String> {
+    let on_path = |name: &str| {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+            .any(|dir| dir.join(name).is_file())
+    };
+    let tinyproxy_set = std::env::var_os("MDLR_TINYPROXY").is_some_and(|p| Path::new(&p).is_file());
+    let mut missing = Vec::new();
+    if !tinyproxy_set && !on_path("tinyproxy") {
+        missing.push("tinyproxy");
+    }
+    if !on_path("openssl") {
+        missing.push("openssl");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let command = format!(
+        "apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    );
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.status.success() && out.stdout.trim_ascii() == b"0");
+    if !root {
+        println!(
+            "xtask: {} not installed: the proxy and private-CA tests will fail; run `sudo \
+             {command}` (or this task as root)",
+            missing.join(" and ")
+        );
+        return Ok(());
+    }
+    println!("xtask: installing what the proxy and private-CA tests need: {command}");
+    let install = || {
+        std::process::Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|e| format!("cannot run apt-get: {e}"))
+    };
+    if install()?.success() {
+        return Ok(());
+    }
+    // Probably no package lists yet (a fresh container): fetch them once.
+    println!("xtask: apt-get update");
+    let updated = std::process::Command::new("apt-get")
+        .arg("update")
+        .status()
+        .map_err(|e| format!("cannot run apt-get: {e}"))?;
+    match updated.success() && install()?.success() {
+        true => Ok(()),
+        false => Err(format!("apt-get could not install {}", missing.join(" "))),
     }
 }
 
