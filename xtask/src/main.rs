@@ -20,7 +20,7 @@ Tasks:
                       Defender API and its result host (loopback only, no credentials)
   test                run every test of the workspace (what CI runs); installs
                       Azurite into target/tools with npm first if it is missing,
-                      and tinyproxy and openssl with apt-get when run as root
+                      and tinyproxy, openssl, zsh and fish with apt-get as root
   bench-batch [--sizes 10,100,1000] [--scale F[,F...]] [--no-write] [--mdlr PATH]
                       run the release mdlr binary on N simulated machines and set its
                       makespan against the quota bound; writes BENCHMARKS.md (not with
@@ -206,7 +206,7 @@ fn cargo(root: &Path) -> std::process::Command {
 
 /// Runs the workspace's tests with the cargo that runs us, with Azurite (the blob
 /// storage emulator the transfer tests need) installed and named by `MDLR_AZURITE`,
-/// and tinyproxy and openssl (the proxy and private-CA tests) installed.
+/// and tinyproxy, openssl, zsh and fish (proxy, private-CA and completion tests) installed.
 fn test(root: &Path) -> Result<(), String> {
     system_tools()?;
     let azurite = azurite(root)?;
@@ -222,8 +222,8 @@ fn test(root: &Path) -> Result<(), String> {
     }
 }
 
-/// The Debian packages the tests run: tinyproxy (a real proxy) and openssl (it makes
-/// the test CA and certificates). Missing ones are installed with apt-get when we are
+/// The Debian packages the tests run: tinyproxy (a real proxy), openssl (it makes
+/// the test CA and certificates), zsh and fish (the completion tests run real shells). Missing ones are installed with apt-get when we are
 /// root; otherwise we say how, and the tests that need them fail with the same hint.
 fn system_tools() -> Result<(), String> {
     let on_path = |name: &str| {
@@ -237,8 +237,10 @@ fn system_tools() -> Result<(), String> {
     if !tinyproxy_set && !on_path("tinyproxy") {
         missing.push("tinyproxy");
     }
-    if !on_path("openssl") {
-        missing.push("openssl");
+    for tool in ["openssl", "zsh", "fish"] {
+        if !on_path(tool) {
+            missing.push(tool);
+        }
     }
     if missing.is_empty() {
         return Ok(());
@@ -253,13 +255,13 @@ fn system_tools() -> Result<(), String> {
         .is_ok_and(|out| out.status.success() && out.stdout.trim_ascii() == b"0");
     if !root {
         println!(
-            "xtask: {} not installed: the proxy and private-CA tests will fail; run `sudo \
+            "xtask: {} not installed: the tests that use them will fail; run `sudo \
              {command}` (or this task as root)",
             missing.join(" and ")
         );
         return Ok(());
     }
-    println!("xtask: installing what the proxy and private-CA tests need: {command}");
+    println!("xtask: installing what the tests need: {command}");
     let install = || {
         std::process::Command::new("apt-get")
             .args(["install", "-y", "--no-install-recommends"])
