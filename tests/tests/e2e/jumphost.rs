@@ -154,9 +154,16 @@ use mdlr_tests::tls::TlsServer;
 /// The base URL the stand-in puts in its result links (known once it listens).
 type Base = Arc<OnceLock<String>>;
 
+/// Which `Authorization` headers the API stand-in accepts.
+type Gate = Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>;
+
 fn stand_in(base: Base, token: String) -> Arc<mdlr_tests::server::Handler> {
+    let bearer = format!("Bearer {token}");
+    gated_stand_in(base, Arc::new(move |auth| auth == Some(bearer.as_str())))
+}
+
+fn gated_stand_in(base: Base, gate: Gate) -> Arc<mdlr_tests::server::Handler> {
     Arc::new(move |req: &Request| {
-        let bearer = format!("Bearer {token}");
         let path = req.path();
         if path.starts_with("/results/") {
             if req.header("authorization").is_some() {
@@ -164,7 +171,7 @@ fn stand_in(base: Base, token: String) -> Arc<mdlr_tests::server::Handler> {
             }
             return Response::new(200, "application/octet-stream", SEED.as_bytes().to_vec());
         }
-        if req.header("authorization") != Some(bearer.as_str()) {
+        if !gate(req.header("authorization")) {
             return Response::json(401, &api_error("Unauthorized", "bad token"));
         }
         if path == format!("/api/machineactions/{ACTION}") {
@@ -182,8 +189,13 @@ fn stand_in(base: Base, token: String) -> Arc<mdlr_tests::server::Handler> {
 }
 
 fn plain_stand_in() -> (Server, String) {
+    let bearer = format!("Bearer {TOKEN}");
+    gated_plain_stand_in(Arc::new(move |auth| auth == Some(bearer.as_str())))
+}
+
+fn gated_plain_stand_in(gate: Gate) -> (Server, String) {
     let base: Base = Arc::default();
-    let server = Server::start(stand_in(base.clone(), TOKEN.to_owned())).expect("start server");
+    let server = Server::start(gated_stand_in(base.clone(), gate)).expect("start server");
     let url = server.url().trim_end_matches('/').to_owned();
     let _ = base.set(url.clone());
     (server, url)
@@ -368,4 +380,408 @@ fn proxy_credentials_work_and_are_never_shown() {
         .run();
     out.check_err(69, &["did not open a tunnel", "hint: check --proxy"]);
     assert!(!out.stderr.contains("wr0ng-SECRET"), "{}", out.stderr);
+}
+
+// ---------------------------------------------------------------------------------------
+// Sign-in methods against the identity stand-in, which checks every request.
+
+use mdlr_tests::idp::{FakeAz, FakeAzConfig, Grant, Idp, IdpConfig};
+use mdlr_tests::pki::{ClientCert, KeyFormat, PemOrder};
+
+/// An API stand-in that takes only tokens `idp` issued (by any grant).
+fn api_for(idp: &Arc<Idp>) -> (Server, String) {
+    let idp = idp.clone();
+    gated_plain_stand_in(Arc::new(move |auth| idp.check_bearer(auth).is_ok()))
+}
+
+/// `mdlr ARGS` signing in at `idp`, calling `api`, with no credential of its own.
+fn signed_in(idp: &Idp, api: &str, args: &[&str]) -> Run {
+    Run::new(&["--login-url", &idp.authority(), "--api-url", api])
+        .args(args)
+        .env("PATH", "/nonexistent")
+}
+
+#[track_caller]
+fn check_idp_clean(idp: &Idp) {
+    assert!(
+        idp.errors().is_empty(),
+        "the stand-in found: {:?}",
+        idp.errors()
+    );
+}
+
+#[test]
+fn client_certificate_signs_a_checked_assertion() {
+    for (format, order) in [
+        (KeyFormat::Pkcs8, PemOrder::CertThenKey),
+        (KeyFormat::Pkcs1, PemOrder::KeyThenCert),
+    ] {
+        let cert = ClientCert::new("mdlr responders", format, order).expect("certificate");
+        let idp = Arc::new(Idp::start(IdpConfig {
+            client_cert_der: Some(cert.cert_der().to_vec()),
+            client_secret: None,
+            ..IdpConfig::default()
+        }));
+        let (_api, api) = api_for(&idp);
+        let config = idp.config();
+        let run = |args: &[&str]| {
+            signed_in(&idp, &api, args)
+                .env("AZURE_TENANT_ID", config.tenant.clone())
+                .env("AZURE_CLIENT_ID", config.client_id.clone())
+                .env(
+                    "AZURE_CLIENT_CERTIFICATE_PATH",
+                    cert.pem_path().to_str().expect("utf-8 path"),
+                )
+        };
+        check_seed(&run(&["result", ACTION]).run());
+        check_seed(&run(&["--auth", "client-certificate", "result", ACTION]).run());
+        check_idp_clean(&idp);
+        let grants: Vec<Grant> = idp.issued().iter().map(|i| i.grant).collect();
+        assert_eq!(grants, [Grant::ClientAssertion, Grant::ClientAssertion]);
+        // Each request carried a fresh assertion (the stand-in refuses a replayed jti).
+        let out = run(&["--json", "auth"]).run();
+        out.status(0);
+        assert_eq!(out.json_lines()[0]["method"], "client-certificate");
+        assert!(!out.stdout.contains(&idp.issued()[2].access_token));
+    }
+
+    // A certificate the app does not know: refused, and the hint says what to do.
+    let known = ClientCert::new("registered", KeyFormat::Pkcs8, PemOrder::CertThenKey)
+        .expect("certificate");
+    let stranger =
+        ClientCert::new("stranger", KeyFormat::Pkcs8, PemOrder::CertThenKey).expect("certificate");
+    let idp = Arc::new(Idp::start(IdpConfig {
+        client_cert_der: Some(known.cert_der().to_vec()),
+        ..IdpConfig::default()
+    }));
+    let (_api, api) = api_for(&idp);
+    let config = idp.config();
+    signed_in(&idp, &api, &["result", ACTION])
+        .env("AZURE_TENANT_ID", config.tenant.clone())
+        .env("AZURE_CLIENT_ID", config.client_id.clone())
+        .env(
+            "AZURE_CLIENT_CERTIFICATE_PATH",
+            stranger.pem_path().to_str().expect("utf-8 path"),
+        )
+        .run()
+        .check_err(
+            77,
+            &[
+                "AADSTS700027",
+                "hint: the certificate was not accepted: upload its public part",
+            ],
+        );
+    // A file without a key is a configuration error, before any request.
+    signed_in(&idp, &api, &["result", ACTION])
+        .env("AZURE_TENANT_ID", config.tenant.clone())
+        .env("AZURE_CLIENT_ID", config.client_id.clone())
+        .env(
+            "AZURE_CLIENT_CERTIFICATE_PATH",
+            known.cert_pem_path().to_str().expect("utf-8 path"),
+        )
+        .run()
+        .check_err(78, &["certificate file", "no private key"]);
+}
+
+#[test]
+fn managed_identity_asks_imds_directly_even_behind_a_proxy() {
+    let idp = Arc::new(Idp::start(IdpConfig {
+        imds_identities: vec!["11111111-aaaa-bbbb-cccc-222222222222".to_owned()],
+        ..IdpConfig::default()
+    }));
+    let (api_server, api) = api_for(&idp);
+    let proxy = tinyproxy();
+    let run = |extra: &[(&str, &str)]| {
+        let mut run = signed_in(
+            &idp,
+            &api,
+            &["--auth", "managed-identity", "result", ACTION],
+        )
+        .env("AZURE_POD_IDENTITY_AUTHORITY_HOST", idp.imds_url())
+        .env("HTTP_PROXY", proxy.url());
+        for (k, v) in extra {
+            run = run.env(k, *v);
+        }
+        run.run()
+    };
+    check_seed(&run(&[]));
+    check_seed(&run(&[(
+        "AZURE_CLIENT_ID",
+        "11111111-aaaa-bbbb-cccc-222222222222",
+    )]));
+    check_idp_clean(&idp);
+    let grants: Vec<Grant> = idp.issued().iter().map(|i| i.grant).collect();
+    assert_eq!(grants, [Grant::ManagedIdentity, Grant::ManagedIdentity]);
+    // The API went through the proxy; the metadata service never did.
+    let api_target = format!("127.0.0.1:{}", api_server.port());
+    let connects = proxy.connects();
+    assert!(connects.contains(&api_target), "{connects:?}");
+    assert!(
+        connects.iter().all(|c| *c == api_target),
+        "IMDS went through the proxy: {connects:?}"
+    );
+    // Off Azure nothing answers: a clear sign-in error, quickly.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    signed_in(
+        &idp,
+        &api,
+        &[
+            "--auth",
+            "managed-identity",
+            "--retries",
+            "0",
+            "result",
+            ACTION,
+        ],
+    )
+    .env("AZURE_POD_IDENTITY_AUTHORITY_HOST", dead)
+    .run()
+    .check_err(77, &["no managed identity endpoint answered", "Azure VM"]);
+    // An identity IMDS does not have.
+    run(&[("AZURE_CLIENT_ID", "99999999-0000-0000-0000-000000000000")]).status(77);
+}
+
+#[test]
+fn azure_cli_token_is_used_and_its_errors_explained() {
+    let idp = Arc::new(Idp::start(IdpConfig::default()));
+    let (_api, api) = api_for(&idp);
+    let bin = TempDir::new();
+    FakeAz::write(
+        bin.path(),
+        &FakeAzConfig {
+            access_token: idp.mint(Grant::AzureCli),
+            ..FakeAzConfig::default()
+        },
+    );
+    // The fake az needs `date`; the system's PATH has no az of its own in CI.
+    let with_system = |dir: &std::path::Path| format!("{}:/usr/bin:/bin", dir.display());
+    let path = with_system(bin.path());
+    // auto finds `az` in PATH when nothing else is set up.
+    let out = signed_in(&idp, &api, &["result", ACTION])
+        .env("PATH", path.clone())
+        .run();
+    check_seed(&out);
+    let out = signed_in(&idp, &api, &["--auth", "azure-cli", "result", ACTION])
+        .env("PATH", path.clone())
+        .env("AZURE_TENANT_ID", "contoso.onmicrosoft.com")
+        .run();
+    check_seed(&out);
+    let calls = FakeAz::calls(bin.path());
+    assert_eq!(
+        calls[0],
+        [
+            "account",
+            "get-access-token",
+            "--resource",
+            "https://api.securitycenter.microsoft.com",
+            "--output",
+            "json"
+        ]
+    );
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(
+        calls[1][6..],
+        ["--tenant", "contoso.onmicrosoft.com"],
+        "{calls:?}"
+    );
+
+    // An older az without expires_on: the token's own exp is used.
+    let old = TempDir::new();
+    FakeAz::write(
+        old.path(),
+        &FakeAzConfig {
+            access_token: idp.mint(Grant::AzureCli),
+            with_expires_on: false,
+            ..FakeAzConfig::default()
+        },
+    );
+    let out = signed_in(&idp, &api, &["auth"])
+        .env("PATH", with_system(old.path()))
+        .run();
+    out.status(0);
+    assert!(
+        out.stdout.contains("sign-in   azure-cli\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("(in 59 min)"), "{}", out.stdout);
+
+    // Logged out: the CLI's own message, exit 77.
+    let out_dir = TempDir::new();
+    FakeAz::write(
+        out_dir.path(),
+        &FakeAzConfig {
+            logged_out: true,
+            ..FakeAzConfig::default()
+        },
+    );
+    signed_in(&idp, &api, &["--auth", "azure-cli", "result", ACTION])
+        .env("PATH", with_system(out_dir.path()))
+        .run()
+        .check_err(
+            77,
+            &["the Azure CLI failed: Please run 'az login' to setup account."],
+        );
+    // Not installed at all.
+    signed_in(&idp, &api, &["--auth", "azure-cli", "result", ACTION])
+        .run()
+        .check_err(77, &["the Azure CLI (az) is not installed or not in PATH"]);
+}
+
+#[test]
+fn device_code_login_is_kept_privately_refreshed_and_removed() {
+    use std::os::unix::fs::PermissionsExt;
+    let idp = Arc::new(Idp::start(IdpConfig {
+        // Short-lived access tokens: every later run must use the refresh token.
+        expires_in: 200,
+        ..IdpConfig::default()
+    }));
+    let (_api, api) = api_for(&idp);
+    let home = TempDir::new();
+    let config = idp.config();
+    let at_home = |args: &[&str]| {
+        signed_in(&idp, &api, args).env("HOME", home.path().to_str().expect("utf-8 path"))
+    };
+    let out = at_home(&[
+        "login",
+        "--client-id",
+        &config.client_id,
+        "--tenant",
+        &config.tenant,
+    ])
+    .run();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let code = &idp.device_authorizations()[0];
+    assert!(out.stderr.contains(&code.user_code), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("signed in as analyst@contoso.example"),
+        "{}",
+        out.stderr
+    );
+    check_idp_clean(&idp);
+    // The polls kept the interval (the stand-in records any that came too fast).
+    assert!(idp.polls().len() >= 3, "{:?}", idp.polls());
+
+    let file = home.join(".config/mdlr/login.json");
+    let mode = std::fs::metadata(&file)
+        .expect("login kept")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let dir_mode = std::fs::metadata(home.join(".config/mdlr"))
+        .expect("dir")
+        .permissions()
+        .mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
+    let kept = |key: &str| -> String {
+        let v: serde_json::Value = serde_json::from_slice(&read(&file)).expect("json");
+        v[key].as_str().unwrap_or_default().to_owned()
+    };
+    let first_refresh = kept("refresh_token");
+    assert_eq!(Some(first_refresh.clone()), idp.latest_refresh_token());
+    assert!(!out.stderr.contains(&first_refresh) && !out.stdout.contains(&first_refresh));
+
+    // Later runs use the kept login (auto), refreshing and keeping the rotated token.
+    check_seed(&at_home(&["result", ACTION]).run());
+    let second_refresh = kept("refresh_token");
+    assert_ne!(second_refresh, first_refresh);
+    assert_eq!(Some(second_refresh), idp.latest_refresh_token());
+    check_seed(&at_home(&["--auth", "device-code", "result", ACTION]).run());
+    check_idp_clean(&idp);
+    let out = at_home(&["auth"]).run();
+    out.status(0);
+    assert!(
+        out.stdout.contains("sign-in   device-code\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("user      analyst@contoso.example\n"),
+        "{}",
+        out.stdout
+    );
+
+    // A revoked login: exit 77 and the way out.
+    idp.revoke_refresh_tokens();
+    at_home(&["result", ACTION])
+        .run()
+        .check_err(77, &["run `mdlr login`"]);
+
+    // Readable by others: refused. Logout removes it; then there is nothing to use.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    at_home(&["result", ACTION])
+        .run()
+        .check_err(78, &["can be read by other users"]);
+    at_home(&["logout"])
+        .replace(home.path().display().to_string(), "{HOME}")
+        .check(
+            0,
+            "",
+            "mdlr: removed the kept login {HOME}/.config/mdlr/login.json\n",
+        );
+    assert!(!file.exists());
+    at_home(&["--auth", "device-code", "result", ACTION])
+        .run()
+        .check_err(78, &["no login kept", "run `mdlr login` first"]);
+    at_home(&["login"])
+        .run()
+        .check_err(78, &["--client-id ID or set AZURE_CLIENT_ID"]);
+}
+
+#[test]
+fn auto_takes_the_first_method_that_is_set_up() {
+    let cert = ClientCert::new("auto", KeyFormat::Pkcs8, PemOrder::CertThenKey).expect("cert");
+    let idp = Arc::new(Idp::start(IdpConfig {
+        client_cert_der: Some(cert.cert_der().to_vec()),
+        ..IdpConfig::default()
+    }));
+    let (_api, api) = api_for(&idp);
+    let config = idp.config();
+    let bin = TempDir::new();
+    FakeAz::write(
+        bin.path(),
+        &FakeAzConfig {
+            access_token: idp.mint(Grant::AzureCli),
+            ..FakeAzConfig::default()
+        },
+    );
+    let method = |without: &[&str]| -> String {
+        let mut run = signed_in(&idp, &api, &["--json", "auth"])
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.path().display()))
+            .env("MDLR_TOKEN", idp.mint(Grant::ClientSecret))
+            .env("AZURE_TENANT_ID", config.tenant.clone())
+            .env("AZURE_CLIENT_ID", config.client_id.clone())
+            .env(
+                "AZURE_CLIENT_SECRET",
+                config.client_secret.clone().unwrap_or_default(),
+            )
+            .env(
+                "AZURE_CLIENT_CERTIFICATE_PATH",
+                cert.pem_path().to_str().expect("utf-8 path"),
+            );
+        for var in without {
+            run = run.env(var, "");
+        }
+        let out = run.run();
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        out.json_lines()[0]["method"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(method(&[]), "token");
+    assert_eq!(method(&["MDLR_TOKEN"]), "client-secret");
+    assert_eq!(
+        method(&["MDLR_TOKEN", "AZURE_CLIENT_SECRET"]),
+        "client-certificate"
+    );
+    assert_eq!(
+        method(&[
+            "MDLR_TOKEN",
+            "AZURE_CLIENT_SECRET",
+            "AZURE_CLIENT_CERTIFICATE_PATH"
+        ]),
+        "azure-cli"
+    );
+    check_idp_clean(&idp);
 }
