@@ -40,6 +40,14 @@ fn agent(roots: Option<&[u8]>, proxy: Option<&str>) -> ureq::Agent {
     if let Some(der) = roots {
         let ca = ureq::tls::Certificate::from_der(der).to_owned();
         tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&[ca]));
+    } else {
+        // The workspace builds ureq without its trust-anchor set (mdlr hands it the
+        // roots as certificates), so the web roots are given the same way.
+        let web: Vec<_> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()))
+            .collect();
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&web));
     }
     ureq::Agent::config_builder()
         .tls_config(tls.build())

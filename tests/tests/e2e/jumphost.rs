@@ -401,6 +401,37 @@ fn signed_in(idp: &Idp, api: &str, args: &[&str]) -> Run {
         .env("PATH", "/nonexistent")
 }
 
+/// Nothing `out` shows is a secret the stand-in issued or was sent: access and refresh
+/// tokens, client secrets and assertions, device codes.
+#[track_caller]
+fn check_no_idp_secrets(out: &Outcome, idp: &Idp) {
+    let mut secrets: Vec<String> = Vec::new();
+    for issued in idp.issued() {
+        secrets.push(issued.access_token);
+        secrets.extend(issued.refresh_token);
+    }
+    for req in idp.requests() {
+        for (key, value) in &req.form {
+            if matches!(
+                key.as_str(),
+                "client_secret" | "client_assertion" | "refresh_token" | "device_code"
+            ) {
+                secrets.push(value.clone());
+            }
+        }
+    }
+    secrets.extend(idp.config().client_secret);
+    assert!(!secrets.is_empty());
+    for secret in secrets.iter().filter(|s| s.len() >= 8) {
+        assert!(
+            !out.stdout.contains(secret.as_str()) && !out.stderr.contains(secret.as_str()),
+            "a secret was shown:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+}
+
 #[track_caller]
 fn check_idp_clean(idp: &Idp) {
     assert!(
@@ -434,7 +465,9 @@ fn client_certificate_signs_a_checked_assertion() {
                 )
         };
         check_seed(&run(&["result", ACTION]).run());
-        check_seed(&run(&["--auth", "client-certificate", "result", ACTION]).run());
+        let out = run(&["-vv", "--auth", "client-certificate", "result", ACTION]).run();
+        check_seed(&out);
+        check_no_idp_secrets(&out, &idp);
         check_idp_clean(&idp);
         let grants: Vec<Grant> = idp.issued().iter().map(|i| i.grant).collect();
         assert_eq!(grants, [Grant::ClientAssertion, Grant::ClientAssertion]);
@@ -495,7 +528,7 @@ fn managed_identity_asks_imds_directly_even_behind_a_proxy() {
         let mut run = signed_in(
             &idp,
             &api,
-            &["--auth", "managed-identity", "result", ACTION],
+            &["-vv", "--auth", "managed-identity", "result", ACTION],
         )
         .env("AZURE_POD_IDENTITY_AUTHORITY_HOST", idp.imds_url())
         .env("HTTP_PROXY", proxy.url());
@@ -682,7 +715,9 @@ fn device_code_login_is_kept_privately_refreshed_and_removed() {
     assert!(!out.stderr.contains(&first_refresh) && !out.stdout.contains(&first_refresh));
 
     // Later runs use the kept login (auto), refreshing and keeping the rotated token.
-    check_seed(&at_home(&["result", ACTION]).run());
+    let out = at_home(&["-vv", "result", ACTION]).run();
+    check_seed(&out);
+    check_no_idp_secrets(&out, &idp);
     let second_refresh = kept("refresh_token");
     assert_ne!(second_refresh, first_refresh);
     assert_eq!(Some(second_refresh), idp.latest_refresh_token());
