@@ -438,6 +438,33 @@ mod tests {
     }
 
     #[test]
+    fn aadsts_codes_are_matched_whole() {
+        let hint = |m: &str| aadsts_hint(Some("invalid_grant"), m);
+        assert!(
+            hint("AADSTS70043: The refresh token has expired")
+                .is_some_and(|h| h.contains("mdlr login"))
+        );
+        assert!(
+            hint("AADSTS700082: The refresh token has expired due to inactivity")
+                .is_some_and(|h| h.contains("long time unused"))
+        );
+        assert!(
+            hint("AADSTS700027: Client assertion failed signature validation.")
+                .is_some_and(|h| h.contains("upload its public part"))
+        );
+        assert!(
+            hint("AADSTS53003: Access has been blocked by Conditional Access policies.")
+                .is_some_and(|h| h.contains("Conditional Access"))
+        );
+        // A code that merely starts like a known one is not taken for it.
+        assert_eq!(hint("AADSTS7004399: something else"), None);
+        assert!(
+            aadsts_hint(Some("invalid_client"), "AADSTS1: new")
+                .is_some_and(|h| h.contains("AZURE_CLIENT_ID"))
+        );
+    }
+
+    #[test]
     fn terminal_controls_are_escaped() {
         assert_eq!(clean("plain"), "plain");
         assert_eq!(

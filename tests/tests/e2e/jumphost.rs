@@ -820,3 +820,30 @@ fn auto_takes_the_first_method_that_is_set_up() {
     );
     check_idp_clean(&idp);
 }
+
+#[test]
+fn a_403_names_the_permission_the_command_needs() {
+    let svc = Service::start();
+    svc.api.mock(|when, then| {
+        when.any_request();
+        then.status(403)
+            .json_body(api_error("Forbidden", "Missing application roles"));
+    });
+    svc.mdlr(&["library", "list"]).run().check_err(
+        77,
+        &[
+            "Missing application roles",
+            "code Forbidden, correlation id corr-42",
+            "hint: this needs the WindowsDefenderATP API permission Library.Manage",
+            "`mdlr auth` shows what your token carries",
+        ],
+    );
+    svc.mdlr(&["result", ACTION]).run().check_err(
+        77,
+        &["hint: this needs the WindowsDefenderATP API permission Machine.LiveResponse"],
+    );
+    svc.mdlr(&["actions"]).run().check_err(
+        77,
+        &["hint: this needs the WindowsDefenderATP API permission Machine.Read.All"],
+    );
+}
