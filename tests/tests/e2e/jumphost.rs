@@ -761,6 +761,24 @@ fn device_code_login_is_kept_privately_refreshed_and_removed() {
     at_home(&["login"])
         .run()
         .check_err(78, &["--client-id ID or set AZURE_CLIENT_ID"]);
+    // A damaged file is reported, never a panic.
+    for junk in [
+        &b"{not json"[..],
+        b"\xff\xfe\x00",
+        b"{\"authority\": 5}",
+        b"",
+    ] {
+        write(&file, junk);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let out = at_home(&["--auth", "device-code", "result", ACTION]).run();
+        assert!(
+            matches!(out.code, Some(78)),
+            "{:?}: {:?} {}",
+            junk,
+            out.code,
+            out.stderr
+        );
+    }
 }
 
 #[test]
