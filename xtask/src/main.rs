@@ -4,6 +4,7 @@
 
 mod bench_batch;
 mod demo;
+mod dist;
 mod fixtures;
 mod fuzz;
 
@@ -19,7 +20,10 @@ Tasks:
   demo                run the real mdlr binary against a local stand-in for the
                       Defender API and its result host (loopback only, no credentials)
   test                run every test of the workspace (what CI runs); installs
-                      Azurite into target/tools with npm first if it is missing
+                      Azurite into target/tools with npm first if it is missing, and
+                      builds the dist binary for the tests of it
+  dist                build the static release binary into target/dist/ with
+                      SHA256SUMS; checks it is static, at most 3 MiB, and runs
   bench-batch [--sizes 10,100,1000] [--scale F[,F...]] [--no-write] [--mdlr PATH]
                       run the release mdlr binary on N simulated machines and set its
                       makespan against the quota bound; writes BENCHMARKS.md (not with
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         ["fixtures", "--check"] => check_fixtures(&root()),
         ["demo"] => demo::run(&root()),
         ["test"] => test(&root()),
+        ["dist", rest @ ..] => dist::run(&root(), rest),
         ["bench-batch", rest @ ..] => bench_batch::run(&root(), rest),
         ["fuzz", rest @ ..] => fuzz::run(&root(), rest),
         _ => {
@@ -204,12 +209,16 @@ fn cargo(root: &Path) -> std::process::Command {
 }
 
 /// Runs the workspace's tests with the cargo that runs us, with Azurite (the blob
-/// storage emulator the transfer tests need) installed and named by `MDLR_AZURITE`.
+/// storage emulator the transfer tests need) installed and named by `MDLR_AZURITE`, and
+/// the dist binary (`tests/tests/dist.rs`) built and named by `MDLR_DIST_BINARY`.
 fn test(root: &Path) -> Result<(), String> {
     let azurite = azurite(root)?;
+    let dist = dist::build(root, false)?;
+    println!("{}", dist::describe(root, &dist));
     let status = cargo(root)
         .args(["test", "--workspace"])
         .env("MDLR_AZURITE", &azurite)
+        .env("MDLR_DIST_BINARY", &dist.binary)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if status.success() {
