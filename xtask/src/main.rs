@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod bench_batch;
 mod demo;
 mod dist;
@@ -28,6 +29,13 @@ Tasks:
                       run the release mdlr binary on N simulated machines and set its
                       makespan against the quota bound; writes BENCHMARKS.md (not with
                       --mdlr, which benchmarks another build; default scale: per N)
+  bench [--quick] [--reps N] [--no-write] [--mdlr PATH] [--baseline PATH]
+        [--only gzip,raw,small,startup]
+                      the dist binary against curl on loopback: download speed, memory
+                      and CPU (64 MiB to 1 GiB; --quick: to 256 MiB), a small RunScript
+                      result against curl + jq, start-up, size; writes BENCHMARKS.md
+                      (not with --mdlr, another build, --baseline, a second build run
+                      beside it for before/after figures, or --only)
   fuzz [--seconds N] [--target NAME]... [--no-write]
                       run every cargo-fuzz target of fuzz/ for N seconds (default
                       60), installing cargo-fuzz if missing; prints executions and
@@ -48,6 +56,7 @@ fn main() -> ExitCode {
         ["demo"] => demo::run(&root()),
         ["test"] => test(&root()),
         ["dist", rest @ ..] => dist::run(&root(), rest),
+        ["bench", rest @ ..] => bench::run(&root(), rest),
         ["bench-batch", rest @ ..] => bench_batch::run(&root(), rest),
         ["fuzz", rest @ ..] => fuzz::run(&root(), rest),
         _ => {
