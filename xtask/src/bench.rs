@@ -229,7 +229,7 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
     }
     drop(server);
 
-    let machine = Machine::detect(root);
+    let machine = Machine::detect(root, scratch.path());
     let tables = figures.tables();
     let goals = figures.goals();
     println!();
@@ -1667,7 +1667,7 @@ impl Figures {
                 out.push_str(&format!(
                     "| {} | {} | {:.3} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
                     d.title(),
-                    client.label(),
+                    cell(client.label()),
                     s.wall,
                     delivered / MIB as f64 / s.wall,
                     d.blob_bytes as f64 / MIB as f64 / s.wall,
@@ -1695,7 +1695,7 @@ impl Figures {
             let file_gib = d.file_bytes as f64 / GIB as f64;
             let cpu = m.cpu.unwrap_or(f64::NAN);
             out.push(format!(
-                "**{} against `curl -o`: missed** ({}). `curl -o` writes the {} `.gz` and \
+                "**{} against `curl -o`: missed**, {}. `curl -o` writes the {} `.gz` and \
                  stops ({:.2} s); `mdlr result` also un-gzips it into the {} file ({:.1}× the \
                  bytes), checks its CRC and length and writes both files, which takes {:.2} s \
                  of CPU per GiB of output ({:.0} MiB/s on one core; the profile is \
@@ -1719,7 +1719,7 @@ impl Figures {
             && let (Some(m), Some(c)) = (d.median(Client::MdlrRaw), d.median(Client::CurlO))
         {
             out.push(format!(
-                "**{} against `curl -o`: missed** ({}): mdlr used {:.2} s of CPU and \
+                "**{} against `curl -o`: missed**, {}: mdlr used {:.2} s of CPU and \
                  `curl -o` {:.2} s, with {:.3} s and {:.3} s of wall time; where the rounds \
                  spread across 1.0 the machine's load, not the client, decided.",
                 d.title(),
@@ -1769,7 +1769,9 @@ impl Figures {
         let mut out = String::from("| figure | goal | measured | met |\n|---|---|---|---|\n");
         let mut row = |figure: String, goal: &str, measured: String, met: Option<bool>| {
             out.push_str(&format!(
-                "| {figure} | {goal} | {measured} | {} |\n",
+                "| {} | {goal} | {} | {} |\n",
+                cell(&figure),
+                cell(&measured),
                 match met {
                     Some(true) => "yes",
                     Some(false) => "**no**",
@@ -1927,6 +1929,11 @@ impl Figures {
     }
 }
 
+/// `text` for a Markdown table cell: a `|`, even in a code span, would end the cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
+}
+
 /// `64 MiB`, `1 GiB`.
 fn human(bytes: u64) -> String {
     if bytes >= GIB && bytes.is_multiple_of(GIB) {
@@ -1951,10 +1958,12 @@ struct Machine {
     curl: String,
     date: String,
     commit: String,
+    /// Where the downloads went.
+    scratch: String,
 }
 
 impl Machine {
-    fn detect(root: &Path) -> Machine {
+    fn detect(root: &Path, scratch: &Path) -> Machine {
         let first_line = |command: &mut Command| -> Option<String> {
             let output = command
                 .stdin(Stdio::null())
@@ -1998,14 +2007,17 @@ impl Machine {
             curl,
             date: utc_date(SystemTime::now()),
             commit,
+            scratch: match scratch.starts_with("/dev/shm") {
+                true => "tmpfs (/dev/shm)".to_owned(),
+                false => scratch.display().to_string(),
+            },
         }
     }
 
     fn line(&self) -> String {
         format!(
-            "Measured {} at {} on {} core(s) (nproc), {}, {}, {}, downloads written to \
-             tmpfs (/dev/shm).",
-            self.date, self.commit, self.cores, self.cpu, self.rustc, self.curl
+            "Measured {} at {} on {} core(s) (nproc), {}, {}, {}, downloads written to {}.",
+            self.date, self.commit, self.cores, self.cpu, self.rustc, self.curl, self.scratch
         )
     }
 }
@@ -2108,6 +2120,7 @@ mod tests {
         assert!(median(&[]).is_nan());
         assert_eq!(human(64 * MIB), "64 MiB");
         assert_eq!(human(GIB), "1 GiB");
+        assert_eq!(cell("`curl | gzip -dc`"), "`curl \\| gzip -dc`");
     }
 
     #[test]
