@@ -280,7 +280,10 @@ impl Tools {
                         .find(|p| p.is_file())
                 })
                 .ok_or_else(|| {
-                    format!("{name} is missing: {why}; install it (Debian: apt-get install {name})")
+                    let package = if name == "sh" { "dash" } else { name };
+                    format!(
+                        "{name} is missing: {why}; install it (Debian: apt-get install {package})"
+                    )
                 })
         };
         Ok(Tools {
