@@ -24,7 +24,8 @@ Tasks:
                       Azurite into target/tools with npm first if it is missing, and
                       builds the dist binary for the tests of it
   dist                build the static release binary into target/dist/ with
-                      SHA256SUMS; checks it is static, at most 3 MiB, and runs
+                      SHA256SUMS; checks that it is static, at most 3 MiB, and that
+                      `mdlr --version` runs with an empty environment
   bench-batch [--sizes 10,100,1000] [--scale F[,F...]] [--no-write] [--mdlr PATH]
                       run the release mdlr binary on N simulated machines and set its
                       makespan against the quota bound; writes BENCHMARKS.md (not with
