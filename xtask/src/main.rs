@@ -2,8 +2,10 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod bench_batch;
 mod demo;
+mod dist;
 mod fixtures;
 mod fuzz;
 
@@ -20,11 +22,22 @@ Tasks:
                       Defender API and its result host (loopback only, no credentials)
   test                run every test of the workspace (what CI runs); installs
                       Azurite into target/tools with npm first if it is missing,
-                      and tinyproxy, openssl, zsh and fish with apt-get as root
+                      tinyproxy, openssl, zsh and fish with apt-get as root, and
+                      builds the dist binary for the tests of it
+  dist                build the static release binary into target/dist/ with
+                      SHA256SUMS; checks that it is static, at most 3 MiB, and that
+                      `mdlr --version` runs with an empty environment
   bench-batch [--sizes 10,100,1000] [--scale F[,F...]] [--no-write] [--mdlr PATH]
                       run the release mdlr binary on N simulated machines and set its
                       makespan against the quota bound; writes BENCHMARKS.md (not with
                       --mdlr, which benchmarks another build; default scale: per N)
+  bench [--quick] [--reps N] [--no-write] [--mdlr PATH] [--baseline PATH]
+        [--only gzip,raw,small,startup]
+                      the dist binary against curl on loopback: download speed, memory
+                      and CPU (64 MiB to 1 GiB; --quick: to 256 MiB), a small RunScript
+                      result against curl + jq, start-up, size; writes BENCHMARKS.md
+                      (not with --mdlr, another build, --baseline, a second build run
+                      beside it for before/after figures, or --only)
   fuzz [--seconds N] [--target NAME]... [--no-write]
                       run every cargo-fuzz target of fuzz/ for N seconds (default
                       60), installing cargo-fuzz if missing; prints executions and
@@ -44,6 +57,8 @@ fn main() -> ExitCode {
         ["fixtures", "--check"] => check_fixtures(&root()),
         ["demo"] => demo::run(&root()),
         ["test"] => test(&root()),
+        ["dist", rest @ ..] => dist::run(&root(), rest),
+        ["bench", rest @ ..] => bench::run(&root(), rest),
         ["bench-batch", rest @ ..] => bench_batch::run(&root(), rest),
         ["fuzz", rest @ ..] => fuzz::run(&root(), rest),
         _ => {
@@ -206,13 +221,17 @@ fn cargo(root: &Path) -> std::process::Command {
 
 /// Runs the workspace's tests with the cargo that runs us, with Azurite (the blob
 /// storage emulator the transfer tests need) installed and named by `MDLR_AZURITE`,
-/// and tinyproxy, openssl, zsh and fish (proxy, private-CA and completion tests) installed.
+/// tinyproxy, openssl, zsh and fish (proxy, private-CA and completion tests) installed,
+/// and the dist binary (`tests/tests/dist.rs`) built and named by `MDLR_DIST_BINARY`.
 fn test(root: &Path) -> Result<(), String> {
     system_tools()?;
     let azurite = azurite(root)?;
+    let dist = dist::build(root, false)?;
+    println!("{}", dist::describe(root, &dist));
     let status = cargo(root)
         .args(["test", "--workspace"])
         .env("MDLR_AZURITE", &azurite)
+        .env("MDLR_DIST_BINARY", &dist.binary)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if status.success() {
@@ -223,8 +242,9 @@ fn test(root: &Path) -> Result<(), String> {
 }
 
 /// The Debian packages the tests run: tinyproxy (a real proxy), openssl (it makes
-/// the test CA and certificates), zsh and fish (the completion tests run real shells). Missing ones are installed with apt-get when we are
-/// root; otherwise we say how, and the tests that need them fail with the same hint.
+/// the test CA and certificates), zsh and fish (the completion tests run real shells).
+/// Missing ones are installed with apt-get when we are root; otherwise we say how, and
+/// the tests that need them fail with the same hint.
 fn system_tools() -> Result<(), String> {
     let on_path = |name: &str| {
         let path = std::env::var_os("PATH").unwrap_or_default();

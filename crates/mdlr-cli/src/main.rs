@@ -80,7 +80,12 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
             return Ok(0);
         }
         Command::Version => {
-            out.print(&format!("mdlr {}\n", env!("CARGO_PKG_VERSION")))?;
+            // The commit comes from build.rs (git, or MDLR_COMMIT for tarball builds).
+            out.print(&format!(
+                "mdlr {} (commit {})\n",
+                env!("CARGO_PKG_VERSION"),
+                env!("MDLR_BUILD_COMMIT")
+            ))?;
             return Ok(0);
         }
         Command::Completions(shell) => {

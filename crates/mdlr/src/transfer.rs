@@ -180,7 +180,7 @@ impl Client {
             total: meta.length,
             etag: meta.etag.clone(),
             tee: None,
-            md5: Md5::new(),
+            md5: md5.is_some().then(Md5::new),
             stalls: 0,
             on_progress: request.on_progress.clone(),
             resumed_from: resume_from,
@@ -194,7 +194,9 @@ impl Client {
         } else {
             // The partial bytes say where to go on from; this reply is not needed.
             drop(first);
-            source.md5 = parts.hash_raw(resume_from)?;
+            if md5.is_some() {
+                source.md5 = Some(parts.hash_raw(resume_from)?);
+            }
         }
         let outcome = self.write_parts(&parts, &mut source, request.gunzip, resume_from);
         match outcome {
@@ -205,8 +207,8 @@ impl Client {
                 {
                     return Err(Error::Incomplete { expected, received });
                 }
-                if let Some(want) = md5
-                    && source.md5.clone().finish()[..] != want[..]
+                if let (Some(want), Some(got)) = (md5, &source.md5)
+                    && got.clone().finish()[..] != want[..]
                 {
                     parts.discard_all();
                     return Err(Error::malformed(
@@ -519,7 +521,8 @@ struct Source<'c, 'l> {
     etag: Option<String>,
     /// Where received bytes are also written, when un-gzipping.
     tee: Option<(File, PathBuf)>,
-    md5: Md5,
+    /// Only when the host gave an MD5 to check: hashing costs more CPU than the rest.
+    md5: Option<Md5>,
     stalls: u32,
     on_progress: Option<download::OnProgress>,
     resumed_from: u64,
@@ -612,7 +615,9 @@ impl Source<'_, '_> {
                         tee.write_all(&buf[..n])
                             .map_err(|e| Error::io(path.as_path(), "write", e))?;
                     }
-                    self.md5.update(&buf[..n]);
+                    if let Some(md5) = &mut self.md5 {
+                        md5.update(&buf[..n]);
+                    }
                     self.offset += n as u64;
                     self.stalls = 0;
                     self.report();
