@@ -379,9 +379,10 @@ fn waiting_looks_after_5_s_then_less_often_up_to_30_s() {
         .collect();
     // Service time measured on a scaled clock: allow for the client's own delays (a
     // look that comes 20 ms late at 0.01 makes its gap 2 s longer and the next one 2 s
-    // shorter).
+    // shorter), and for the simulator dating the start a few milliseconds late on a
+    // busy machine (the client counts from before it sent the start): 15 ms is 1.5 s.
     assert!(
-        gaps[0] >= 4.5,
+        gaps[0] >= 3.5,
         "first look after {:.1} s: {gaps:?}",
         gaps[0]
     );
