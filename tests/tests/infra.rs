@@ -41,14 +41,17 @@ fn agent(roots: Option<&[u8]>, proxy: Option<&str>) -> ureq::Agent {
         let ca = ureq::tls::Certificate::from_der(der).to_owned();
         tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&[ca]));
     } else {
-        // The workspace builds ureq without its trust-anchor set (mdlr hands it the
-        // roots as certificates), so the web roots are given the same way.
+        // The workspace builds ureq without a root set of its own, so the web roots
+        // are given as certificates.
         let web: Vec<_> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
             .iter()
             .map(|c| ureq::tls::Certificate::from_der(c.as_ref()))
             .collect();
         tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&web));
     }
+    // The workspace's ureq has no crypto provider of its own (mdlr hands it one).
+    tls =
+        tls.unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()));
     ureq::Agent::config_builder()
         .tls_config(tls.build())
         .proxy(proxy.map(|p| ureq::Proxy::new(p).expect("a proxy URL")))

@@ -377,9 +377,11 @@ struct Agents {
 impl Agents {
     fn new(timeouts: Timeouts, network: &Network, user_agent: &str) -> Result<Agents> {
         let roots = crate::net::root_certs(&network.extra_roots);
+        let provider = crate::net::crypto_provider();
         let agent = |proxy: Option<ureq::Proxy>, connect: Duration| {
             let tls = ureq::tls::TlsConfig::builder()
                 .root_certs(roots.clone())
+                .unversioned_rustls_crypto_provider(provider.clone())
                 .build();
             ureq::Agent::config_builder()
                 // Keep error bodies: Defender explains itself in JSON.
@@ -685,6 +687,13 @@ fn transport_error(url: &str, proxy: Option<&str>, e: ureq::Error) -> Error {
         }
         (U::Io(io), None) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             (K::Connect, "cannot connect".to_owned(), true)
+        }
+        // std's resolver reports a name that does not resolve as an I/O error.
+        (U::Io(_), None) if text.contains("failed to lookup address") => {
+            (K::Dns, "host not found".to_owned(), true)
+        }
+        (U::Io(_), Some(p)) if text.contains("failed to lookup address") => {
+            (K::Proxy, format!("proxy {p}: host not found"), true)
         }
         (U::Timeout(_), _) => (K::Timeout, "no answer in time".to_owned(), true),
         (U::HostNotFound, None) => (K::Dns, "host not found".to_owned(), true),

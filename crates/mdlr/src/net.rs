@@ -281,16 +281,181 @@ pub fn certificates_from_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>> {
     Ok(certs)
 }
 
+/// The TLS algorithms mdlr offers: AES-GCM with ECDHE over P-256 or P-384 (TLS 1.3 and
+/// 1.2), and RSA or ECDSA certificates. Every TLS 1.3 server must support P-256 and
+/// AES-128-GCM (RFC 8446, 9.1), and Microsoft's endpoints and TLS-inspecting proxies
+/// do; ChaCha20, X25519 and Ed25519 are left out to keep the static binary small.
+pub(crate) fn crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    use rustls::SignatureScheme as S;
+    use rustls::crypto::ring::{cipher_suite as cs, kx_group};
+    use webpki::ring as alg;
+    static ALGORITHMS: rustls::crypto::WebPkiSupportedAlgorithms =
+        rustls::crypto::WebPkiSupportedAlgorithms {
+            all: &[
+                alg::ECDSA_P256_SHA256,
+                alg::ECDSA_P256_SHA384,
+                alg::ECDSA_P384_SHA256,
+                alg::ECDSA_P384_SHA384,
+                alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+                alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+                alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+                alg::RSA_PKCS1_2048_8192_SHA256,
+                alg::RSA_PKCS1_2048_8192_SHA384,
+                alg::RSA_PKCS1_2048_8192_SHA512,
+                alg::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
+                alg::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
+                alg::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
+            ],
+            mapping: &[
+                (
+                    S::ECDSA_NISTP384_SHA384,
+                    &[alg::ECDSA_P384_SHA384, alg::ECDSA_P256_SHA384],
+                ),
+                (
+                    S::ECDSA_NISTP256_SHA256,
+                    &[alg::ECDSA_P256_SHA256, alg::ECDSA_P384_SHA256],
+                ),
+                (
+                    S::RSA_PSS_SHA512,
+                    &[alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY],
+                ),
+                (
+                    S::RSA_PSS_SHA384,
+                    &[alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY],
+                ),
+                (
+                    S::RSA_PSS_SHA256,
+                    &[alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY],
+                ),
+                (S::RSA_PKCS1_SHA512, &[alg::RSA_PKCS1_2048_8192_SHA512]),
+                (S::RSA_PKCS1_SHA384, &[alg::RSA_PKCS1_2048_8192_SHA384]),
+                (S::RSA_PKCS1_SHA256, &[alg::RSA_PKCS1_2048_8192_SHA256]),
+            ],
+        };
+    std::sync::Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            cs::TLS13_AES_256_GCM_SHA384,
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        ],
+        kx_groups: vec![kx_group::SECP256R1, kx_group::SECP384R1],
+        signature_verification_algorithms: ALGORITHMS,
+        secure_random: &Ring,
+        key_provider: &Ring,
+    })
+}
+
+/// ring's random generator, and no TLS client keys (mdlr never presents a client
+/// certificate in TLS: certificate sign-in signs a JWT instead).
+#[derive(Debug)]
+struct Ring;
+
+impl rustls::crypto::SecureRandom for Ring {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+        use ring::rand::SecureRandom;
+        ring::rand::SystemRandom::new()
+            .fill(buf)
+            .map_err(|_| rustls::crypto::GetRandomFailed)
+    }
+}
+
+impl rustls::crypto::KeyProvider for Ring {
+    fn load_private_key(
+        &self,
+        _key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<std::sync::Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        Err(rustls::Error::General(
+            "mdlr does not use TLS client certificates".into(),
+        ))
+    }
+}
+
 /// The trust store: the bundled Mozilla roots plus `extra` (a private CA, such as the
 /// one a TLS-inspecting proxy signs with).
+///
+/// ureq takes roots as certificates only, and the bundled roots are kept as trust
+/// anchors (subject, key, name constraints: a third of the size). Each anchor is handed
+/// over as a minimal certificate carrying exactly those three fields, from which
+/// rustls takes them back (`anchor_certificate`; a test checks the round trip for
+/// every bundled root).
 pub(crate) fn root_certs(extra: &[Vec<u8>]) -> ureq::tls::RootCerts {
-    let bundled = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+    let bundled = webpki_roots::TLS_SERVER_ROOTS
         .iter()
-        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()));
+        .map(|a| ureq::tls::Certificate::from_der(&anchor_certificate(a)).to_owned());
     let added = extra
         .iter()
         .map(|der| ureq::tls::Certificate::from_der(der).to_owned());
     bundled.chain(added).collect::<Vec<_>>().into()
+}
+
+/// A certificate (DER) holding `anchor`'s subject, public key and name constraints,
+/// which is all a trust anchor is. Its signature is empty: roots are trusted as given,
+/// never verified.
+fn anchor_certificate(anchor: &rustls::pki_types::TrustAnchor<'_>) -> Vec<u8> {
+    // sha256WithRSAEncryption, NULL parameters: any algorithm will do, it is never used.
+    let algorithm = der(
+        0x30,
+        &[
+            der(
+                0x06,
+                &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b],
+            ),
+            der(0x05, &[]),
+        ]
+        .concat(),
+    );
+    let subject = der(0x30, &anchor.subject);
+    let validity = der(
+        0x30,
+        &[der(0x17, b"700101000000Z"), der(0x18, b"99991231235959Z")].concat(),
+    );
+    let mut tbs = [
+        der(0xa0, &der(0x02, &[2])), // version 3
+        der(0x02, &[1]),             // serial number
+        algorithm.clone(),
+        subject.clone(), // issuer: itself
+        validity,
+        subject,
+        der(0x30, &anchor.subject_public_key_info),
+    ]
+    .concat();
+    if let Some(constraints) = &anchor.name_constraints {
+        // id-ce-nameConstraints (2.5.29.30), critical.
+        let extension = der(
+            0x30,
+            &[
+                der(0x06, &[0x55, 0x1d, 0x1e]),
+                der(0x01, &[0xff]),
+                der(0x04, &der(0x30, constraints)),
+            ]
+            .concat(),
+        );
+        tbs.extend(der(0xa3, &der(0x30, &extension)));
+    }
+    der(
+        0x30,
+        &[der(0x30, &tbs), algorithm, der(0x03, &[0])].concat(),
+    )
+}
+
+/// One DER element: tag, definite length, contents.
+fn der(tag: u8, contents: &[u8]) -> Vec<u8> {
+    let len = contents.len();
+    let mut out = Vec::with_capacity(len + 6);
+    out.push(tag);
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = (len as u64).to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (8 - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(contents);
+    out
 }
 
 #[cfg(test)]
@@ -374,15 +539,31 @@ mod tests {
     }
 
     #[test]
+    fn every_bundled_root_survives_the_trip_through_a_certificate() {
+        let mut constrained = 0;
+        for anchor in webpki_roots::TLS_SERVER_ROOTS {
+            let der = rustls::pki_types::CertificateDer::from(anchor_certificate(anchor));
+            let back = webpki::anchor_from_trusted_cert(&der).expect("parses as an anchor");
+            assert_eq!(back.subject, anchor.subject);
+            assert_eq!(back.subject_public_key_info, anchor.subject_public_key_info);
+            assert_eq!(back.name_constraints, anchor.name_constraints);
+            constrained += usize::from(anchor.name_constraints.is_some());
+        }
+        assert!(constrained >= 1, "a constrained root checks the extension");
+        assert!(webpki_roots::TLS_SERVER_ROOTS.len() > 100);
+        // Long lengths are encoded in the long form.
+        assert_eq!(&der(0x04, &[0; 200])[..3], &[0x04, 0x81, 200]);
+        assert_eq!(&der(0x04, &[0; 300])[..4], &[0x04, 0x82, 0x01, 0x2c]);
+    }
+
+    #[test]
     fn pem_certificates() {
         assert!(matches!(
             certificates_from_pem(b"not pem"),
             Err(Error::Config { .. })
         ));
         // A bundled root, written out as PEM, reads back to the same DER.
-        let der = webpki_root_certs::TLS_SERVER_ROOT_CERTS[0]
-            .as_ref()
-            .to_vec();
+        let der = anchor_certificate(&webpki_roots::TLS_SERVER_ROOTS[0]);
         let pem = format!(
             "junk before\n-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
             crate::base64::encode(&der)
