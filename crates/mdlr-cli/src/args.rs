@@ -1039,8 +1039,9 @@ that is set up; managed-identity only when asked for):";
 const SIGN_IN_AFTER: &str = "Secrets are never read from the command line.";
 
 const NETWORK: &str = "\
-Network: requests go through --proxy, else HTTPS_PROXY, HTTP_PROXY or ALL_PROXY (the
-first set); NO_PROXY lists hosts to reach directly, and --no-proxy ignores them all.
+Network: requests go through --proxy, else HTTPS_PROXY (for https://; HTTP_PROXY for
+http://), else ALL_PROXY, as curl does; NO_PROXY lists hosts to reach directly, and
+--no-proxy ignores them all.
 --ca-cert (or SSL_CERT_FILE) adds PEM CA certificates to the bundled roots, e.g. for
 a proxy that inspects TLS. Plain http:// is refused except to loopback.";
 
