@@ -29,7 +29,7 @@ use crate::md5::Md5;
 use crate::secret::redact_url;
 
 /// Size of the copy buffer.
-const BUFFER: usize = 256 * 1024;
+const BUFFER: usize = 512 * 1024;
 /// A link that expires sooner than this is renewed before it is used (clocks drift).
 const EXPIRY_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// How long a result link lives (SPEC A4).
