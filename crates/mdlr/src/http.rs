@@ -562,7 +562,7 @@ impl Http {
                 Err(e) if !last_try && is_transient(&e, req.idempotent) => {
                     ("no answer".to_owned(), self.backoff(attempt))
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(not_http(e)),
                 Ok(resp) if last_try => return Ok(resp),
                 Ok(resp) => {
                     let status = resp.status();
@@ -633,6 +633,23 @@ fn is_transient(e: &Error, idempotent: bool) -> bool {
             .downcast_ref::<Transient>()
             .is_some_and(|t| idempotent || !t.maybe_sent()),
         _ => false,
+    }
+}
+
+/// A reply that is not HTTP at all (a NUL in a header, a garbled status line), still so
+/// after the retries, is malformed data from the service (exit 65), not a network
+/// failure.
+fn not_http(e: Error) -> Error {
+    match e {
+        Error::Transport {
+            source: Some(s), ..
+        } if s
+            .downcast_ref::<Transient>()
+            .is_some_and(|t| matches!(t.0, ureq::Error::Protocol(_))) =>
+        {
+            Error::malformed("reply", format!("it is not valid HTTP ({s})"))
+        }
+        other => other,
     }
 }
 
