@@ -28,3 +28,29 @@ pub mod sim;
 pub mod tinyproxy;
 pub mod tls;
 pub use sim::util;
+
+/// Removes from `command` the variables cargo sets for the test crate running it
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...), before it runs cargo again: build scripts
+/// that read them (ring's) would see a change and rebuild half the dependency tree, and
+/// again in the next plain `cargo build`.
+pub fn clean_cargo_env(command: &mut std::process::Command) {
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_EXE_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&key.as_ref())
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
+}

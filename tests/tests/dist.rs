@@ -57,26 +57,8 @@ fn dist_binary() -> &'static Path {
             .current_dir(root())
             .stdout(Stdio::null());
         // The variables cargo sets for this test crate would make build scripts that
-        // read them (ring's) rebuild: hand cargo a clean slate (as e2e/util.rs does).
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("CARGO_PKG_")
-                || key.starts_with("CARGO_BIN_EXE_")
-                || [
-                    "CARGO_MANIFEST_DIR",
-                    "CARGO_MANIFEST_PATH",
-                    "CARGO_CRATE_NAME",
-                    "CARGO_BIN_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_RUSTC_CURRENT_DIR",
-                    "OUT_DIR",
-                ]
-                .contains(&key.as_ref())
-            {
-                build.env_remove(key.as_ref());
-            }
-        }
+        // read them (ring's) rebuild: hand cargo a clean slate.
+        mdlr_tests::clean_cargo_env(&mut build);
         let status = build
             .status()
             .expect("run `cargo run -p xtask -- dist` to build the dist binary");

@@ -1975,48 +1975,22 @@ struct Machine {
 
 impl Machine {
     fn detect(root: &Path, scratch: &Path) -> Machine {
-        let first_line = |command: &mut Command| -> Option<String> {
-            let output = command
-                .stdin(Stdio::null())
-                .stderr(Stdio::null())
-                .output()
-                .ok()
-                .filter(|o| o.status.success())?;
-            String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .next()
-                .map(|l| l.trim().to_owned())
-        };
         let cores = std::thread::available_parallelism()
             .map(|n| n.to_string())
             .unwrap_or_else(|_| "?".to_owned());
         let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-        let rustc = first_line(Command::new(rustc).arg("-V")).unwrap_or_else(|| "rustc ?".into());
-        let curl = first_line(Command::new(CURL).arg("--version"))
+        let rustc =
+            crate::first_line(Command::new(rustc).arg("-V")).unwrap_or_else(|| "rustc ?".into());
+        let curl = crate::first_line(Command::new(CURL).arg("--version"))
             .and_then(|l| l.split_whitespace().nth(1).map(|v| format!("curl {v}")))
             .unwrap_or_else(|| "curl ?".into());
-        let head = first_line(
-            Command::new("git")
-                .args(["rev-parse", "--short", "HEAD"])
-                .current_dir(root),
-        );
-        let dirty = first_line(
-            Command::new("git")
-                .args(["status", "--porcelain", "--untracked-files=no"])
-                .current_dir(root),
-        )
-        .is_some_and(|l| !l.is_empty());
-        let commit = match head {
-            Some(h) if dirty => format!("{h} with uncommitted changes"),
-            Some(h) => h,
-            None => "unknown commit".to_owned(),
-        };
+        let commit = crate::commit_description(root);
         Machine {
             cores,
             cpu: crate::cpu_model(),
             rustc,
             curl,
-            date: utc_date(SystemTime::now()),
+            date: crate::utc_date(SystemTime::now()),
             commit,
             scratch: match scratch.starts_with("/dev/shm") {
                 true => "tmpfs (/dev/shm)".to_owned(),
@@ -2031,15 +2005,6 @@ impl Machine {
             self.date, self.commit, self.cores, self.cpu, self.rustc, self.curl, self.scratch
         )
     }
-}
-
-/// `YYYY-MM-DD` (UTC).
-fn utc_date(t: SystemTime) -> String {
-    let days = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400);
-    let (y, m, d) = mdlr_tests::util::civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02}")
 }
 
 fn section(

@@ -584,30 +584,14 @@ impl Machine {
             .unwrap_or_else(|_| "?".to_owned());
         let cpu = crate::cpu_model();
         let rustc_cmd = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-        let rustc =
-            first_line(Command::new(rustc_cmd).arg("-V")).unwrap_or_else(|| "rustc ?".to_owned());
-        let head = first_line(
-            Command::new("git")
-                .args(["rev-parse", "--short", "HEAD"])
-                .current_dir(root),
-        );
-        let dirty = Command::new("git")
-            .args(["status", "--porcelain", "--untracked-files=no"])
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
-        let commit = match head {
-            Some(h) if dirty => format!("{h} with uncommitted changes"),
-            Some(h) => h,
-            None => "unknown commit".to_owned(),
-        };
+        let rustc = crate::first_line(Command::new(rustc_cmd).arg("-V"))
+            .unwrap_or_else(|| "rustc ?".to_owned());
+        let commit = crate::commit_description(root);
         Machine {
             cores,
             cpu,
             rustc,
-            date: utc_date(SystemTime::now()),
+            date: crate::utc_date(SystemTime::now()),
             commit,
         }
     }
@@ -618,41 +602,6 @@ impl Machine {
             self.date, self.commit, self.cores, self.cpu, self.rustc
         )
     }
-}
-
-/// The first line a command prints, when it runs and succeeds.
-fn first_line(command: &mut Command) -> Option<String> {
-    let output = command
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .next()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
-}
-
-/// `YYYY-MM-DD` (UTC) of `t`.
-fn utc_date(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = (secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
 }
 
 fn section(runs: &[Run], table: &str, machine: &Machine, command: &str) -> String {
@@ -818,9 +767,9 @@ mod tests {
             number_before("10 machine(s), 10 started, 7 poll round(s), 3.1 s", "poll"),
             Some(7)
         );
-        assert_eq!(utc_date(SystemTime::UNIX_EPOCH), "1970-01-01");
+        assert_eq!(crate::utc_date(SystemTime::UNIX_EPOCH), "1970-01-01");
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_709_164_800); // 2024-02-29
-        assert_eq!(utc_date(t), "2024-02-29");
+        assert_eq!(crate::utc_date(t), "2024-02-29");
         assert_eq!(busiest_window(&[0.0, 1.0, 2.0, 10.0], 5.0), (3, 0.0));
         assert_eq!(first_full(&[0.0, 1.0, 2.0, 10.0], 5.0, 3), Some(2.0));
         assert_eq!(first_full(&[0.0, 6.0, 12.0], 5.0, 2), None);

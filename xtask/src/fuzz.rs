@@ -488,17 +488,7 @@ fn section(command: &str, table: &str, machine: &str) -> String {
 
 /// When, at which commit, on what machine.
 fn machine_line(root: &Path) -> String {
-    let first_line = |command: &mut Command| -> Option<String> {
-        let out = command.stderr(Stdio::null()).output().ok()?;
-        out.status.success().then(|| {
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_owned()
-        })
-    };
+    use crate::first_line;
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let cpu = crate::cpu_model();
     let rustc = first_line(Command::new("rustc").arg("-V")).unwrap_or_else(|| "rustc ?".into());
@@ -506,21 +496,6 @@ fn machine_line(root: &Path) -> String {
         .unwrap_or_else(|| "cargo-fuzz ?".into());
     let date =
         first_line(Command::new("date").args(["-u", "+%Y-%m-%d"])).unwrap_or_else(|| "?".into());
-    let head = first_line(
-        Command::new("git")
-            .args(["rev-parse", "--short", "HEAD"])
-            .current_dir(root),
-    );
-    let dirty = first_line(
-        Command::new("git")
-            .args(["status", "--porcelain", "--untracked-files=no"])
-            .current_dir(root),
-    )
-    .is_some_and(|l| !l.is_empty());
-    let commit = match head {
-        Some(h) if dirty => format!("{h} with uncommitted changes"),
-        Some(h) => h,
-        None => "unknown commit".into(),
-    };
+    let commit = crate::commit_description(root);
     format!("Measured {date} at {commit} on {cores} core(s), {cpu}, {rustc}, {fuzz}.")
 }

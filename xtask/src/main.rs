@@ -478,3 +478,53 @@ fn cpu_model() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".to_owned())
 }
+
+/// The first line a command prints (trimmed), when it runs and succeeds; `Some("")`
+/// when it succeeds silently.
+pub fn first_line(command: &mut std::process::Command) -> Option<String> {
+    let output = command
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned(),
+    )
+}
+
+/// The commit a measurement was made at: `abc1234`, `abc1234 with uncommitted changes`
+/// or `unknown commit`.
+pub fn commit_description(root: &Path) -> String {
+    let head = first_line(
+        std::process::Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .current_dir(root),
+    )
+    .filter(|h| !h.is_empty());
+    let dirty = first_line(
+        std::process::Command::new("git")
+            .args(["status", "--porcelain", "--untracked-files=no"])
+            .current_dir(root),
+    )
+    .is_some_and(|l| !l.is_empty());
+    match head {
+        Some(h) if dirty => format!("{h} with uncommitted changes"),
+        Some(h) => h,
+        None => "unknown commit".to_owned(),
+    }
+}
+
+/// `YYYY-MM-DD` (UTC) of `t`.
+pub fn utc_date(t: std::time::SystemTime) -> String {
+    let days = t
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400);
+    let (y, m, d) = mdlr_tests::util::civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}")
+}

@@ -554,25 +554,7 @@ pub fn mdlr_bin() -> &'static Path {
         // (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...). Build scripts that read them (ring's
         // does) would see a change and rebuild half the dependency tree on every run,
         // and again in the next plain `cargo build`: hand cargo a clean slate.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("CARGO_PKG_")
-                || key.starts_with("CARGO_BIN_EXE_")
-                || [
-                    "CARGO_MANIFEST_DIR",
-                    "CARGO_MANIFEST_PATH",
-                    "CARGO_CRATE_NAME",
-                    "CARGO_BIN_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_RUSTC_CURRENT_DIR",
-                    "OUT_DIR",
-                ]
-                .contains(&key.as_ref())
-            {
-                build.env_remove(key.as_ref());
-            }
-        }
+        mdlr_tests::clean_cargo_env(&mut build);
         // `target/<triple>/<profile>` when built with `--target`: cargo marks only the
         // target directory itself with CACHEDIR.TAG.
         match above.parent() {
