@@ -184,18 +184,16 @@ pub fn configure(
     let env = settings::process_env;
     let (proxies, roots) = settings::network(&args.global, &env)?;
     if args.global.verbose >= 2 {
-        let proxy = |scheme: &str| {
-            proxies
-                .for_url(&format!("{scheme}://{}/", host_of(&endpoints.api_base)))
-                .map_or_else(|| "direct".to_owned(), |p| p.display().to_owned())
-        };
+        let proxy = proxies
+            .for_url(&endpoints.api_base)
+            .map_or("direct", |p| p.display());
         out.note(&format!(
             "API {}, authority {}, scope {}, sign-in {}, proxy {}, {} extra CA certificate(s)",
             endpoints.api_base,
             endpoints.authority,
             endpoints.scope,
-            settings::method(&args.global, &env).map_or("?", |_| builder_method(&builder)),
-            proxy("https"),
+            builder.credential().method(),
+            proxy,
             roots.len(),
         ));
     }
@@ -261,15 +259,6 @@ pub fn configure(
         builder = builder.add_root_certificate(der);
     }
     Ok(builder)
-}
-
-fn builder_method(builder: &ClientBuilder) -> &'static str {
-    builder.credential().method()
-}
-
-fn host_of(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    rest.split(['/', '?', '#']).next().unwrap_or(rest)
 }
 
 /// A builder for the flows that need no credential of their own (`mdlr login`).

@@ -405,9 +405,9 @@ impl Agents {
                 .build()
                 .new_agent()
         };
+        // Built whenever the scheme has a proxy; `for_request` applies the no-proxy list.
         let proxy_for = |scheme: &str| -> Result<Option<ureq::Agent>> {
-            let probe = format!("{scheme}://mdlr.invalid/");
-            Ok(match network.proxies.for_url(&probe) {
+            Ok(match network.proxies.for_scheme(scheme) {
                 Some(p) => Some(agent(Some(p.to_ureq()?), timeouts.connect)),
                 None => None,
             })

@@ -152,14 +152,19 @@ impl Proxies {
     /// The proxy a request to `url` goes through, if any.
     pub fn for_url(&self, url: &str) -> Option<&Proxy> {
         let (scheme, rest) = url.split_once("://")?;
-        let proxy = match scheme.to_ascii_lowercase().as_str() {
-            "https" => self.https.as_ref(),
-            "http" => self.http.as_ref(),
-            _ => None,
-        }?;
+        let proxy = self.for_scheme(scheme)?;
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
         let host = host_of_authority(authority.rsplit('@').next().unwrap_or_default());
         (!self.bypasses(&host)).then_some(proxy)
+    }
+
+    /// The proxy for URLs of `scheme`, before the no-proxy list is consulted.
+    pub(crate) fn for_scheme(&self, scheme: &str) -> Option<&Proxy> {
+        match scheme.to_ascii_lowercase().as_str() {
+            "https" => self.https.as_ref(),
+            "http" => self.http.as_ref(),
+            _ => None,
+        }
     }
 
     /// Whether `host` is reached directly because of the no-proxy list.

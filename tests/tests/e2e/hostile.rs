@@ -328,50 +328,15 @@ fn file_contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 // The simulator signs its links with `base64(noise(mix(seed ^ 0x5349_4753 ^ n), 32))`, n
-// counting ids and links from 1 (tests/src/sim/util.rs). The signatures are copied here
+// counting ids and links from 1 (tests/src/sim/util.rs). The signatures are computed here
 // so that a leak of one shows even outside a `sig=`; `sim_signatures_are_known` checks
-// the copy against a real link.
-
-fn sim_mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-fn sim_base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+// the computation against a real link.
 
 /// The first `count` link signatures of a simulator seeded with `seed`.
 fn sim_signatures(seed: u64, count: u64) -> Vec<String> {
+    use mdlr_tests::util::{base64, mix, noise};
     (1..=count)
-        .map(|n| {
-            let mut x = sim_mix(seed ^ 0x5349_4753 ^ n);
-            let mut noise = Vec::new();
-            while noise.len() < 32 {
-                x = sim_mix(x);
-                noise.extend_from_slice(&x.to_le_bytes());
-            }
-            sim_base64(&noise[..32])
-        })
+        .map(|n| base64(&noise(mix(seed ^ 0x5349_4753 ^ n), 32)))
         .collect()
 }
 
@@ -947,8 +912,8 @@ fn fuzz_findings_stay_fixed() {
 #[test]
 fn sim_signature_copy_is_exact() {
     // The copy of the simulator's base64 is standard base64.
-    assert_eq!(sim_base64(b"f"), "Zg==");
-    assert_eq!(sim_base64(b"foo"), "Zm9v");
+    assert_eq!(mdlr_tests::util::base64(b"f"), "Zg==");
+    assert_eq!(mdlr_tests::util::base64(b"foo"), "Zm9v");
     assert_eq!(sim_signatures(0, 3).len(), 3);
 }
 

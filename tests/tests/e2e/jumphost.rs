@@ -8,16 +8,11 @@ use crate::util::*;
 
 /// A JWT-shaped token with `claims` (the signature is junk: only the API checks it).
 pub fn jwt(claims: &serde_json::Value) -> String {
-    let url = |bytes: &[u8]| {
-        mdlr_tests::util::base64(bytes)
-            .trim_end_matches('=')
-            .replace('+', "-")
-            .replace('/', "_")
-    };
+    use mdlr_tests::pki::base64url;
     format!(
         "{}.{}.c2lnbmF0dXJlLVNFQ1JFVA",
-        url(br#"{"typ":"JWT","alg":"RS256"}"#),
-        url(claims.to_string().as_bytes())
+        base64url(br#"{"typ":"JWT","alg":"RS256"}"#),
+        base64url(claims.to_string().as_bytes())
     )
 }
 
