@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 
 /// Checks what `safe_file_name` makes of `raw`.
 fn check(raw: &str) {
-    let Some(name) = mdlr::safe_file_name(raw) else {
+    let Some(name) = mdlr::files::safe_file_name(raw) else {
         return;
     };
     assert!(!name.is_empty(), "{raw:?}");
@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     check(text);
-    if let Some(name) = mdlr::disposition_file_name(text) {
+    if let Some(name) = mdlr::files::disposition_file_name(text) {
         check(&name);
         // GetFile results lose their `.gz` before the name is made safe.
         let n = name.len();

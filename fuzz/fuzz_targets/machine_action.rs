@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     ];
     for index in indexes.into_iter().chain(listed) {
         let entry = action.command(index);
-        match action.result_type("988cc94e-7a8f-4b28-ab65-54970c5d5018", index) {
+        match action.result_type(index) {
             Ok(_) => {
                 let status = entry.and_then(|e| e.command_status.clone());
                 assert_eq!(

@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(url) = std::str::from_utf8(data) else {
         return;
     };
-    if mdlr::check_url(url, "link").is_ok()
+    if mdlr::cloud::check_url(url, "link").is_ok()
         && let Ok(uri) = url.parse::<http::Uri>()
     {
         match uri.scheme_str() {
@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
             other => panic!("{url:?} passed with the scheme {other:?}"),
         }
     }
-    let redacted = mdlr::redact_url(url);
+    let redacted = mdlr::secret::redact_url(url);
     let before = sig_values(url);
     let after = sig_values(&redacted);
     assert_eq!(before.len(), after.len(), "{url:?} became {redacted:?}");

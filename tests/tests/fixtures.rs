@@ -98,7 +98,7 @@ fn every_action_fixture_decodes() {
         }
         let a = action(name);
         let id = a.id.clone().unwrap_or_default();
-        mdlr::check_action_id(&id).unwrap_or_else(|e| panic!("{name}: {e}"));
+        mdlr::ids::check_action_id(&id).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!seen.contains(&id), "{name}: id {id} used twice");
         seen.push(id);
         assert!(a.status.is_some(), "{name} has no status");

@@ -1,10 +1,10 @@
 //! The commands around live response: cancel, actions, machines, library; and turning
 //! MACHINE arguments into machine ids.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use mdlr::{ActionQuery, ActionStatus, Client, Error, LibraryUpload, Target, is_machine_id};
+use mdlr::ids::is_machine_id;
+use mdlr::{ActionQuery, ActionStatus, Client, Error, LibraryUpload, Target};
 use serde_json::json;
 
 use crate::output::{Context, Failure, Output, clean};
@@ -220,68 +220,14 @@ pub fn library_delete(client: &Client, out: &Output, name: &str) -> Result<u8, F
     Ok(0)
 }
 
-/// Turns MACHINE arguments (ids or DNS names) into targets: ids as they are, names
-/// with as few lookups as possible. Unknown or ambiguous names fail the whole call,
-/// listing every one, before anything starts.
+/// Turns MACHINE arguments (ids or DNS names) into targets, each exactly one machine
+/// (see [`Client::resolve_targets`]).
 pub fn resolve(client: &Client, inputs: &[String]) -> Result<Vec<Target>, Failure> {
-    let names: Vec<&str> = inputs
-        .iter()
-        .map(String::as_str)
-        .filter(|m| !is_machine_id(m))
-        .collect();
-    let mut by_name: HashMap<String, Vec<mdlr::Machine>> = HashMap::new();
-    if !names.is_empty() {
-        let found = client
-            .find_machines(&names)
-            .context(|| "cannot look up machines by name".to_owned())?;
-        for m in found {
-            if let Some(n) = &m.computer_dns_name {
-                by_name.entry(n.to_ascii_lowercase()).or_default().push(m);
-            }
-        }
-    }
-    let mut targets = Vec::new();
-    let mut problems = Vec::new();
-    for input in inputs {
-        if is_machine_id(input) {
-            targets.push(Target {
-                machine_id: input.to_ascii_lowercase(),
-                name: input.to_ascii_lowercase(),
-            });
-            continue;
-        }
-        match by_name.get(&input.to_ascii_lowercase()).map(Vec::as_slice) {
-            Some([m]) => targets.push(Target {
-                machine_id: m.id.clone().unwrap_or_default(),
-                name: input.to_ascii_lowercase(),
-            }),
-            Some(several) if several.len() > 1 => {
-                let candidates: Vec<String> = several
-                    .iter()
-                    .map(|m| {
-                        format!(
-                            "{} (last seen {})",
-                            m.id.as_deref().unwrap_or("?"),
-                            m.last_seen.as_deref().unwrap_or("?")
-                        )
-                    })
-                    .collect();
-                problems.push(format!(
-                    "{input} names {} machines; pass one id: {}",
-                    several.len(),
-                    candidates.join(", ")
-                ));
-            }
-            _ => problems.push(format!("no machine is named {input}")),
-        }
-    }
-    if !problems.is_empty() {
-        return Err(Error::NotFound {
-            message: problems.join("; "),
-        }
-        .into());
-    }
-    let mut seen = std::collections::HashSet::new();
-    targets.retain(|t| !t.machine_id.is_empty() && seen.insert(t.machine_id.clone()));
-    Ok(targets)
+    client.resolve_targets(inputs).map_err(|e| match e {
+        Error::UnresolvedMachines { .. } | Error::InvalidArgument { .. } => Failure::from(e),
+        other => Failure::Error {
+            error: Box::new(other),
+            context: Some("cannot look up machines by name".to_owned()),
+        },
+    })
 }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mdlr::{Client, Error, TokenInfo};
+use mdlr::{Client, DeviceLogin, Error, TokenInfo};
 
 use crate::args::Args;
 use crate::output::{Failure, Output};
@@ -38,8 +38,8 @@ pub fn login(
         }));
     };
     let authority = endpoints.authority.clone();
-    let device = crate::configure(crate::anonymous_builder(), args, out, endpoints)?
-        .device_login(tenant.trim(), client_id.trim())?;
+    let transport = crate::transport(args, out, &endpoints, "device-code")?;
+    let device = DeviceLogin::new(endpoints, &transport, tenant.trim(), client_id.trim())?;
     let code = device.start()?;
     if args.global.json {
         out.json_line(&serde_json::json!({

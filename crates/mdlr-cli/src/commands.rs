@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use mdlr::{
-    ActionStatus, Client, CommandType, Destination, DownloadRequest, Error, MachineAction,
-    PollPolicy,
+    ActionStatus, Client, CommandResult, CommandType, DownloadRequest, Downloaded, Error, Gunzip,
+    MachineAction, PollPolicy,
 };
 use serde_json::json;
 
@@ -23,16 +23,14 @@ pub fn link(
     let action = client
         .action(action_id)
         .context(|| format!("cannot read action {action_id}"))?;
-    if action.result_type(action_id, index)? == CommandType::PutFile {
+    if action.result_type(index)? == CommandType::PutFile {
         eprintln!(
             "mdlr: command {index} of action {action_id} is a PutFile: it has no result, \
              so there is no link"
         );
         return Ok(output::EX_NOINPUT);
     }
-    let link = client
-        .result_link(action_id, index)
-        .map_err(output::link_failure)?;
+    let link = client.result_link(action_id, index)?;
     let shown = if reveal {
         link.expose().to_owned()
     } else {
@@ -78,9 +76,9 @@ pub fn result(client: &Client, out: &Output, args: &ResultArgs<'_>) -> Result<u8
         Which::Index(i) if args.wait.enabled => {
             client.wait_for_command(id, i, args.wait.timeout, poll)
         }
-        Which::All if args.wait.enabled => client.wait_for(id, args.wait.timeout, poll, |a| {
-            a.status_or_unknown().is_terminal()
-        }),
+        Which::All if args.wait.enabled => {
+            client.wait_for(id, args.wait.timeout, poll, MachineAction::is_finished)
+        }
         _ => client.action(id),
     }
     .context(|| format!("cannot read action {id}"))?;
@@ -96,12 +94,7 @@ pub fn result(client: &Client, out: &Output, args: &ResultArgs<'_>) -> Result<u8
                     })
                     .map_err(Failure::from)?;
             }
-            let mut all: Vec<u32> = (0..action.commands.len() as u32)
-                .map(|i| action.commands[i as usize].index.unwrap_or(i))
-                .collect();
-            all.sort_unstable();
-            all.dedup();
-            all
+            action.command_indexes()
         }
     };
     if indexes.is_empty() {
@@ -142,10 +135,7 @@ fn names_directory(path: &Path) -> bool {
 }
 
 fn poll_policy(wait: Wait) -> PollPolicy {
-    PollPolicy {
-        first: wait.poll,
-        max: wait.poll.max(PollPolicy::default().max),
-    }
+    PollPolicy::new(wait.poll, wait.poll.max(PollPolicy::default().max))
 }
 
 /// Fetches and delivers the result of one command.
@@ -157,7 +147,8 @@ fn deliver(
     index: u32,
 ) -> Result<u8, Failure> {
     let id = args.action_id;
-    let kind = match action.result_type(id, index) {
+    let context = || format!("command {index} of action {id}");
+    let kind = match action.result_type(index) {
         Err(e @ Error::NotFinished { .. }) if args.wait.enabled => {
             return Err(e).context(|| {
                 format!(
@@ -168,9 +159,31 @@ fn deliver(
         }
         other => other?,
     };
-    let context = || format!("command {index} of action {id}");
-    match kind {
-        CommandType::PutFile => {
+    // A transcript asked for as it is, or to be saved as a file, is a plain download.
+    if kind == CommandType::RunScript && args.output.is_none() && args.raw {
+        let bytes = client.transcript_bytes(id, index).context(context)?;
+        out.print_bytes(&bytes)?;
+        return Ok(0);
+    }
+    let (request, bar) = crate::progress::attach(
+        download_request(args)?,
+        out.progress,
+        &format!("{id} #{index}"),
+    );
+    // With -o, a transcript is saved as the host holds it.
+    let result = if kind == CommandType::RunScript && args.output.is_some() {
+        let request = request
+            .gunzip(Gunzip::Off)
+            .fallback_name(format!("{id}-{index}.json"));
+        client
+            .download_result(id, index, &request)
+            .map(CommandResult::File)
+    } else {
+        client.result_of(action, index, &request)
+    };
+    drop(bar);
+    match result.context(context)? {
+        CommandResult::NoResult => {
             if out.json {
                 out.json_line(&json!({
                     "action_id": id, "index": index, "type": "PutFile", "result": null,
@@ -182,19 +195,7 @@ fn deliver(
             }
             Ok(0)
         }
-        CommandType::RunScript if args.output.is_none() && args.raw => {
-            let bytes = client
-                .transcript_bytes(id, index)
-                .map_err(output::link_failure)
-                .context(context)?;
-            out.print_bytes(&bytes)?;
-            Ok(0)
-        }
-        CommandType::RunScript if args.output.is_none() => {
-            let t = client
-                .transcript(id, index)
-                .map_err(output::link_failure)
-                .context(context)?;
+        CommandResult::Transcript { transcript: t, .. } => {
             if out.json {
                 out.json_line(&json!({
                     "action_id": id,
@@ -211,71 +212,75 @@ fn deliver(
                 Ok(t.exit_status())
             }
         }
-        kind => {
-            let gunzip = kind == CommandType::GetFile && !args.raw;
-            let fallback = match &kind {
-                CommandType::RunScript => format!("{id}-{index}.json"),
-                _ if gunzip => format!("{id}-{index}"),
-                _ => format!("{id}-{index}.gz"),
-            };
-            let destination = match args.output {
-                Some(p) if p.is_dir() || args.which == Which::All => Destination::Dir(p.to_owned()),
-                Some(p) if names_directory(p) => {
-                    std::fs::create_dir_all(p).map_err(|e| Error::Io {
-                        path: p.to_owned(),
-                        op: "create directory",
-                        source: e,
-                    })?;
-                    Destination::Dir(p.to_owned())
-                }
-                Some(p) => Destination::File(p.to_owned()),
-                None => Destination::Dir(".".into()),
-            };
-            let mut request = DownloadRequest::new(destination, fallback);
-            request.gunzip = gunzip;
-            request.overwrite = args.force;
-            let bar = out
-                .progress
-                .then(|| crate::progress::Bar::new(&format!("{id} #{index}")));
-            request.on_progress = bar.as_ref().map(crate::progress::Bar::callback);
-            let done = client.download_result(id, index, &request);
-            if let Some(bar) = &bar {
-                bar.finish();
-            }
-            let done = done.map_err(output::link_failure).context(context)?;
-            if out.json {
-                out.json_line(&json!({
-                    "action_id": id,
-                    "index": index,
-                    "type": kind.as_str(),
-                    "path": done.path,
-                    "bytes": done.written,
-                    "received": done.received,
-                    "original_name": done.original_name,
-                }))?;
-            } else {
-                let from = done
-                    .original_name
-                    .as_deref()
-                    .map(|n| format!(", from {}", clean(n)))
-                    .unwrap_or_default();
-                out.print(&format!(
-                    "saved {} ({} bytes{from})\n",
-                    done.path.display(),
-                    done.written
-                ))?;
-            }
+        CommandResult::File(done) => {
+            saved(out, id, index, &kind, &done)?;
             Ok(0)
         }
+        _ => Ok(0),
     }
+}
+
+/// Where and how `mdlr result` saves a file: `-o` names a file, or a directory (one
+/// that exists, or a path ending in a separator); by default the current directory.
+fn download_request(args: &ResultArgs<'_>) -> Result<DownloadRequest, Failure> {
+    let request = match args.output {
+        Some(p) if p.is_dir() || args.which == Which::All => DownloadRequest::to_dir(p),
+        Some(p) if names_directory(p) => {
+            std::fs::create_dir_all(p).map_err(|e| Error::Io {
+                path: p.to_owned(),
+                op: "create directory",
+                source: e,
+            })?;
+            DownloadRequest::to_dir(p)
+        }
+        Some(p) => DownloadRequest::to_file(p),
+        None => DownloadRequest::to_dir("."),
+    };
+    Ok(request
+        .gunzip(if args.raw { Gunzip::Off } else { Gunzip::Auto })
+        .overwrite(args.force))
+}
+
+/// Says where a downloaded result went.
+pub fn saved(
+    out: &Output,
+    action_id: &str,
+    index: u32,
+    kind: &CommandType,
+    done: &Downloaded,
+) -> Result<(), Failure> {
+    if out.json {
+        return out.json_line(&json!({
+            "action_id": action_id,
+            "index": index,
+            "type": kind.as_str(),
+            "path": done.path,
+            "bytes": done.written,
+            "received": done.received,
+            "original_name": done.original_name,
+        }));
+    }
+    let from = done
+        .original_name
+        .as_deref()
+        .map(|n| format!(", from {}", clean(n)))
+        .unwrap_or_default();
+    out.print(&format!(
+        "saved {} ({} bytes{from})\n",
+        done.path.display(),
+        done.written
+    ))
 }
 
 /// `mdlr action`.
 pub fn action(client: &Client, out: &Output, action_id: &str, wait: Wait) -> Result<u8, Failure> {
     let action = if wait.enabled {
-        client.wait_for(action_id, wait.timeout, poll_policy(wait), |a| {
-            a.status_or_unknown().is_terminal()
-        })
+        client.wait_for(
+            action_id,
+            wait.timeout,
+            poll_policy(wait),
+            MachineAction::is_finished,
+        )
     } else {
         client.action(action_id)
     }

@@ -5,9 +5,11 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use mdlr::files::{safe_file_name, write_file};
 use mdlr::{
-    ActionStatus, BatchEvent, BatchOptions, Client, CommandType, Destination, DownloadRequest,
-    Error, LiveResponse, MachineAction, Outcome, PollPolicy, Report, Target,
+    ActionStatus, BatchEvent, BatchOptions, Client, CommandResult, CommandStatus, CommandType,
+    DownloadRequest, Error, Gunzip, LiveResponse, MachineAction, Outcome, PollPolicy, Report,
+    Target,
 };
 use serde_json::{Value, json};
 
@@ -86,17 +88,12 @@ pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
     for (t, action_id) in &resumed {
         interrupt::started(action_id, &t.name);
     }
-    let options = BatchOptions {
-        max_in_flight: args.max_in_flight,
-        on_busy: args.on_busy,
-        wait_timeout: args.wait.timeout,
-        poll: PollPolicy {
-            first: args.wait.poll,
-            max: args.wait.poll * 6,
-        },
-        wait: !args.no_wait,
-        ..BatchOptions::default()
-    };
+    let options = BatchOptions::default()
+        .max_in_flight(args.max_in_flight)
+        .on_busy(args.on_busy)
+        .wait_timeout(args.wait.timeout)
+        .poll(PollPolicy::new(args.wait.poll, args.wait.poll * 6))
+        .wait(!args.no_wait);
     let on_event = |event: BatchEvent<'_>| match event {
         BatchEvent::Started { target, action_id } => {
             interrupt::started(action_id, &target.name);
@@ -121,7 +118,13 @@ pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
         }
         delivery.machine(report);
     };
-    let stats = client.run_batch(fresh, resumed, &request, &options, &on_event, &on_done);
+    let stats = client
+        .batch(request)
+        .targets(fresh)
+        .resume(resumed)
+        .options(options)
+        .on_event(on_event)
+        .for_each(on_done);
     ticker.clear();
     interrupt::done();
     let worst = *delivery.worst.lock().unwrap_or_else(|e| e.into_inner());
@@ -356,12 +359,12 @@ impl Delivery<'_> {
         let mut put_files = Vec::new();
         for (i, entry) in action.commands.iter().enumerate() {
             let index = entry.index.unwrap_or(i as u32);
-            match action.result_type(id, index) {
+            match action.result_type(index) {
                 Ok(CommandType::PutFile) if self.out.json => results.push(json!({
                     "index": index, "type": "PutFile", "result": null,
                 })),
                 Ok(CommandType::PutFile) => put_files.push(index),
-                Ok(kind) => match self.one_result(target, id, index, &kind, block) {
+                Ok(kind) => match self.one_result(target, action, index, &kind, block) {
                     Ok((value, code)) => {
                         script_code = script_code.or(code.filter(|c| *c != 0));
                         results.push(value);
@@ -379,7 +382,7 @@ impl Delivery<'_> {
                     command_status,
                     ..
                 }) => {
-                    if command_status == "Failed" {
+                    if command_status == Some(CommandStatus::Failed) {
                         problems.push(format!(
                             "command {index} failed{}",
                             errors
@@ -424,11 +427,12 @@ impl Delivery<'_> {
     fn one_result(
         &self,
         target: &Target,
-        id: &str,
+        action: &MachineAction,
         index: u32,
         kind: &CommandType,
         block: &mut Block,
     ) -> Result<(Value, Option<i64>), Error> {
+        let id = action.id.as_deref().unwrap_or_default();
         let base = json!({ "index": index, "type": kind.as_str() });
         if let Some(path) = self.journal.and_then(|j| j.downloaded(id, index)) {
             return Ok((
@@ -456,12 +460,12 @@ impl Delivery<'_> {
                     let stem = format!("{index}-{}", file_stem(&t.script_name));
                     let json_path = dir.join(format!("{stem}.json"));
                     let force = self.overwrite();
-                    mdlr::write_file(&json_path, &bytes, force)?;
+                    write_file(&json_path, &bytes, force)?;
                     let out_path = dir.join(format!("{stem}.out"));
-                    mdlr::write_file(&out_path, t.script_output.as_bytes(), force)?;
+                    write_file(&out_path, t.script_output.as_bytes(), force)?;
                     if !t.script_errors.is_empty() {
                         let err_path = dir.join(format!("{stem}.err"));
-                        mdlr::write_file(&err_path, t.script_errors.as_bytes(), force)?;
+                        write_file(&err_path, t.script_errors.as_bytes(), force)?;
                     }
                     self.record(id, index, &json_path);
                     merge(base, json!({ "path": json_path, "exit_code": t.exit_code }))
@@ -485,25 +489,26 @@ impl Delivery<'_> {
             };
             Ok((value, code))
         } else {
-            let gunzip = *kind == CommandType::GetFile && !self.args.raw;
-            let fallback = if gunzip {
-                format!("{id}-{index}")
-            } else {
-                format!("{id}-{index}.gz")
-            };
             let dir = self.dir_for(target)?.unwrap_or_else(|| PathBuf::from("."));
-            let mut request = DownloadRequest::new(Destination::Dir(dir), fallback);
-            request.gunzip = gunzip;
-            request.overwrite = self.overwrite();
+            let request = DownloadRequest::to_dir(dir)
+                .gunzip(if self.args.raw {
+                    Gunzip::Off
+                } else {
+                    Gunzip::Auto
+                })
+                .overwrite(self.overwrite());
             // One download at a time: a bar. In a batch the live count says enough.
-            let bar = (self.single && self.out.progress)
-                .then(|| crate::progress::Bar::new(&format!("{} #{index}", target.name)));
-            request.on_progress = bar.as_ref().map(crate::progress::Bar::callback);
-            let done = self.client.download_result(id, index, &request);
-            if let Some(bar) = &bar {
-                bar.finish();
-            }
-            let done = done?;
+            let (request, bar) = crate::progress::attach(
+                request,
+                self.single && self.out.progress,
+                &format!("{} #{index}", target.name),
+            );
+            let done = match self.client.result_of(action, index, &request)? {
+                CommandResult::File(done) => done,
+                // Only a RunScript (above) or a PutFile (never asked for) give other results.
+                _ => return Ok((base, None)),
+            };
+            drop(bar);
             self.record(id, index, &done.path);
             if self.single && !self.out.json {
                 block.out.push_str(&format!(
@@ -589,11 +594,11 @@ fn one_line(e: &Error) -> String {
 
 /// A machine's directory name: its name made safe.
 fn machine_dir(name: &str) -> String {
-    mdlr::safe_file_name(name).unwrap_or_else(|| "machine".to_owned())
+    safe_file_name(name).unwrap_or_else(|| "machine".to_owned())
 }
 
 fn file_stem(script: &str) -> String {
-    let name = mdlr::safe_file_name(script).unwrap_or_else(|| "script".to_owned());
+    let name = safe_file_name(script).unwrap_or_else(|| "script".to_owned());
     match name.rsplit_once('.') {
         Some((stem, _)) if !stem.is_empty() => stem.to_owned(),
         _ => name,

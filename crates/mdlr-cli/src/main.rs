@@ -16,7 +16,7 @@ mod settings;
 
 use std::process::ExitCode;
 
-use mdlr::{Client, ClientBuilder, Credential, Error, Event, RateLimit, RetryPolicy, Timeouts};
+use mdlr::{Client, Error, Event, RateLimit, RetryPolicy, Timeouts, TransportConfig};
 
 use crate::args::{Command, Usage};
 use crate::output::{Failure, Output};
@@ -170,17 +170,33 @@ fn client(args: &args::Args, out: &Output) -> Result<Client, Error> {
         }
     });
     let credential = settings::credential(&args.global, &env, &endpoints, warn)?;
-    configure(Client::builder(credential), args, out, endpoints)?.build()
+    let transport = transport(args, out, &endpoints, credential.method())?;
+    let limits = |q: &Option<Vec<(u32, std::time::Duration)>>, default: Vec<RateLimit>| {
+        q.as_ref().map_or(default, |q| {
+            q.iter()
+                .map(|&(calls, per)| RateLimit::new(calls, per))
+                .collect()
+        })
+    };
+    Client::builder(credential)
+        .endpoints(endpoints)
+        .transport(transport)
+        .rate_limits(limits(&args.global.api_quota, RateLimit::defaults()))
+        .start_limits(limits(
+            &args.global.start_quota,
+            RateLimit::start_defaults(),
+        ))
+        .build()
 }
 
-/// Everything but the credential: hosts, proxies, CAs, timeouts, retries, quotas and
-/// the exchange log.
-pub fn configure(
-    builder: ClientBuilder,
+/// How requests are sent: proxies, CAs, timeouts, retries and the exchange log (at
+/// `-v`). At `-vv` it says which hosts, sign-in method and proxy are used.
+pub fn transport(
     args: &args::Args,
     out: &Output,
-    endpoints: mdlr::Endpoints,
-) -> Result<ClientBuilder, Error> {
+    endpoints: &mdlr::Endpoints,
+    sign_in: &str,
+) -> Result<TransportConfig, Error> {
     let env = settings::process_env;
     let (proxies, roots) = settings::network(&args.global, &env)?;
     if args.global.verbose >= 2 {
@@ -188,46 +204,30 @@ pub fn configure(
             .for_url(&endpoints.api_base)
             .map_or("direct", |p| p.display());
         out.note(&format!(
-            "API {}, authority {}, scope {}, sign-in {}, proxy {}, {} extra CA certificate(s)",
+            "API {}, authority {}, scope {}, sign-in {sign_in}, proxy {}, {} extra CA \
+             certificate(s)",
             endpoints.api_base,
             endpoints.authority,
             endpoints.scope,
-            builder.credential().method(),
             proxy,
             roots.len(),
         ));
     }
     let verbose = args.global.verbose;
     let quiet = args.global.quiet;
-    let limits = |q: &Option<Vec<(u32, std::time::Duration)>>, default: Vec<RateLimit>| {
-        q.as_ref().map_or(default, |q| {
-            q.iter()
-                .map(|&(calls, per)| RateLimit { calls, per })
-                .collect()
-        })
-    };
     let defaults = Timeouts::default();
-    let timeouts = args.global.timeout.map_or(defaults, |t| Timeouts {
-        connect: t.min(defaults.connect),
-        read: t,
-    });
-    let retry = RetryPolicy {
-        max_retries: args
-            .global
-            .retries
-            .unwrap_or(RetryPolicy::default().max_retries),
-        ..RetryPolicy::default()
-    };
-    let mut builder = builder
-        .endpoints(endpoints)
+    let timeouts = args
+        .global
+        .timeout
+        .map_or(defaults, |t| Timeouts::new(t.min(defaults.connect), t));
+    let retry = args
+        .global
+        .retries
+        .map_or_else(RetryPolicy::default, RetryPolicy::with_retries);
+    let mut transport = TransportConfig::new()
         .proxies(proxies)
         .timeouts(timeouts)
         .retry_policy(retry)
-        .rate_limits(limits(&args.global.api_quota, RateLimit::defaults()))
-        .start_limits(limits(
-            &args.global.start_quota,
-            RateLimit::start_defaults(),
-        ))
         .on_event(move |event| match event {
             Event::Exchange {
                 method,
@@ -256,12 +256,7 @@ pub fn configure(
             _ => {}
         });
     for der in roots {
-        builder = builder.add_root_certificate(der);
+        transport = transport.add_root_certificate(der);
     }
-    Ok(builder)
-}
-
-/// A builder for the flows that need no credential of their own (`mdlr login`).
-pub fn anonymous_builder() -> ClientBuilder {
-    Client::builder(Credential::token("-"))
+    Ok(transport)
 }

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use mdlr::Error;
+use mdlr::{Error, ErrorKind};
 
 use crate::args::Global;
 
@@ -25,8 +25,6 @@ pub enum Failure {
     Error {
         error: Box<Error>,
         context: Option<String>,
-        /// An exit status that overrides the one the error maps to.
-        exit: Option<u8>,
     },
 }
 
@@ -35,25 +33,8 @@ impl Failure {
     pub fn exit_status(&self) -> u8 {
         match self {
             Failure::BrokenPipe => 0,
-            Failure::Error { error, exit, .. } => exit.unwrap_or_else(|| exit_status(error)),
+            Failure::Error { error, .. } => exit_status(error),
         }
-    }
-}
-
-/// A failure to get or use a result link. The service answers 400 when a command's
-/// result is asked for before it has finished (SPEC A5), so a plain 400 there means
-/// "try later" (75), not a usage error.
-pub fn link_failure(error: Error) -> Failure {
-    let exit = match &error {
-        Error::Api {
-            status: 400, code, ..
-        } if code.as_deref() != Some("ActiveRequestAlreadyExists") => Some(EX_TEMPFAIL),
-        _ => None,
-    };
-    Failure::Error {
-        error: Box::new(error),
-        context: None,
-        exit,
     }
 }
 
@@ -62,7 +43,6 @@ impl From<Error> for Failure {
         Failure::Error {
             error: Box::new(error),
             context: None,
-            exit: None,
         }
     }
 }
@@ -75,10 +55,9 @@ pub trait Context<T> {
 impl<T> Context<T> for Result<T, Failure> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T, Failure> {
         self.map_err(|f| match f {
-            Failure::Error { error, exit, .. } => Failure::Error {
+            Failure::Error { error, .. } => Failure::Error {
                 error,
                 context: Some(what()),
-                exit,
             },
             other => other,
         })
@@ -90,37 +69,29 @@ impl<T> Context<T> for Result<T, Error> {
         self.map_err(|error| Failure::Error {
             error: Box::new(error),
             context: Some(what()),
-            exit: None,
         })
     }
 }
 
-/// The exit status SPEC B4 gives an error.
+/// The exit status SPEC B4 gives an error, from what the library says it means.
 pub fn exit_status(error: &Error) -> u8 {
-    match error {
-        Error::Config { .. } => EX_CONFIG,
-        Error::InvalidArgument { .. } => EX_USAGE,
-        Error::Auth { .. } => EX_NOPERM,
-        Error::Api { status, code, .. } => match (*status, code.as_deref()) {
-            (401 | 403, _) => EX_NOPERM,
-            (404, _) => EX_NOINPUT,
-            (429, _) | (400, Some("ActiveRequestAlreadyExists")) => EX_TEMPFAIL,
-            (400, _) => EX_USAGE,
-            _ => EX_UNAVAILABLE,
-        },
-        Error::Blob { status, .. } => match status {
-            401 | 403 => EX_NOPERM,
-            404 => EX_NOINPUT,
-            _ => EX_UNAVAILABLE,
-        },
-        Error::Transport { .. } | Error::Incomplete { .. } => EX_UNAVAILABLE,
-        Error::Malformed { .. } => EX_DATAERR,
-        Error::NoSuchCommand { .. } | Error::NotFound { .. } => EX_NOINPUT,
-        Error::NotFinished { .. } => EX_TEMPFAIL,
-        Error::CommandFailed { action_status, .. } if action_status == "TimeOut" => EX_TEMPFAIL,
-        Error::CommandFailed { .. } => EX_UNAVAILABLE,
-        Error::Exists { .. } => EX_CANTCREAT,
-        Error::Io { .. } => EX_IOERR,
+    exit_status_of(error.kind())
+}
+
+/// The exit status SPEC B4 gives each kind of error.
+fn exit_status_of(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Config => EX_CONFIG,
+        ErrorKind::InvalidInput => EX_USAGE,
+        ErrorKind::Unauthenticated | ErrorKind::PermissionDenied => EX_NOPERM,
+        ErrorKind::NotFound => EX_NOINPUT,
+        ErrorKind::Busy | ErrorKind::Throttled | ErrorKind::NotFinished | ErrorKind::TimedOut => {
+            EX_TEMPFAIL
+        }
+        ErrorKind::Failed | ErrorKind::Unavailable => EX_UNAVAILABLE,
+        ErrorKind::Malformed => EX_DATAERR,
+        ErrorKind::Exists => EX_CANTCREAT,
+        ErrorKind::Io => EX_IOERR,
         _ => 1,
     }
 }
@@ -143,21 +114,46 @@ fn permission_for(command: &str) -> &'static str {
 /// ran (`run`, `library`, ...).
 fn hint(error: &Error, command: &str) -> Option<String> {
     use mdlr::TransportKind as K;
-    match error {
-        Error::Api { status: 401, .. } => Some(
-            "the token was refused: it may have expired, or be for another API or cloud \
-             (check --cloud and --scope); `mdlr auth` shows what it is for"
-                .into(),
-        ),
-        Error::Api { status: 403, .. } => Some(format!(
-            "this needs the WindowsDefenderATP API permission {}, granted to the app (or \
-             the user, for `mdlr login`) with admin consent; `mdlr auth` shows what your \
-             token carries",
-            permission_for(command)
-        )),
-        Error::Api { status: 429, .. } => {
-            Some("the API quota is used up for now; try again in a minute".into())
+    if let Error::Auth { code, message, .. } = error {
+        return aadsts_hint(code.as_deref(), message);
+    }
+    match error.kind() {
+        ErrorKind::Unauthenticated => {
+            return Some(
+                "the token was refused: it may have expired, or be for another API or cloud \
+                 (check --cloud and --scope); `mdlr auth` shows what it is for"
+                    .into(),
+            );
         }
+        ErrorKind::PermissionDenied if matches!(error, Error::Blob { .. }) => {
+            return (command == "fetch").then(|| {
+                "the result host refused the link: it may have expired (links last 30 \
+                 minutes); get a fresh one with `mdlr link ACTION_ID --index N --reveal` and \
+                 run again: what was received is kept"
+                    .into()
+            });
+        }
+        ErrorKind::PermissionDenied => {
+            return Some(format!(
+                "this needs the WindowsDefenderATP API permission {}, granted to the app \
+                 (or the user, for `mdlr login`) with admin consent; `mdlr auth` shows what \
+                 your token carries",
+                permission_for(command)
+            ));
+        }
+        ErrorKind::Throttled => {
+            return Some("the API quota is used up for now; try again in a minute".into());
+        }
+        ErrorKind::TimedOut => {
+            return Some(
+                "the action timed out on the machine, so this command will not finish; \
+                 start it again"
+                    .into(),
+            );
+        }
+        _ => {}
+    }
+    match error {
         Error::Exists { path }
             if path
                 .file_name()
@@ -170,15 +166,9 @@ fn hint(error: &Error, command: &str) -> Option<String> {
             )
         }
         Error::Exists { .. } => Some("pass --force to overwrite it".into()),
-        Error::CommandFailed { action_status, .. } if action_status == "TimeOut" => Some(
-            "the action timed out on the machine, so this command will not finish; \
-             start it again"
-                .into(),
-        ),
         Error::NotFinished { action_id, .. } => Some(format!(
             "run `mdlr result {action_id} --wait` to wait for it"
         )),
-        Error::Auth { code, message, .. } => aadsts_hint(code.as_deref(), message),
         Error::Transport { kind, .. } => match kind {
             K::UntrustedCertificate => Some(
                 "if a proxy inspects TLS on this network, trust its CA with --ca-cert PATH \
@@ -300,6 +290,9 @@ fn aadsts_hint(code: Option<&str>, message: &str) -> Option<String> {
             Some("expired_token") => Some(
                 "the code expired before the sign-in finished; run `mdlr login` again".to_owned(),
             ),
+            Some("invalid_grant") => {
+                Some("the kept login is no longer valid: run `mdlr login` again".to_owned())
+            }
             _ => None,
         })
 }
@@ -449,15 +442,6 @@ fn write_to(w: &mut impl Write, bytes: &[u8]) -> Result<(), Failure> {
 mod tests {
     use super::*;
 
-    fn api(status: u16, code: Option<&str>) -> Error {
-        Error::Api {
-            status,
-            code: code.map(str::to_owned),
-            message: String::new(),
-            correlation_id: None,
-        }
-    }
-
     #[test]
     fn aadsts_codes_are_matched_whole() {
         let hint = |m: &str| aadsts_hint(Some("invalid_grant"), m);
@@ -477,8 +461,12 @@ mod tests {
             hint("AADSTS53003: Access has been blocked by Conditional Access policies.")
                 .is_some_and(|h| h.contains("Conditional Access"))
         );
-        // A code that merely starts like a known one is not taken for it.
-        assert_eq!(hint("AADSTS7004399: something else"), None);
+        // A code that merely starts like a known one is not taken for it: what the
+        // OAuth code says applies instead.
+        assert_eq!(
+            hint("AADSTS7004399: something else").as_deref(),
+            Some("the kept login is no longer valid: run `mdlr login` again")
+        );
         assert!(
             aadsts_hint(Some("invalid_client"), "AADSTS1: new")
                 .is_some_and(|h| h.contains("AZURE_CLIENT_ID"))
@@ -496,15 +484,25 @@ mod tests {
 
     #[test]
     fn statuses_per_spec() {
-        assert_eq!(exit_status(&api(401, None)), 77);
-        assert_eq!(exit_status(&api(403, Some("Forbidden"))), 77);
-        assert_eq!(exit_status(&api(404, Some("ResourceNotFound"))), 66);
-        assert_eq!(exit_status(&api(429, None)), 75);
-        assert_eq!(
-            exit_status(&api(400, Some("ActiveRequestAlreadyExists"))),
-            75
-        );
-        assert_eq!(exit_status(&api(503, None)), 69);
+        use ErrorKind as K;
+        for (kind, status) in [
+            (K::Config, 78),
+            (K::InvalidInput, 64),
+            (K::Unauthenticated, 77),
+            (K::PermissionDenied, 77),
+            (K::NotFound, 66),
+            (K::Busy, 75),
+            (K::Throttled, 75),
+            (K::NotFinished, 75),
+            (K::TimedOut, 75),
+            (K::Failed, 69),
+            (K::Unavailable, 69),
+            (K::Malformed, 65),
+            (K::Exists, 73),
+            (K::Io, 74),
+        ] {
+            assert_eq!(exit_status_of(kind), status, "{kind:?}");
+        }
         assert_eq!(exit_status(&Error::Exists { path: "x".into() }), 73);
     }
 }

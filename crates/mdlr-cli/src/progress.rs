@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mdlr::{OnProgress, Progress};
+use mdlr::{DownloadRequest, Progress};
 
 use crate::args::Global;
 
@@ -43,12 +43,6 @@ impl Bar {
             })),
             label: Arc::from(label),
         }
-    }
-
-    /// The callback for [`mdlr::DownloadRequest::on_progress`].
-    pub fn callback(&self) -> OnProgress {
-        let bar = self.clone();
-        OnProgress(Arc::new(move |p: &Progress| bar.update(p)))
     }
 
     fn update(&self, p: &Progress) {
@@ -97,6 +91,31 @@ impl Bar {
             let _ = err.flush();
         }
     }
+}
+
+/// A bar while a download runs: its line is cleared when this is dropped (drop it
+/// before printing what the download did).
+pub struct Shown(Option<Bar>);
+
+impl Drop for Shown {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.0 {
+            bar.finish();
+        }
+    }
+}
+
+/// `request` reporting to a bar labelled `label` when `show`.
+pub fn attach(request: DownloadRequest, show: bool, label: &str) -> (DownloadRequest, Shown) {
+    if !show {
+        return (request, Shown(None));
+    }
+    let bar = Bar::new(label);
+    let fed = bar.clone();
+    (
+        request.on_progress(move |p: &Progress| fed.update(p)),
+        Shown(Some(bar)),
+    )
 }
 
 /// `label  42% [=========>              ] 431.2 MiB / 1.0 GiB  98.1 MiB/s  ETA 6 s`

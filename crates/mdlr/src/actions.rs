@@ -2,15 +2,17 @@
 
 use serde::Serialize;
 
-use crate::api::{ApiCall, Client, check_action_id};
+use crate::api::{ApiCall, Client};
 use crate::error::{Error, Result};
 use crate::http::Method;
-use crate::machines::check_machine_id;
-use crate::model::{ActionStatus, Command, CommandType, MachineAction, Param};
+use crate::ids::{check_action_id, check_machine_id};
+use crate::model::{Command, CommandType, MachineAction, Param};
+use crate::odata::ActionQuery;
 
 /// What to run in one live response action: commands in the order the service requires
 /// (every `PutFile`, then every `RunScript`, then every `GetFile`) and a comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LiveResponse {
     /// The commands, in order.
     pub commands: Vec<Command>,
@@ -95,92 +97,6 @@ struct StartBody<'a> {
     comment: &'a str,
 }
 
-/// Which actions to list (`GET /api/machineactions?$filter=...`). Empty fields do not
-/// filter; `ids` are OR-ed, the rest AND-ed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ActionQuery {
-    /// Any of these action ids.
-    pub ids: Vec<String>,
-    /// On any of these machines.
-    pub machine_ids: Vec<String>,
-    /// In any of these statuses.
-    pub statuses: Vec<ActionStatus>,
-    /// Of this type (`LiveResponse`, ...).
-    pub action_type: Option<String>,
-    /// Started by this requestor.
-    pub requestor: Option<String>,
-    /// At most this many (the API allows 10 000 a page).
-    pub top: Option<u32>,
-}
-
-impl ActionQuery {
-    /// Every action (up to `top`).
-    pub fn new() -> ActionQuery {
-        ActionQuery::default()
-    }
-
-    /// The `$filter` expression, unencoded; `None` when nothing filters.
-    pub fn filter(&self) -> Option<String> {
-        let mut clauses = Vec::new();
-        let any = |field: &str, values: Vec<&str>| {
-            let terms: Vec<String> = values
-                .iter()
-                .map(|v| format!("{field} eq {}", quote(v)))
-                .collect();
-            match terms.len() {
-                0 => None,
-                1 => terms.into_iter().next(),
-                _ => Some(format!("({})", terms.join(" or "))),
-            }
-        };
-        clauses.extend(any("id", self.ids.iter().map(String::as_str).collect()));
-        clauses.extend(any(
-            "machineId",
-            self.machine_ids.iter().map(String::as_str).collect(),
-        ));
-        clauses.extend(any(
-            "status",
-            self.statuses.iter().map(ActionStatus::as_str).collect(),
-        ));
-        if let Some(t) = &self.action_type {
-            clauses.push(format!("type eq {}", quote(t)));
-        }
-        if let Some(r) = &self.requestor {
-            clauses.push(format!("requestor eq {}", quote(r)));
-        }
-        (!clauses.is_empty()).then(|| clauses.join(" and "))
-    }
-
-    fn path(&self) -> String {
-        let mut params = Vec::new();
-        if let Some(f) = self.filter() {
-            params.push(format!("$filter={}", query_encode(&f)));
-        }
-        params.push(format!("$top={}", self.top.unwrap_or(10_000).min(10_000)));
-        format!("machineactions?{}", params.join("&"))
-    }
-}
-
-/// An OData string literal: single quotes doubled.
-pub(crate) fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
-/// Percent-encodes a query value (space as `%20`).
-pub(crate) fn query_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 16);
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 impl Client {
     /// `POST /api/machines/{id}/runliveresponse`: starts a live response action on a
     /// machine and returns it (status `Pending`; command details follow later).
@@ -239,34 +155,6 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn filters() {
-        let mut q = ActionQuery::new();
-        assert_eq!(q.filter(), None);
-        assert_eq!(q.path(), "machineactions?$top=10000");
-        q.ids = vec!["a".into(), "b".into()];
-        q.statuses = vec![ActionStatus::InProgress];
-        q.requestor = Some("o'brien@x".into());
-        assert_eq!(
-            q.filter().as_deref(),
-            Some(
-                "(id eq 'a' or id eq 'b') and status eq 'InProgress' and requestor eq 'o''brien@x'"
-            )
-        );
-        q.top = Some(5);
-        assert!(
-            q.path()
-                .starts_with("machineactions?$filter=%28id%20eq%20%27a%27")
-        );
-        assert!(q.path().ends_with("&$top=5"));
-        q.ids.clear();
-        q.statuses.push(ActionStatus::Pending);
-        assert!(
-            q.filter()
-                .is_some_and(|f| f.starts_with("(status eq 'InProgress' or status eq 'Pending')"))
-        );
-    }
 
     #[test]
     fn command_order() {

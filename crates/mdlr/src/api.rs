@@ -1,4 +1,6 @@
-//! The client: one method per API call, plus result retrieval.
+//! The client: signing in, the authenticated call, paging, actions and result links,
+//! and waiting. One method per API call; the other service modules (`actions`,
+//! `machines`, `library`) add theirs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,15 +10,13 @@ use serde::de::DeserializeOwned;
 
 use crate::auth::{Credential, TokenCache};
 use crate::cloud::{Cloud, Endpoints, check_url};
-use crate::download::{Destination, DownloadRequest, Downloaded, ResultLink};
 use crate::error::{Error, Result};
-use crate::http::{
-    Event, Http, Method, RateLimit, RateLimiter, Request, Response, RetryPolicy, Timeouts,
-};
-use crate::model::MachineAction;
-use crate::secret::redact_url;
-use crate::transcript::Transcript;
-use crate::transfer::Links;
+use crate::http::{Event, Http, Method, Request, Response, RetryPolicy, Timeouts, TransportConfig};
+use crate::ids::check_action_id;
+use crate::link::ResultLink;
+use crate::model::{ActionStatus, MachineAction};
+use crate::quota::{RateLimit, RateLimiter};
+use crate::secret::{Redactor, redact_url};
 
 /// Largest API JSON reply accepted (a list of 10 000 actions fits).
 const DEFAULT_JSON_LIMIT: u64 = 64 << 20;
@@ -25,11 +25,19 @@ const DEFAULT_TRANSCRIPT_LIMIT: u64 = 256 << 20;
 
 /// How often [`Client::wait_for`] looks again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PollPolicy {
     /// The first interval.
     pub first: Duration,
     /// The interval grows by half each time up to this.
     pub max: Duration,
+}
+
+impl PollPolicy {
+    /// Looks after `first`, then half as long again each time, up to `max`.
+    pub fn new(first: Duration, max: Duration) -> PollPolicy {
+        PollPolicy { first, max }
+    }
 }
 
 impl Default for PollPolicy {
@@ -46,14 +54,11 @@ impl Default for PollPolicy {
 pub struct ClientBuilder {
     credential: Credential,
     endpoints: Endpoints,
-    timeouts: Timeouts,
-    retry: RetryPolicy,
+    transport: TransportConfig,
     rate_limits: Vec<RateLimit>,
     start_limits: Vec<RateLimit>,
-    observer: Option<crate::http::Observer>,
     json_limit: u64,
     transcript_limit: u64,
-    network: crate::http::Network,
 }
 
 impl ClientBuilder {
@@ -69,34 +74,43 @@ impl ClientBuilder {
         self
     }
 
-    /// The credential the client will sign in with.
-    pub fn credential(&self) -> &Credential {
-        &self.credential
+    /// How requests are sent: proxies, CAs, timeouts, retries, the event callback.
+    /// Replaces what [`proxies`](Self::proxies) and the like set before.
+    pub fn transport(mut self, transport: TransportConfig) -> Self {
+        self.transport = transport;
+        self
     }
 
     /// Which proxy each request goes through (default: none, every connection
     /// direct). The library reads no proxy variable itself.
     pub fn proxies(mut self, proxies: crate::net::Proxies) -> Self {
-        self.network.proxies = proxies;
+        self.transport = self.transport.proxies(proxies);
         self
     }
 
     /// Trusts this CA certificate (DER) on top of the bundled Mozilla roots — the CA of
     /// a TLS-inspecting proxy, or a private one. See [`crate::net::certificates_from_pem`].
     pub fn add_root_certificate(mut self, der: Vec<u8>) -> Self {
-        self.network.extra_roots.push(der);
+        self.transport = self.transport.add_root_certificate(der);
         self
     }
 
     /// Connect and per-read timeouts.
     pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
-        self.timeouts = timeouts;
+        self.transport = self.transport.timeouts(timeouts);
         self
     }
 
     /// How failed requests are retried.
     pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
+        self.transport = self.transport.retry_policy(retry);
+        self
+    }
+
+    /// Calls `observer` for every HTTP exchange, retry and throttling pause. URLs in
+    /// the events are redacted.
+    pub fn on_event(mut self, observer: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.transport = self.transport.on_event(observer);
         self
     }
 
@@ -114,13 +128,6 @@ impl ClientBuilder {
         self
     }
 
-    /// Calls `observer` for every HTTP exchange, retry and throttling pause. URLs in
-    /// the events are redacted.
-    pub fn on_event(mut self, observer: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.observer = Some(Arc::new(observer));
-        self
-    }
-
     /// Largest API JSON reply accepted, in bytes (default 64 MiB).
     pub fn json_limit(mut self, bytes: u64) -> Self {
         self.json_limit = bytes;
@@ -133,28 +140,15 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds a [`DeviceLogin`](crate::DeviceLogin) for a person's sign-in with the
-    /// builder's authority, scope, proxies, CAs and timeouts (its credential is not
-    /// used). `tenant` may be `organizations` for any work account.
+    /// A [`DeviceLogin`](crate::DeviceLogin) for a person's sign-in with this
+    /// builder's authority, scope and transport (its credential is not used). `tenant`
+    /// may be `organizations` for any work account.
     pub fn device_login(
-        self,
+        &self,
         tenant: impl Into<String>,
         client_id: impl Into<String>,
     ) -> Result<crate::DeviceLogin> {
-        self.endpoints.validate()?;
-        let http = self.http()?;
-        crate::DeviceLogin::new(http, self.endpoints, tenant.into(), client_id.into())
-    }
-
-    fn http(&self) -> Result<Http> {
-        Http::new(
-            self.timeouts,
-            self.retry,
-            self.rate_limits.clone(),
-            self.observer.clone(),
-            &self.network,
-            concat!("mdlr/", env!("CARGO_PKG_VERSION")),
-        )
+        crate::DeviceLogin::new(self.endpoints.clone(), &self.transport, tenant, client_id)
     }
 
     /// Checks the settings and builds the client. No request is made yet.
@@ -164,12 +158,12 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client> {
         self.endpoints.validate()?;
         self.credential.validate()?;
-        let http = self.http()?;
+        let redactor = Redactor::default();
+        let http = Http::new(&self.transport, self.rate_limits, redactor.clone())?;
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoints: self.endpoints,
-                auth: TokenCache::new(self.credential),
-                signatures: std::sync::Mutex::default(),
+                auth: TokenCache::new(self.credential, &redactor),
                 start_limiter: RateLimiter::new(self.start_limits),
                 http,
                 json_limit: self.json_limit,
@@ -182,8 +176,6 @@ impl ClientBuilder {
 struct Inner {
     endpoints: Endpoints,
     auth: TokenCache,
-    /// The signatures of the latest result links, to keep out of error messages.
-    signatures: std::sync::Mutex<std::collections::VecDeque<String>>,
     start_limiter: RateLimiter,
     http: Http,
     json_limit: u64,
@@ -192,8 +184,8 @@ struct Inner {
 
 /// A blocking Defender for Endpoint live response client.
 ///
-/// Cheap to clone; clones share the token cache and the rate limiter, so a client can be
-/// handed to many threads and all of them together keep to the API's quotas.
+/// Cheap to clone; clones share the token cache and the rate limiters, so a client can
+/// be handed to many threads and all of them together keep to the API's quotas.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -203,6 +195,7 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("endpoints", &self.inner.endpoints)
+            .field("auth_method", &self.auth_method())
             .finish_non_exhaustive()
     }
 }
@@ -254,40 +247,17 @@ struct LinkEnvelope {
     value: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
-struct ErrorEnvelope {
-    error: Option<ApiErrorBody>,
-}
-
-#[derive(Deserialize)]
-struct ApiErrorBody {
-    code: Option<String>,
-    message: Option<String>,
-    target: Option<String>,
-}
-
 impl Client {
-    /// The client-side quotas: API calls, and live response starts.
-    pub(crate) fn quota_limits(&self) -> (&[RateLimit], &[RateLimit]) {
-        (
-            self.inner.http.api_limits(),
-            self.inner.start_limiter.limits(),
-        )
-    }
-
     /// Starts building a client that signs in with `credential`.
     pub fn builder(credential: Credential) -> ClientBuilder {
         ClientBuilder {
             credential,
             endpoints: Endpoints::default(),
-            timeouts: Timeouts::default(),
-            retry: RetryPolicy::default(),
+            transport: TransportConfig::default(),
             rate_limits: RateLimit::defaults(),
             start_limits: RateLimit::start_defaults(),
-            observer: None,
             json_limit: DEFAULT_JSON_LIMIT,
             transcript_limit: DEFAULT_TRANSCRIPT_LIMIT,
-            network: crate::http::Network::default(),
         }
     }
 
@@ -296,9 +266,19 @@ impl Client {
         &self.inner.endpoints
     }
 
-    /// The sign-in method, as `--auth` spells it.
+    /// The sign-in method ([`Credential::method`]).
     pub fn auth_method(&self) -> &'static str {
         self.inner.auth.credential().method()
+    }
+
+    /// The client-side API quotas this client keeps to (shared by its clones).
+    pub fn api_quotas(&self) -> &[RateLimit] {
+        self.inner.http.api_limits()
+    }
+
+    /// The client-side quotas on live response starts, on top of the API quotas.
+    pub fn start_quotas(&self) -> &[RateLimit] {
+        self.inner.start_limiter.limits()
     }
 
     /// Signs in (if no token is held yet) and says what the token grants: tenant, app,
@@ -306,12 +286,9 @@ impl Client {
     pub fn token_info(&self) -> Result<crate::TokenInfo> {
         let inner = &*self.inner;
         let method = self.auth_method();
-        inner
-            .auth
-            .with_current(&inner.http, &inner.endpoints, |c| {
-                crate::TokenInfo::from_token(method, c.token.expose(), c.expires_at)
-            })
-            .map_err(|e| self.scrub(e))
+        inner.auth.with_current(&inner.http, &inner.endpoints, |c| {
+            crate::TokenInfo::from_token(method, c.token.expose(), c.expires_at)
+        })
     }
 
     /// Counts live response starts made before this client existed (by an earlier
@@ -325,20 +302,38 @@ impl Client {
         }
     }
 
-    /// `GET /api/machineactions/{id}`: one machine action and its commands.
+    /// `GET /api/machineactions/{id}`: one machine action and its commands. An action
+    /// the service sent without its `id` gets the one asked for.
     pub fn action(&self, action_id: &str) -> Result<MachineAction> {
         check_action_id(action_id)?;
-        self.get_json(&format!("machineactions/{action_id}"), "machine action")
+        let mut action: MachineAction =
+            self.get_json(&format!("machineactions/{action_id}"), "machine action")?;
+        action.id.get_or_insert_with(|| action_id.to_owned());
+        Ok(action)
     }
 
     /// `GET /api/machineactions/{id}/GetLiveResponseResultDownloadLink(index={n})`:
     /// a fresh download link for the result of command `index`. Nothing runs again.
+    ///
+    /// The service refuses a link with a bare 400 while the command runs; that comes
+    /// back as [`Error::NotFinished`] with the action's and the command's status (or,
+    /// when the action says otherwise, with the service's refusal inside), or as the
+    /// [`Error::CommandFailed`] or [`Error::NoSuchCommand`] the action explains it by.
     pub fn result_link(&self, action_id: &str, index: u32) -> Result<ResultLink> {
         check_action_id(action_id)?;
-        let envelope: LinkEnvelope = self.get_json(
-            &format!("machineactions/{action_id}/GetLiveResponseResultDownloadLink(index={index})"),
-            "download link reply",
-        )?;
+        let envelope: LinkEnvelope = self
+            .get_json(
+                &format!(
+                    "machineactions/{action_id}/GetLiveResponseResultDownloadLink(index={index})"
+                ),
+                "download link reply",
+            )
+            .map_err(|e| match e {
+                Error::Api { status: 400, .. } if !e.is_busy() => {
+                    self.explain_refused_link(action_id, index, e)
+                }
+                other => other,
+            })?;
         let url = match envelope.value {
             Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s,
             _ => {
@@ -349,53 +344,33 @@ impl Client {
             }
         };
         check_url(&url, "download link")?;
-        self.remember_signatures(&url);
+        self.inner.http.redactor().add_link(&url);
         Ok(ResultLink::new(url))
     }
 
-    /// Keeps the signature of a link in mind, to keep it out of error messages.
-    pub(crate) fn remember_signatures(&self, url: &str) {
-        /// Enough for every link in use at once in a large batch.
-        const KEPT: usize = 256;
-        let mut kept = self
-            .inner
-            .signatures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for sig in crate::secret::sig_values(url) {
-            if !kept.contains(&sig) {
-                if kept.len() == KEPT {
-                    kept.pop_front();
-                }
-                kept.push_back(sig);
-            }
+    /// What a 400 on a result link means, from the action: it has not finished, it
+    /// failed, or there is no such command. When the action cannot be read, or says
+    /// the command is done, the refusal is kept inside a [`Error::NotFinished`]: the
+    /// service answers 400 to a result asked for too early (SPEC A5).
+    fn explain_refused_link(&self, action_id: &str, index: u32, refusal: Error) -> Error {
+        let action = self.action(action_id).ok();
+        if let Some(Err(why)) = action.as_ref().map(|a| a.result_type(index)) {
+            return why;
         }
-    }
-
-    /// `e` without any secret this client knows in what the service said in it: the
-    /// credential's, the current token, and the signatures of recent links.
-    pub(crate) fn scrub(&self, e: Error) -> Error {
-        let secrets = self.secrets();
-        e.redact(&secrets.iter().map(String::as_str).collect::<Vec<_>>())
-    }
-
-    /// The secrets this client knows: the credential's, the current token, and the
-    /// signatures of recent links.
-    pub(crate) fn secrets(&self) -> Vec<String> {
-        let mut all: Vec<String> = self
-            .inner
-            .auth
-            .secrets()
-            .iter()
-            .map(|s| s.expose().to_owned())
-            .collect();
-        let signatures = self
-            .inner
-            .signatures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        all.extend(signatures.iter().cloned());
-        all
+        let command_status = action
+            .as_ref()
+            .and_then(|a| a.command(index))
+            .and_then(|c| c.command_status.clone());
+        Error::NotFinished {
+            action_id: action_id.to_owned(),
+            index,
+            action_status: action.map_or_else(
+                || ActionStatus::Other("unknown".to_owned()),
+                |a| a.status_or_unknown(),
+            ),
+            command_status,
+            refusal: Some(Box::new(refusal)),
+        }
     }
 
     /// Polls the action until `done` says so or `timeout` has passed, and returns the
@@ -420,7 +395,8 @@ impl Client {
         }
     }
 
-    /// Waits until command `index` has a result or can have none, up to `timeout`.
+    /// Waits until command `index` has a result or can have none, up to `timeout`, and
+    /// returns the action as last seen.
     pub fn wait_for_command(
         &self,
         action_id: &str,
@@ -429,83 +405,18 @@ impl Client {
         poll: PollPolicy,
     ) -> Result<MachineAction> {
         self.wait_for(action_id, timeout, poll, |a| {
-            a.status_or_unknown().is_terminal()
-                || !matches!(
-                    a.result_type(action_id, index),
-                    Err(Error::NotFinished { .. })
-                )
+            a.is_finished() || !matches!(a.result_type(index), Err(Error::NotFinished { .. }))
         })
     }
 
-    /// The raw bytes behind a result link, read into memory (up to the transcript limit).
-    pub fn result_bytes(&self, link: &ResultLink) -> Result<Vec<u8>> {
-        self.fetch_blob(link)?
-            .read_limited(self.inner.transcript_limit, "transcript")
-    }
-
-    /// Gets the RunScript transcript of command `index`: a fresh link, the download and
-    /// the tolerant parse. A link refused by the result host is renewed once.
-    pub fn transcript(&self, action_id: &str, index: u32) -> Result<Transcript> {
-        Transcript::parse(&self.transcript_bytes(action_id, index)?).map_err(|e| self.scrub(e))
-    }
-
-    /// The raw transcript bytes of command `index`, as the result host holds them.
-    pub fn transcript_bytes(&self, action_id: &str, index: u32) -> Result<Vec<u8>> {
-        self.with_fresh_link(action_id, index, |link| self.result_bytes(link))
-    }
-
-    /// Downloads a result link into a file as `request` says.
-    ///
-    /// The bearer token is never sent to the link's host. Redirects are followed only
-    /// to URLs that pass the same checks as the link.
-    pub fn download(&self, link: &ResultLink, request: &DownloadRequest) -> Result<Downloaded> {
-        self.transfer(Links::new(link.clone(), None), request)
-    }
-
-    /// Gets a fresh link for command `index` and downloads it as `request` says: a
-    /// dropped or stalled connection continues from the byte it reached, a link the
-    /// result host refuses (expired) or that is about to expire is renewed, and a rerun
-    /// continues from the partial file an interrupted run left.
-    pub fn download_result(
-        &self,
-        action_id: &str,
-        index: u32,
-        request: &DownloadRequest,
-    ) -> Result<Downloaded> {
-        // Spare a quota call when the answer is known already.
-        if let Destination::File(path) = &request.destination
-            && !request.overwrite
-            && path.exists()
-        {
-            return Err(Error::Exists { path: path.clone() });
-        }
-        let link = self.result_link(action_id, index)?;
-        let refresh = || self.result_link(action_id, index);
-        self.transfer(Links::new(link, Some(&refresh)), request)
-    }
-
+    /// The transport, for the results layer.
     pub(crate) fn http(&self) -> &Http {
         &self.inner.http
     }
 
-    /// Runs `f` with a fresh link; when the result host answers 403 (an expired or
-    /// refused link), asks for a new link and runs `f` once more.
-    fn with_fresh_link<T>(
-        &self,
-        action_id: &str,
-        index: u32,
-        f: impl Fn(&ResultLink) -> Result<T>,
-    ) -> Result<T> {
-        let link = self.result_link(action_id, index)?;
-        match f(&link) {
-            Err(Error::Blob { status: 403, .. }) => f(&self.result_link(action_id, index)?),
-            other => other,
-        }
-    }
-
-    /// GETs a result link without credentials, following checked redirects.
-    fn fetch_blob(&self, link: &ResultLink) -> Result<Response> {
-        self.get_blob(link, 0, None)
+    /// Largest transcript read into memory.
+    pub(crate) fn transcript_limit(&self) -> u64 {
+        self.inner.transcript_limit
     }
 
     pub(crate) fn get_json<T: DeserializeOwned>(&self, path: &str, what: &str) -> Result<T> {
@@ -514,8 +425,7 @@ impl Client {
     }
 
     pub(crate) fn read_json<T: DeserializeOwned>(&self, resp: Response, what: &str) -> Result<T> {
-        let body = resp.read_limited(self.inner.json_limit, what)?;
-        serde_json::from_slice(&body).map_err(|e| self.scrub(Error::malformed(what, e.to_string())))
+        resp.read_json(self.inner.json_limit, what)
     }
 
     /// GETs a list and follows `@odata.nextLink` (only on the API host) up to `max` items.
@@ -571,174 +481,16 @@ impl Client {
             let extra = call.starts.then_some(&inner.start_limiter);
             inner.http.api(&req, extra)
         };
-        let mut resp = send().map_err(|e| self.scrub(e))?;
+        let mut resp = send()?;
         if resp.status() == 401 && inner.auth.can_refresh() {
             let _ = resp.read_limited(64 * 1024, "reply");
             inner.auth.invalidate();
-            resp = send().map_err(|e| self.scrub(e))?;
+            resp = send()?;
         }
-        if (200..300).contains(&resp.status()) {
+        if resp.is_success() {
             Ok(resp)
         } else {
-            // A careless service or proxy may quote the request, token included.
-            Err(self.scrub(api_error(resp, &self.secrets())))
+            Err(resp.api_error())
         }
-    }
-}
-
-/// Checks that an action id can go into a URL path: letters, digits, `-` and `_`.
-pub fn check_action_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument {
-            message: format!(
-                "{:?} is not a machine action id (a GUID such as 988cc94e-7a8f-4b28-ab65-54970c5d5018)",
-                id.chars().take(80).collect::<String>()
-            ),
-        })
-    }
-}
-
-fn api_error(resp: Response, secrets: &[String]) -> Error {
-    let status = resp.status();
-    let retry_after = resp.header("retry-after").map(str::to_owned);
-    let body = resp
-        .read_limited(64 * 1024, "error reply")
-        .unwrap_or_default();
-    let body = scrub_body(&body, secrets);
-    let parsed = serde_json::from_slice::<ErrorEnvelope>(&body)
-        .ok()
-        .and_then(|e| e.error);
-    let (code, mut message, correlation_id) = match parsed {
-        Some(e) => (
-            e.code,
-            e.message.unwrap_or_else(|| "no message".to_owned()),
-            e.target,
-        ),
-        None => (None, describe_body(&body), None),
-    };
-    if status == 429
-        && let Some(s) = retry_after
-    {
-        message.push_str(&format!(" (retry after {s} s)"));
-    }
-    Error::Api {
-        status,
-        code,
-        message,
-        correlation_id,
-    }
-}
-
-pub(crate) fn blob_error(resp: Response, secrets: &[String]) -> Error {
-    let status = resp.status();
-    let code = resp.header("x-ms-error-code").map(str::to_owned);
-    let request_id = resp.header("x-ms-request-id").map(str::to_owned);
-    let body = resp
-        .read_limited(64 * 1024, "error reply")
-        .unwrap_or_default();
-    let body = scrub_body(&body, secrets);
-    let text = String::from_utf8_lossy(&body);
-    let message = xml_element(&text, "Message")
-        .map(|m| m.lines().next().unwrap_or_default().to_owned())
-        .unwrap_or_else(|| match status {
-            403 => "access refused (the link may have expired)".to_owned(),
-            404 => "no such result".to_owned(),
-            _ => describe_body(&body),
-        });
-    Error::Blob {
-        status,
-        code,
-        message,
-        request_id,
-    }
-}
-
-fn xml_element<'a>(text: &'a str, name: &str) -> Option<&'a str> {
-    let start = text.find(&format!("<{name}>"))? + name.len() + 2;
-    let end = text[start..].find(&format!("</{name}>"))? + start;
-    Some(text[start..end].trim())
-}
-
-/// `body` without `secrets`, before any of it is kept: an excerpt cut in the middle of
-/// a secret would not be recognised any more.
-pub(crate) fn scrub_body(body: &[u8], secrets: &[String]) -> Vec<u8> {
-    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    match std::str::from_utf8(body) {
-        Ok(text) => crate::secret::scrub(text, &secrets).into_bytes(),
-        Err(_) => crate::secret::scrub(&String::from_utf8_lossy(body), &secrets).into_bytes(),
-    }
-}
-
-/// A short description of a reply body that is not the JSON we expected.
-pub(crate) fn describe_body(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return "an empty reply".to_owned();
-    }
-    if trimmed.starts_with('<') {
-        return "an HTML or XML page instead of JSON (a proxy or gateway may have answered)"
-            .to_owned();
-    }
-    let excerpt: String = trimmed
-        .chars()
-        .take(200)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    format!("an unexpected reply: {excerpt}")
-}
-
-/// Resolves a `Location` header against the URL it came from.
-pub(crate) fn resolve_location(base: &str, location: &str) -> String {
-    if location.contains("://") {
-        return location.to_owned();
-    }
-    let (scheme, rest) = base.split_once("://").unwrap_or(("https", base));
-    let host_end = rest.find('/').unwrap_or(rest.len());
-    let origin = format!("{scheme}://{}", &rest[..host_end]);
-    if let Some(path) = location.strip_prefix("//") {
-        return format!("{scheme}://{path}");
-    }
-    if location.starts_with('/') {
-        return format!("{origin}{location}");
-    }
-    let path = &rest[host_end..];
-    let path = path.split('?').next().unwrap_or("");
-    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
-    format!("{origin}{dir}/{location}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn action_ids() {
-        assert!(check_action_id("988cc94e-7a8f-4b28-ab65-54970c5d5018").is_ok());
-        for bad in ["", "../x", "a/b", "a?b", "a b", "a%2e", "a(index=0)"] {
-            assert!(check_action_id(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn locations() {
-        assert_eq!(resolve_location("https://a/b/c?x", "/d"), "https://a/d");
-        assert_eq!(resolve_location("https://a/b/c?x", "d"), "https://a/b/d");
-        assert_eq!(resolve_location("https://a/b", "http://e/f"), "http://e/f");
-        assert_eq!(resolve_location("https://a/b", "//e/f"), "https://e/f");
-    }
-
-    #[test]
-    fn bodies_described() {
-        assert_eq!(describe_body(b"  "), "an empty reply");
-        assert!(describe_body(b"<html><body>502</body></html>").contains("HTML"));
-        assert!(describe_body(b"oops\nthere").ends_with("oops there"));
     }
 }

@@ -8,14 +8,15 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 
 use crate::cloud::Endpoints;
 use crate::error::{Error, Result};
 use crate::http::{Http, Request};
-use crate::secret::Secret;
+use crate::ids::check_tenant;
+use crate::secret::{Redactor, Secret};
 
 /// How the client gets its bearer token.
 #[derive(Clone)]
@@ -166,8 +167,8 @@ impl Credential {
         Credential::Login { tokens, on_rotate }
     }
 
-    /// A short name of the method, as `--auth` spells it (`token`, `client-secret`,
-    /// `client-certificate`, `managed-identity`, `azure-cli`, `device-code`).
+    /// A short name of the method: `token`, `client-secret`, `client-certificate`,
+    /// `managed-identity`, `azure-cli` or `device-code` (a kept login).
     pub fn method(&self) -> &'static str {
         match self {
             Credential::Token(_) => "token",
@@ -201,19 +202,6 @@ impl Credential {
             _ => Ok(()),
         }
     }
-}
-
-pub(crate) fn check_tenant(tenant: &str) -> Result<()> {
-    if tenant.is_empty()
-        || !tenant
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-    {
-        return Err(Error::config(format!(
-            "tenant {tenant:?} is not a tenant id or domain"
-        )));
-    }
-    Ok(())
 }
 
 /// The metadata service is plain http by design, on a link-local address; anything
@@ -323,70 +311,12 @@ impl ClientCertificate {
 
     /// The signed client assertion for `audience` (the token URL), valid 9 minutes.
     pub(crate) fn assertion(&self, client_id: &str, audience: &str) -> Result<String> {
-        let x5t = crate::base64::encode_url(
-            ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &self.der).as_ref(),
-        );
-        let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5t": x5t});
-        let now = unix_now();
-        let claims = serde_json::json!({
-            "aud": audience,
-            "iss": client_id,
-            "sub": client_id,
-            "jti": random_id()?,
-            "nbf": now,
-            "iat": now,
-            "exp": now + 540,
-        });
-        let signing_input = format!(
-            "{}.{}",
-            crate::base64::encode_url(header.to_string().as_bytes()),
-            crate::base64::encode_url(claims.to_string().as_bytes())
-        );
-        let rng = ring::rand::SystemRandom::new();
-        let mut signature = vec![0u8; self.key.public().modulus_len()];
-        self.key
-            .sign(
-                &ring::signature::RSA_PKCS1_SHA256,
-                &rng,
-                signing_input.as_bytes(),
-                &mut signature,
-            )
-            .map_err(|_| Error::config("signing the client assertion failed"))?;
-        Ok(format!(
-            "{signing_input}.{}",
-            crate::base64::encode_url(&signature)
-        ))
+        crate::jwt::client_assertion(&self.key, &self.der, client_id, audience)
     }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// A version-4-style random id for `jti`.
-fn random_id() -> Result<String> {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut b)
-        .map_err(|_| Error::config("the system's random generator failed"))?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The tokens of a person's device-code login, to keep between runs.
@@ -433,19 +363,31 @@ struct State {
     current: Option<Cached>,
     /// The newest login tokens (rotated by each refresh).
     login: Option<LoginTokens>,
-    /// Short-lived material sent in the last token request (the client assertion),
-    /// scrubbed from anything a service quotes back.
-    sent: Vec<Secret>,
 }
 
 /// Holds the current token; shared by all clones of a client.
+///
+/// Every secret it holds or obtains — the credential's, each token, each refresh token,
+/// each client assertion — goes to the redactor before it is sent anywhere, so that no
+/// error message can carry it.
 pub(crate) struct TokenCache {
     credential: Credential,
     state: Mutex<State>,
 }
 
 impl TokenCache {
-    pub(crate) fn new(credential: Credential) -> TokenCache {
+    pub(crate) fn new(credential: Credential, redactor: &Redactor) -> TokenCache {
+        match &credential {
+            Credential::Token(t) => redactor.add(t),
+            Credential::ClientSecret { secret, .. } => redactor.add(secret),
+            Credential::Login { tokens, .. } => {
+                redactor.add(&tokens.refresh_token);
+                if let Some(t) = &tokens.access_token {
+                    redactor.add(t);
+                }
+            }
+            _ => {}
+        }
         let mut state = State::default();
         if let Credential::Login { tokens, .. } = &credential {
             // A kept access token is used while it is good.
@@ -495,28 +437,10 @@ impl TokenCache {
             return Ok(f(c));
         }
         let fresh = self.fetch(&mut state, http, endpoints)?;
+        http.redactor().add(&fresh.token);
         let out = f(&fresh);
         state.current = Some(fresh);
         Ok(out)
-    }
-
-    /// The secrets this cache holds: the credential's, the current token, the refresh
-    /// token and the last assertion sent.
-    pub(crate) fn secrets(&self) -> Vec<Secret> {
-        let mut all = match &self.credential {
-            Credential::Token(t) => vec![t.clone()],
-            Credential::ClientSecret { secret, .. } => vec![secret.clone()],
-            _ => Vec::new(),
-        };
-        let state = self.lock();
-        if let Some(c) = state.current.as_ref() {
-            all.push(c.token.clone());
-        }
-        if let Some(l) = state.login.as_ref() {
-            all.push(l.refresh_token.clone());
-        }
-        all.extend(state.sent.iter().cloned());
-        all
     }
 
     /// Forgets the current token (after the API rejected it with 401).
@@ -548,7 +472,7 @@ impl TokenCache {
                     ("client_secret", secret.expose()),
                     ("scope", endpoints.scope.as_str()),
                 ];
-                let (cached, _) = post_token(http, &token_url(tenant), &fields, &[secret])?;
+                let (cached, _) = post_token(http, &token_url(tenant), &fields)?;
                 Ok(cached)
             }
             Credential::ClientCertificate {
@@ -558,7 +482,7 @@ impl TokenCache {
             } => {
                 let url = token_url(tenant);
                 let assertion = Secret::new(certificate.assertion(client_id, &url)?);
-                state.sent = vec![assertion.clone()];
+                http.redactor().add(&assertion);
                 let fields = [
                     ("grant_type", "client_credentials"),
                     ("client_id", client_id.as_str()),
@@ -569,7 +493,7 @@ impl TokenCache {
                     ("client_assertion", assertion.expose()),
                     ("scope", endpoints.scope.as_str()),
                 ];
-                let (cached, _) = post_token(http, &url, &fields, &[&assertion])?;
+                let (cached, _) = post_token(http, &url, &fields)?;
                 Ok(cached)
             }
             Credential::Login { on_rotate, .. } => {
@@ -583,13 +507,11 @@ impl TokenCache {
                     ("refresh_token", login.refresh_token.expose()),
                     ("scope", scope.as_str()),
                 ];
-                let (cached, refresh) = post_token(
-                    http,
-                    &token_url(&login.tenant),
-                    &fields,
-                    &[&login.refresh_token],
-                )
-                .map_err(relogin_hint)?;
+                let (cached, refresh) =
+                    post_token(http, &token_url(&login.tenant), &fields).map_err(login_refused)?;
+                if let Some(r) = &refresh {
+                    http.redactor().add(r);
+                }
                 let rotated = LoginTokens {
                     refresh_token: refresh.unwrap_or(login.refresh_token.clone()),
                     access_token: Some(cached.token.clone()),
@@ -613,8 +535,8 @@ impl TokenCache {
     }
 }
 
-/// A refused refresh token means signing in again.
-fn relogin_hint(e: Error) -> Error {
+/// A refused refresh token means the kept login is over: say so.
+fn login_refused(e: Error) -> Error {
     match e {
         Error::Auth {
             status,
@@ -624,7 +546,7 @@ fn relogin_hint(e: Error) -> Error {
         } if code.as_deref() == Some("invalid_grant") => Error::Auth {
             status,
             code,
-            message: format!("{message} (the kept login is no longer valid: run `mdlr login`)"),
+            message: format!("{message} (the kept login is no longer valid)"),
             correlation_id,
         },
         other => other,
@@ -638,22 +560,20 @@ pub(crate) fn resource_of(scope: &str) -> String {
 }
 
 /// Posts a token request; returns the token and any refresh token that came with it.
+/// Every secret in `fields` must be known to the redactor already.
 pub(crate) fn post_token(
     http: &Http,
     url: &str,
     fields: &[(&str, &str)],
-    secrets: &[&Secret],
 ) -> Result<(Cached, Option<Secret>)> {
     let started = Instant::now();
     let req = Request::form(url, fields);
-    let exposed: Vec<&str> = secrets.iter().map(|s| s.expose()).collect();
-    let resp = http.plain(&req).map_err(|e| e.redact(&exposed))?;
+    let resp = http.plain(&req)?;
     let status = resp.status();
     let body = resp.read_limited(1 << 20, "token reply")?;
-    // The endpoint may quote the form back, secrets included.
-    let owned: Vec<String> = exposed.iter().map(|s| (*s).to_owned()).collect();
-    let body = crate::api::scrub_body(&body, &owned);
-    parse_token_reply(status, &body, started).map_err(|e| e.redact(&exposed))
+    // An error reply's body comes scrubbed; a 200 without a token may still quote the
+    // form back, so what the error says is scrubbed too.
+    parse_token_reply(status, &body, started).map_err(|e| http.redactor().scrub_error(e))
 }
 
 /// The token from the Azure instance metadata service.
@@ -663,7 +583,7 @@ fn managed_identity(
     client_id: Option<&str>,
     endpoint: Option<&str>,
 ) -> Result<Cached> {
-    use crate::http::form_encode;
+    use crate::encode::form as form_encode;
     let base = endpoint
         .unwrap_or("http://169.254.169.254")
         .trim_end_matches('/');
@@ -819,9 +739,9 @@ fn azure_cli(program: &std::path::Path, resource: &str, tenant: Option<&str>) ->
     }
     // Older CLIs print only a local time without a zone: the token's own `exp` is
     // the reliable expiry then.
-    .or_else(|| crate::login::claims(&token).and_then(|c| c.exp));
+    .or_else(|| crate::jwt::claims(&token).and_then(|c| c.exp));
     let lifetime = expires_on.map_or(Duration::from_secs(300), |exp| {
-        Duration::from_secs(exp.saturating_sub(unix_now()))
+        Duration::from_secs(exp.saturating_sub(crate::time::unix_now()))
     });
     Ok(Cached::new(Secret::new(token), lifetime, started))
 }
@@ -883,7 +803,7 @@ pub(crate) fn parse_token_reply(
             code: None,
             message: format!(
                 "the token endpoint sent no token ({})",
-                crate::api::describe_body(body)
+                crate::reply::describe_body(body)
             ),
             correlation_id: None,
         }),
@@ -966,15 +886,6 @@ mod tests {
         assert!(check_imds_url("http://127.0.0.1:8080").is_ok());
         assert!(check_imds_url("https://imds.example").is_ok());
         assert!(check_imds_url("http://10.0.0.4").is_err());
-    }
-
-    #[test]
-    fn random_ids_are_uuid_shaped_and_differ() {
-        let a = random_id().expect("random");
-        let b = random_id().expect("random");
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 36);
-        assert_eq!(&a[14..15], "4");
     }
 
     #[test]

@@ -6,26 +6,19 @@
 //! looks at every unfinished action with one list query per round, and *finishers*
 //! that hand each ended action to the caller's callback (which downloads results) while
 //! the batch goes on. No async runtime.
+//!
+//! Written against the crate's public API only: everything here an embedder could
+//! write with the same calls.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::actions::{ActionQuery, LiveResponse};
-use crate::api::{Client, PollPolicy};
-use crate::error::Error;
-use crate::http::RateLimit;
-use crate::model::{ActionStatus, MachineAction};
-
-/// A machine to run on: its id and the name to show and file results under.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Target {
-    /// The machine id (40 hex characters).
-    pub machine_id: String,
-    /// Its DNS name, or the id when the name is unknown.
-    pub name: String,
-}
+use crate::{
+    ActionQuery, ActionStatus, Client, Error, LiveResponse, MachineAction, PollPolicy, RateLimit,
+    Target, TransportKind,
+};
 
 /// What to do when a machine already has a live response session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,8 +32,19 @@ pub enum OnBusy {
     Fail,
 }
 
-/// How a batch runs.
+/// How a batch runs. Every setting has a default; change one with its setter:
+///
+/// ```
+/// use std::time::Duration;
+/// use mdlr::{BatchOptions, OnBusy};
+///
+/// let options = BatchOptions::default()
+///     .on_busy(OnBusy::Skip)
+///     .wait_timeout(Duration::from_secs(20 * 60));
+/// # let _ = options;
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BatchOptions {
     /// Most unfinished actions at once, `Pending` included (the service allows 25).
     pub max_in_flight: usize,
@@ -54,6 +58,44 @@ pub struct BatchOptions {
     pub wait: bool,
     /// Threads handing ended actions to the callback (downloads run there).
     pub finishers: usize,
+}
+
+impl BatchOptions {
+    /// Most unfinished actions at once (default 25).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
+        self
+    }
+
+    /// What to do with a machine that has a session already (default: wait).
+    pub fn on_busy(mut self, on_busy: OnBusy) -> Self {
+        self.on_busy = on_busy;
+        self
+    }
+
+    /// How long to wait for each machine's action, from its start (default 15 min).
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = timeout;
+        self
+    }
+
+    /// How often to look at unfinished actions (default: 5 s, growing to 30 s).
+    pub fn poll(mut self, poll: PollPolicy) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    /// Whether to wait for the actions to end (default: yes).
+    pub fn wait(mut self, wait: bool) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Threads delivering ended actions to the callback (default 4).
+    pub fn finishers(mut self, n: usize) -> Self {
+        self.finishers = n;
+        self
+    }
 }
 
 impl Default for BatchOptions {
@@ -235,22 +277,129 @@ impl Shared {
     }
 }
 
+/// A batch being set up: [`Client::batch`] makes one, the setters say on which
+/// machines and how, and [`for_each`](Batch::for_each) or [`collect`](Batch::collect)
+/// runs it.
+///
+/// ```no_run
+/// # fn main() -> mdlr::Result<()> {
+/// # let client = mdlr::Client::builder(mdlr::Credential::token("t")).build()?;
+/// use mdlr::{LiveResponse, Outcome};
+///
+/// let targets = client.resolve_targets(&["host1.contoso.com", "host2.contoso.com"])?;
+/// let (reports, stats) = client
+///     .batch(LiveResponse::new("inventory").run_script("collect.ps1", ""))
+///     .targets(targets)
+///     .collect();
+/// for r in reports {
+///     let ended = matches!(r.outcome, Outcome::Ended);
+///     println!("{}: {}", r.target.name, if ended { "ended" } else { "did not end" });
+/// }
+/// println!("{} started in {:.0?}", stats.started, stats.elapsed);
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct Batch<'c> {
+    client: &'c Client,
+    request: LiveResponse,
+    targets: Vec<Target>,
+    resumed: Vec<(Target, String)>,
+    options: BatchOptions,
+    on_event: Option<EventHandler<'c>>,
+}
+
+/// What hears of a batch's events.
+type EventHandler<'c> = Box<dyn Fn(BatchEvent<'_>) + Sync + 'c>;
+
 impl Client {
-    /// Runs `request` on every target and hands each machine's [`Report`] to
-    /// `on_done` as soon as it is known, from one of `options.finishers` threads.
-    ///
-    /// `resumed` lists actions started by an earlier run (machine and action id): they
-    /// are followed, not started again. Keeps to the client's quotas (starts, API calls)
-    /// and to `options.max_in_flight` unfinished actions, one per machine.
-    pub fn run_batch(
+    /// A batch that runs `request` on machines: add them with [`Batch::targets`].
+    pub fn batch(&self, request: LiveResponse) -> Batch<'_> {
+        Batch {
+            client: self,
+            request,
+            targets: Vec::new(),
+            resumed: Vec::new(),
+            options: BatchOptions::default(),
+            on_event: None,
+        }
+    }
+}
+
+impl<'c> Batch<'c> {
+    /// Adds machines to start the live response on (see
+    /// [`Client::resolve_targets`]).
+    pub fn targets(mut self, targets: impl IntoIterator<Item = Target>) -> Self {
+        self.targets.extend(targets);
+        self
+    }
+
+    /// Adds actions an earlier run started (machine and action id): they are followed,
+    /// not started again.
+    pub fn resume(mut self, actions: impl IntoIterator<Item = (Target, String)>) -> Self {
+        self.resumed.extend(actions);
+        self
+    }
+
+    /// How the batch runs.
+    pub fn options(mut self, options: BatchOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Hears of starts, busy machines, failed poll rounds and progress, as they happen.
+    pub fn on_event(mut self, f: impl Fn(BatchEvent<'_>) + Sync + 'c) -> Self {
+        self.on_event = Some(Box::new(f));
+        self
+    }
+
+    /// Runs the batch and hands each machine's [`Report`] to `on_done` as soon as it
+    /// is known, from one of [`BatchOptions::finishers`] threads (results can be
+    /// downloaded there while the batch goes on). Keeps to the client's quotas (starts,
+    /// API calls) and to [`BatchOptions::max_in_flight`] unfinished actions, one per
+    /// machine.
+    pub fn for_each(self, on_done: impl Fn(Report) + Sync) -> BatchStats {
+        let quiet = |_: BatchEvent<'_>| {};
+        let on_event: &(dyn Fn(BatchEvent<'_>) + Sync) = match &self.on_event {
+            Some(f) => f.as_ref(),
+            None => &quiet,
+        };
+        Run {
+            client: self.client,
+            request: &self.request,
+            options: &self.options,
+            on_event,
+        }
+        .go(self.targets, self.resumed, &on_done)
+    }
+
+    /// Runs the batch and returns every machine's [`Report`], in the order the
+    /// machines finished.
+    pub fn collect(self) -> (Vec<Report>, BatchStats) {
+        let reports = Mutex::new(Vec::new());
+        let stats = self.for_each(|r| reports.lock().unwrap_or_else(|e| e.into_inner()).push(r));
+        (
+            reports.into_inner().unwrap_or_else(|e| e.into_inner()),
+            stats,
+        )
+    }
+}
+
+/// One batch at work.
+struct Run<'a> {
+    client: &'a Client,
+    request: &'a LiveResponse,
+    options: &'a BatchOptions,
+    on_event: &'a (dyn Fn(BatchEvent<'_>) + Sync),
+}
+
+impl Run<'_> {
+    fn go(
         &self,
         targets: Vec<Target>,
         resumed: Vec<(Target, String)>,
-        request: &LiveResponse,
-        options: &BatchOptions,
-        on_event: &(dyn Fn(BatchEvent<'_>) + Sync),
         on_done: &(dyn Fn(Report) + Sync),
     ) -> BatchStats {
+        let options = self.options;
         let begun = Instant::now();
         let mut state = State {
             total: targets.len() + resumed.len(),
@@ -287,8 +436,8 @@ impl Client {
                     }
                 });
             }
-            scope.spawn(|| self.starter(&shared, request, options, on_event));
-            self.poller(&shared, options, on_event);
+            scope.spawn(|| self.starter(&shared));
+            self.poller(&shared);
             shared.lock().reports = None;
         });
         let mut stats = shared.lock().stats;
@@ -296,13 +445,8 @@ impl Client {
         stats
     }
 
-    fn starter(
-        &self,
-        shared: &Shared,
-        request: &LiveResponse,
-        options: &BatchOptions,
-        on_event: &(dyn Fn(BatchEvent<'_>) + Sync),
-    ) {
+    fn starter(&self, shared: &Shared) {
+        let (client, options, on_event) = (self.client, self.options, self.on_event);
         let max = options.max_in_flight.max(1);
         loop {
             let target = {
@@ -333,8 +477,8 @@ impl Client {
                         .0;
                 }
             };
-            let started = self.start_live_response(&target.machine_id, request);
-            let busy = matches!(&started, Err(Error::Api { code: Some(c), .. }) if c == "ActiveRequestAlreadyExists");
+            let started = client.start_live_response(&target.machine_id, self.request);
+            let busy = started.as_ref().is_err_and(Error::is_busy);
             let other = if busy && options.on_busy == OnBusy::Wait {
                 self.running_action(&target.machine_id)
             } else {
@@ -418,22 +562,23 @@ impl Client {
         query.machine_ids = vec![machine_id.to_owned()];
         query.statuses = vec![ActionStatus::Pending, ActionStatus::InProgress];
         query.top = Some(10);
-        self.list_actions(&query)
+        self.client
+            .list_actions(&query)
             .ok()?
             .into_iter()
             .find(|a| !a.status_or_unknown().is_terminal())
             .and_then(|a| a.id)
     }
 
-    fn poller(
-        &self,
-        shared: &Shared,
-        options: &BatchOptions,
-        on_event: &(dyn Fn(BatchEvent<'_>) + Sync),
-    ) {
-        let (api, starts) = self.quota_limits();
+    fn poller(&self, shared: &Shared) {
+        let (client, options, on_event) = (self.client, self.options, self.on_event);
         let total = shared.lock().total;
-        let floor = poll_floor(api, starts, total, options.poll.first);
+        let floor = poll_floor(
+            client.api_quotas(),
+            client.start_quotas(),
+            total,
+            options.poll.first,
+        );
         let mut interval = options.poll.first;
         loop {
             let ids: Vec<String> = {
@@ -472,7 +617,7 @@ impl Client {
             for chunk in ids.chunks(IDS_PER_QUERY) {
                 let mut query = ActionQuery::new();
                 query.ids = chunk.to_vec();
-                match self.list_actions(&query) {
+                match client.list_actions(&query) {
                     Ok(actions) => seen.extend(
                         actions
                             .into_iter()
@@ -534,7 +679,7 @@ impl Client {
                         (tracked.failures >= MAX_POLL_FAILURES).then(|| {
                             Outcome::PollFailed(Error::Transport {
                                 url: String::new(),
-                                kind: crate::error::TransportKind::Other,
+                                kind: TransportKind::Other,
                                 message: format!(
                                     "the action's status could not be read in {MAX_POLL_FAILURES} rounds"
                                 ),

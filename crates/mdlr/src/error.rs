@@ -1,7 +1,9 @@
-//! The one error type of the library.
+//! The one error type of the library, and what each error means ([`ErrorKind`]).
 
 use std::fmt;
 use std::path::PathBuf;
+
+use crate::model::{ActionStatus, CommandStatus, Machine};
 
 /// Everything that can go wrong in `mdlr`.
 ///
@@ -73,11 +75,18 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
-    /// Something the caller named does not exist, or names several things (a machine
-    /// name, say).
+    /// Something the caller named does not exist.
     NotFound {
-        /// What is missing or ambiguous, for a person.
+        /// What is missing, for a person.
         message: String,
+    },
+    /// Machine names that name no machine, or several: each name must name exactly one
+    /// machine before anything starts.
+    UnresolvedMachines {
+        /// Names no machine has.
+        unknown: Vec<String>,
+        /// Names several machines have, each with the machines (pick one by id).
+        ambiguous: Vec<(String, Vec<Machine>)>,
     },
     /// The action has no command at that index.
     NoSuchCommand {
@@ -88,16 +97,20 @@ pub enum Error {
         /// How many commands the action has.
         count: usize,
     },
-    /// The command has not finished, so it has no result yet.
+    /// The command has not finished, so it has no result yet (also what a result link
+    /// asked for too early becomes, instead of the API's bare 400).
     NotFinished {
         /// The action id.
         action_id: String,
         /// The command index.
         index: u32,
-        /// The action status, as the service spelt it.
-        action_status: String,
-        /// The command status, as the service spelt it.
-        command_status: String,
+        /// The action's status.
+        action_status: ActionStatus,
+        /// The command's status; `None` while the service lists no commands yet.
+        command_status: Option<CommandStatus>,
+        /// The service's own refusal, when it refused a result link although the
+        /// action said the command was done (or could not be read).
+        refusal: Option<Box<Error>>,
     },
     /// The command failed, was cancelled or timed out, so it has no result.
     CommandFailed {
@@ -105,10 +118,11 @@ pub enum Error {
         action_id: String,
         /// The command index.
         index: u32,
-        /// The action status, as the service spelt it.
-        action_status: String,
-        /// The command status, as the service spelt it.
-        command_status: String,
+        /// The action's status (`Failed`, `Cancelled`, `TimeOut`, or still running when
+        /// the command itself failed).
+        action_status: ActionStatus,
+        /// The command's status, when the service gave one.
+        command_status: Option<CommandStatus>,
         /// The errors the service listed for the command.
         errors: Vec<String>,
     },
@@ -133,6 +147,45 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+}
+
+/// The API error code of a start refused because the machine has a session already.
+pub(crate) const BUSY_CODE: &str = "ActiveRequestAlreadyExists";
+
+/// What an [`Error`] means, for a program deciding what to do next. (The `mdlr`
+/// command line turns each kind into an exit status: see the crate documentation.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The settings cannot be used (an insecure URL, an unusable credential).
+    Config,
+    /// An argument, or a request the API refused as invalid (400).
+    InvalidInput,
+    /// Signing in failed, or the API refused the token (401).
+    Unauthenticated,
+    /// The token lacks a permission (403), or the result host refused the link.
+    PermissionDenied,
+    /// The action, machine, command or result does not exist (404).
+    NotFound,
+    /// The machine has a live response session already.
+    Busy,
+    /// The API quota is spent (429 after the retries).
+    Throttled,
+    /// The command has not finished yet.
+    NotFinished,
+    /// The action timed out on the machine.
+    TimedOut,
+    /// The command or the action failed, or was cancelled.
+    Failed,
+    /// The service or the network did not answer (connection, DNS, TLS, 5xx), or the
+    /// transfer stopped short.
+    Unavailable,
+    /// The service sent something that is not what its documentation promises.
+    Malformed,
+    /// The output file exists.
+    Exists,
+    /// A local file could not be read or written.
+    Io,
 }
 
 /// What kind of transport failure an [`Error::Transport`] is.
@@ -164,6 +217,9 @@ impl Error {
         match self {
             Error::Api { status, .. } | Error::Blob { status, .. } => Some(*status),
             Error::Auth { status, .. } => *status,
+            Error::NotFinished {
+                refusal: Some(r), ..
+            } => r.status(),
             _ => None,
         }
     }
@@ -174,6 +230,9 @@ impl Error {
             Error::Api { code, .. } | Error::Auth { code, .. } | Error::Blob { code, .. } => {
                 code.as_deref()
             }
+            Error::NotFinished {
+                refusal: Some(r), ..
+            } => r.code(),
             _ => None,
         }
     }
@@ -185,19 +244,68 @@ impl Error {
                 correlation_id.as_deref()
             }
             Error::Blob { request_id, .. } => request_id.as_deref(),
+            Error::NotFinished {
+                refusal: Some(r), ..
+            } => r.correlation_id(),
             _ => None,
         }
     }
 
-    /// This error with `secrets` taken out of everything the service said in it (see
-    /// [`crate::secret::scrub`]): a careless service or proxy may quote the request —
-    /// its `Authorization` header, form or URL — back in its reply.
-    pub(crate) fn redact(self, secrets: &[&str]) -> Error {
-        if secrets.is_empty() {
-            return self;
+    /// What this error means, whatever variant carries it: how a program (or the
+    /// command line's exit status) should react.
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorKind as K;
+        match self {
+            Error::Config { .. } => K::Config,
+            Error::InvalidArgument { .. } => K::InvalidInput,
+            Error::Auth { .. } => K::Unauthenticated,
+            Error::Api { .. } if self.is_busy() => K::Busy,
+            Error::Api { status, .. } => match status {
+                401 => K::Unauthenticated,
+                403 => K::PermissionDenied,
+                404 => K::NotFound,
+                429 => K::Throttled,
+                400..=499 => K::InvalidInput,
+                _ => K::Unavailable,
+            },
+            Error::Blob { status, .. } => match status {
+                401 | 403 => K::PermissionDenied,
+                404 => K::NotFound,
+                _ => K::Unavailable,
+            },
+            Error::Transport { .. } | Error::Incomplete { .. } => K::Unavailable,
+            Error::Malformed { .. } => K::Malformed,
+            Error::NotFound { .. }
+            | Error::UnresolvedMachines { .. }
+            | Error::NoSuchCommand { .. } => K::NotFound,
+            Error::NotFinished { .. } => K::NotFinished,
+            Error::CommandFailed {
+                action_status: ActionStatus::TimeOut,
+                ..
+            } => K::TimedOut,
+            Error::CommandFailed { .. } => K::Failed,
+            Error::Exists { .. } => K::Exists,
+            Error::Io { .. } => K::Io,
         }
-        let s = |text: String| crate::secret::scrub(&text, secrets);
-        let o = |text: Option<String>| text.map(|t| crate::secret::scrub(&t, secrets));
+    }
+
+    /// Whether the machine already has a live response session (the service refused a
+    /// start with `ActiveRequestAlreadyExists`): wait for it to end and try again.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Error::Api { status: 400, code: Some(c), .. } if c == BUSY_CODE)
+    }
+
+    /// Whether the command has not finished yet: ask again later.
+    pub fn is_not_finished(&self) -> bool {
+        matches!(self, Error::NotFinished { .. })
+    }
+
+    /// This error with `scrub` applied to every text the service or the network put in
+    /// it (a careless service or proxy may quote the request — its `Authorization`
+    /// header, form or URL — back in its reply).
+    pub(crate) fn map_text(self, scrub: &dyn Fn(&str) -> String) -> Error {
+        let s = |text: String| scrub(&text);
+        let o = |text: Option<String>| text.map(|t| scrub(&t));
         match self {
             Error::Auth {
                 status,
@@ -232,8 +340,35 @@ impl Error {
                 message: s(message),
                 request_id: o(request_id),
             },
+            Error::Transport {
+                url,
+                kind,
+                message,
+                source,
+            } => Error::Transport {
+                url: s(url),
+                kind,
+                message: s(message),
+                source,
+            },
+            Error::NotFinished {
+                action_id,
+                index,
+                action_status,
+                command_status,
+                refusal,
+            } => Error::NotFinished {
+                action_id,
+                index,
+                action_status,
+                command_status,
+                refusal: refusal.map(|r| Box::new(r.map_text(scrub))),
+            },
             Error::Malformed { what, message } => Error::Malformed {
                 what,
+                message: s(message),
+            },
+            Error::NotFound { message } => Error::NotFound {
                 message: s(message),
             },
             Error::CommandFailed {
@@ -245,8 +380,8 @@ impl Error {
             } => Error::CommandFailed {
                 action_id,
                 index,
-                action_status: s(action_status),
-                command_status: s(command_status),
+                action_status,
+                command_status,
                 errors: errors.into_iter().map(s).collect(),
             },
             other => other,
@@ -281,6 +416,30 @@ impl fmt::Display for Error {
             Error::Config { message }
             | Error::InvalidArgument { message }
             | Error::NotFound { message } => f.write_str(message),
+            Error::UnresolvedMachines { unknown, ambiguous } => {
+                let mut parts: Vec<String> = unknown
+                    .iter()
+                    .map(|n| format!("no machine is named {n}"))
+                    .collect();
+                for (name, machines) in ambiguous {
+                    let candidates: Vec<String> = machines
+                        .iter()
+                        .map(|m| {
+                            format!(
+                                "{} (last seen {})",
+                                m.id.as_deref().unwrap_or("?"),
+                                m.last_seen.as_deref().unwrap_or("?")
+                            )
+                        })
+                        .collect();
+                    parts.push(format!(
+                        "{name} names {} machines; pass one id: {}",
+                        machines.len(),
+                        candidates.join(", ")
+                    ));
+                }
+                f.write_str(&parts.join("; "))
+            }
             Error::Auth {
                 status, message, ..
             } => match status {
@@ -308,11 +467,25 @@ impl fmt::Display for Error {
                 index,
                 action_status,
                 command_status,
-            } => write!(
-                f,
-                "command {index} of action {action_id} has not finished yet \
-                 (action {action_status}, command {command_status})"
-            ),
+                refusal,
+            } => {
+                let command = command_status
+                    .as_ref()
+                    .map_or("not listed yet", CommandStatus::as_str);
+                match refusal {
+                    None => write!(
+                        f,
+                        "command {index} of action {action_id} has not finished yet \
+                         (action {action_status}, command {command})"
+                    ),
+                    Some(refusal) => write!(
+                        f,
+                        "the service has no result for command {index} of action \
+                         {action_id} yet (action {action_status}, command {command}): \
+                         {refusal}"
+                    ),
+                }
+            }
             Error::CommandFailed {
                 action_id,
                 index,
@@ -322,7 +495,10 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "command {index} of action {action_id} has no result: \
-                 action {action_status}, command {command_status}"
+                 action {action_status}, command {}",
+                command_status
+                    .as_ref()
+                    .map_or("unknown", CommandStatus::as_str)
             ),
             Error::Incomplete { expected, received } => write!(
                 f,
@@ -348,3 +524,75 @@ impl std::error::Error for Error {
 
 /// Shorthand for `Result<T, mdlr::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, code: Option<&str>) -> Error {
+        Error::Api {
+            status,
+            code: code.map(str::to_owned),
+            message: String::new(),
+            correlation_id: None,
+        }
+    }
+
+    #[test]
+    fn kinds_per_reply() {
+        use ErrorKind as K;
+        assert_eq!(api(401, None).kind(), K::Unauthenticated);
+        assert_eq!(api(403, Some("Forbidden")).kind(), K::PermissionDenied);
+        assert_eq!(api(404, Some("ResourceNotFound")).kind(), K::NotFound);
+        assert_eq!(api(429, None).kind(), K::Throttled);
+        assert_eq!(api(400, Some("BadRequest")).kind(), K::InvalidInput);
+        let busy = api(400, Some(BUSY_CODE));
+        assert!(busy.is_busy());
+        assert_eq!(busy.kind(), K::Busy);
+        assert!(!api(409, Some(BUSY_CODE)).is_busy());
+        assert_eq!(api(503, None).kind(), K::Unavailable);
+        let blob = |status| Error::Blob {
+            status,
+            code: None,
+            message: String::new(),
+            request_id: None,
+        };
+        assert_eq!(blob(403).kind(), K::PermissionDenied);
+        assert_eq!(blob(404).kind(), K::NotFound);
+        assert_eq!(blob(500).kind(), K::Unavailable);
+    }
+
+    #[test]
+    fn a_refusal_inside_not_finished_keeps_its_code() {
+        let e = Error::NotFinished {
+            action_id: "a".into(),
+            index: 1,
+            action_status: ActionStatus::Succeeded,
+            command_status: Some(CommandStatus::Completed),
+            refusal: Some(Box::new(api(400, Some("BadRequest")))),
+        };
+        assert!(e.is_not_finished());
+        assert_eq!(e.kind(), ErrorKind::NotFinished);
+        assert_eq!((e.status(), e.code()), (Some(400), Some("BadRequest")));
+        assert!(e.to_string().contains("the API answered 400"), "{e}");
+    }
+
+    #[test]
+    fn unresolved_names_list_their_candidates() {
+        let m = |id: &str| Machine {
+            id: Some(id.into()),
+            last_seen: Some("2026-12-01T00:00:00Z".into()),
+            ..Machine::default()
+        };
+        let e = Error::UnresolvedMachines {
+            unknown: vec!["ghost".into()],
+            ambiguous: vec![("twin".into(), vec![m("a1"), m("b2")])],
+        };
+        assert_eq!(
+            e.to_string(),
+            "no machine is named ghost; twin names 2 machines; pass one id: \
+             a1 (last seen 2026-12-01T00:00:00Z), b2 (last seen 2026-12-01T00:00:00Z)"
+        );
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+    }
+}

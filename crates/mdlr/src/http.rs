@@ -1,15 +1,17 @@
-//! The HTTP layer: the ureq agent, timeouts, retries, the client-side rate limiter and
-//! the exchange log. No other module touches ureq.
+//! The HTTP layer: the ureq agents, timeouts, retries, the client-side rate limiter and
+//! the exchange log. No other module sends requests.
+//!
+//! Every error it hands up has been through the [`Redactor`]: transport failures here,
+//! and errors built from replies in `reply`.
 
-use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hasher};
 use std::io::Read;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result, TransportKind};
 use crate::net::Proxies;
-use crate::secret::{Secret, redact_url};
+use crate::quota::{Permit, RateLimit, RateLimiter};
+use crate::secret::{Redactor, Secret, redact_url};
 
 /// Something the HTTP layer did, for logs (`mdlr -v`). URLs in it are redacted.
 #[derive(Debug, Clone)]
@@ -47,6 +49,7 @@ pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// How failed requests are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Retries after the first try (0 turns retrying off).
     pub max_retries: u32,
@@ -56,6 +59,16 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// Longest `Retry-After` honoured; a longer one ends the retries.
     pub max_retry_after: Duration,
+}
+
+impl RetryPolicy {
+    /// The default policy with `max_retries` retries after the first try.
+    pub fn with_retries(max_retries: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_retries,
+            ..RetryPolicy::default()
+        }
+    }
 }
 
 impl Default for RetryPolicy {
@@ -69,163 +82,21 @@ impl Default for RetryPolicy {
     }
 }
 
-/// A quota: at most `calls` calls in any window of `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    /// Calls allowed in the window.
-    pub calls: u32,
-    /// The window.
-    pub per: Duration,
-}
-
-impl RateLimit {
-    /// The documented quota on live response starts: 10 a minute.
-    pub fn start_defaults() -> Vec<RateLimit> {
-        vec![RateLimit {
-            calls: 10,
-            per: Duration::from_secs(60),
-        }]
-    }
-
-    /// The API's documented quotas: 100 calls a minute and 1500 an hour.
-    pub fn defaults() -> Vec<RateLimit> {
-        vec![
-            RateLimit {
-                calls: 100,
-                per: Duration::from_secs(60),
-            },
-            RateLimit {
-                calls: 1500,
-                per: Duration::from_secs(3600),
-            },
-        ]
-    }
-}
-
-/// A sliding-window limiter over several quotas, shared by all clones of a client.
-///
-/// A call counts from the moment it is let through, and its place in the window is the
-/// moment its reply arrived: the service saw it no later than that, so a window that
-/// closes by our clock has closed by the service's too, whatever the latency.
-#[derive(Debug)]
-pub(crate) struct RateLimiter {
-    limits: Vec<RateLimit>,
-    state: Mutex<LimiterState>,
-    freed: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct LimiterState {
-    /// When the replies of finished calls arrived, oldest first.
-    finished: VecDeque<Instant>,
-    /// Calls let through whose reply has not arrived.
-    pending: usize,
-}
-
-/// A call the limiter let through; dropping it records the reply's arrival.
-pub(crate) struct Permit<'a>(&'a RateLimiter);
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        let mut st = self.0.lock();
-        st.pending = st.pending.saturating_sub(1);
-        st.finished.push_back(Instant::now());
-        self.0.freed.notify_all();
-    }
-}
-
-impl RateLimiter {
-    /// The quotas it keeps to.
-    pub(crate) fn limits(&self) -> &[RateLimit] {
-        &self.limits
-    }
-
-    pub(crate) fn new(limits: Vec<RateLimit>) -> RateLimiter {
-        let limits = limits
-            .into_iter()
-            .filter(|l| l.calls > 0 && !l.per.is_zero())
-            .collect();
-        RateLimiter {
-            limits,
-            state: Mutex::new(LimiterState::default()),
-            freed: Condvar::new(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, LimiterState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// How long to wait before a call may go out at `now`; zero means it was let
-    /// through (and counted as pending).
-    fn try_acquire(&self, st: &mut LimiterState, now: Instant) -> Duration {
-        let longest = self.limits.iter().map(|l| l.per).max().unwrap_or_default();
-        while st
-            .finished
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= longest)
-        {
-            st.finished.pop_front();
-        }
-        let mut wait = Duration::ZERO;
-        for limit in &self.limits {
-            let in_window: Vec<Instant> = st
-                .finished
-                .iter()
-                .copied()
-                .filter(|t| now.saturating_duration_since(*t) < limit.per)
-                .collect();
-            let used = in_window.len() + st.pending;
-            if used >= limit.calls as usize {
-                // This many finished calls must leave the window before one more fits.
-                let leave = used - limit.calls as usize + 1;
-                wait = wait.max(match in_window.get(leave - 1) {
-                    Some(t) => limit.per.saturating_sub(now.saturating_duration_since(*t)),
-                    // Pending calls fill it: wait for a reply, then look again.
-                    None => limit.per,
-                });
-            }
-        }
-        if wait.is_zero() {
-            st.pending += 1;
-        }
-        wait
-    }
-
-    /// Counts a call made at `at` (before this limiter existed, say) as finished then.
-    pub(crate) fn record_past(&self, at: Instant) {
-        let mut st = self.lock();
-        let i = st.finished.partition_point(|t| *t <= at);
-        st.finished.insert(i, at);
-    }
-
-    /// Blocks until a call fits in every quota, then lets it through.
-    pub(crate) fn acquire(&self, observer: Option<&Observer>) -> Permit<'_> {
-        let mut st = self.lock();
-        loop {
-            let wait = self.try_acquire(&mut st, Instant::now());
-            if wait.is_zero() {
-                return Permit(self);
-            }
-            if let Some(o) = observer {
-                o(&Event::Throttled { delay: wait });
-            }
-            st = self
-                .freed
-                .wait_timeout(st, wait)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-}
-
 /// Timeouts for every request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Timeouts {
     /// Connecting, including DNS, proxy and TLS set-up.
     pub connect: Duration,
     /// Longest wait for any single read: a stalled transfer fails after this.
     pub read: Duration,
+}
+
+impl Timeouts {
+    /// `connect` to connect (DNS, proxy and TLS included), `read` for any single read.
+    pub fn new(connect: Duration, read: Duration) -> Timeouts {
+        Timeouts { connect, read }
+    }
 }
 
 impl Default for Timeouts {
@@ -290,7 +161,7 @@ impl<'a> Request<'a> {
     pub(crate) fn form(url: &'a str, fields: &[(&str, &str)]) -> Request<'a> {
         let body = fields
             .iter()
-            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .map(|(k, v)| format!("{}={}", crate::encode::form(k), crate::encode::form(v)))
             .collect::<Vec<_>>()
             .join("&");
         Request {
@@ -311,6 +182,8 @@ pub(crate) struct Response {
     status: u16,
     headers: ureq::http::HeaderMap,
     body: ureq::Body,
+    /// Takes secrets out of what an error reply says.
+    pub(crate) redactor: Redactor,
 }
 
 impl Response {
@@ -327,7 +200,14 @@ impl Response {
             .and_then(|v| v.trim().parse().ok())
     }
 
-    /// Reads the whole body, failing past `limit` bytes.
+    /// Whether the status is 2xx.
+    pub(crate) fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// Reads the whole body, failing past `limit` bytes. The body of a reply that is not
+    /// a success serves only to explain an error: it comes without the secrets the
+    /// redactor knows (a service may quote the request back).
     pub(crate) fn read_limited(mut self, limit: u64, what: &str) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
         let mut reader = self.body.as_reader().take(limit + 1);
@@ -343,7 +223,26 @@ impl Response {
                 format!("larger than the {limit}-byte limit"),
             ));
         }
+        if !self.is_success() {
+            return Ok(self
+                .redactor
+                .scrub(&String::from_utf8_lossy(&buf))
+                .into_bytes());
+        }
         Ok(buf)
+    }
+
+    /// Reads and decodes a JSON body of at most `limit` bytes; a body that does not
+    /// decode is [`Error::Malformed`], without any known secret in its message.
+    pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+        self,
+        limit: u64,
+        what: &str,
+    ) -> Result<T> {
+        let redactor = self.redactor.clone();
+        let body = self.read_limited(limit, what)?;
+        serde_json::from_slice(&body)
+            .map_err(|e| redactor.scrub_error(Error::malformed(what, e.to_string())))
     }
 
     /// The body as a reader without any size limit.
@@ -352,13 +251,89 @@ impl Response {
     }
 }
 
-/// How connections are made: proxies and the extra trusted CAs.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Network {
-    pub proxies: Proxies,
+/// How requests are sent: proxies, trusted CAs, timeouts, retries, and who hears of
+/// each exchange. Shared by [`ClientBuilder`](crate::ClientBuilder) and
+/// [`Downloader`](crate::Downloader); every setting has a default.
+///
+/// ```
+/// use std::time::Duration;
+/// use mdlr::{RetryPolicy, Timeouts, TransportConfig};
+///
+/// let transport = TransportConfig::new()
+///     .timeouts(Timeouts::new(Duration::from_secs(10), Duration::from_secs(30)))
+///     .retry_policy(RetryPolicy::with_retries(2));
+/// # let _ = transport;
+/// ```
+#[derive(Clone, Default)]
+#[must_use]
+pub struct TransportConfig {
+    proxies: Proxies,
     /// DER certificates trusted on top of the bundled roots.
-    pub extra_roots: Vec<Vec<u8>>,
+    extra_roots: Vec<Vec<u8>>,
+    timeouts: Timeouts,
+    retry: RetryPolicy,
+    observer: Option<Observer>,
 }
+
+impl TransportConfig {
+    /// Direct connections, the bundled roots, default timeouts and retries.
+    pub fn new() -> TransportConfig {
+        TransportConfig::default()
+    }
+
+    /// Which proxy each request goes through (default: none, every connection direct).
+    /// The library reads no proxy variable itself.
+    pub fn proxies(mut self, proxies: Proxies) -> Self {
+        self.proxies = proxies;
+        self
+    }
+
+    /// Trusts this CA certificate (DER) on top of the bundled Mozilla roots — the CA of
+    /// a TLS-inspecting proxy, or a private one. See
+    /// [`certificates_from_pem`](crate::net::certificates_from_pem).
+    pub fn add_root_certificate(mut self, der: Vec<u8>) -> Self {
+        self.extra_roots.push(der);
+        self
+    }
+
+    /// Connect and per-read timeouts.
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// How failed requests are retried.
+    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Calls `observer` for every HTTP exchange, retry and throttling pause. URLs in
+    /// the events are redacted.
+    pub fn on_event(mut self, observer: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// The proxies requests go through.
+    pub fn proxies_in_use(&self) -> &Proxies {
+        &self.proxies
+    }
+}
+
+impl std::fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportConfig")
+            .field("proxies", &self.proxies)
+            .field("extra_roots", &self.extra_roots.len())
+            .field("timeouts", &self.timeouts)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How mdlr introduces itself.
+const USER_AGENT: &str = concat!("mdlr/", env!("CARGO_PKG_VERSION"));
 
 /// Connect timeout for the instance metadata service: it answers at once on Azure,
 /// and off Azure nothing answers at all.
@@ -378,8 +353,9 @@ struct Agents {
 }
 
 impl Agents {
-    fn new(timeouts: Timeouts, network: &Network, user_agent: &str) -> Result<Agents> {
-        let roots = crate::net::root_certs(&network.extra_roots);
+    fn new(config: &TransportConfig, user_agent: &str) -> Result<Agents> {
+        let timeouts = config.timeouts;
+        let roots = crate::net::root_certs(&config.extra_roots);
         let provider = crate::net::crypto_provider();
         let agent = |proxy: Option<ureq::Proxy>, connect: Duration| {
             let tls = ureq::tls::TlsConfig::builder()
@@ -407,7 +383,7 @@ impl Agents {
         };
         // Built whenever the scheme has a proxy; `for_request` applies the no-proxy list.
         let proxy_for = |scheme: &str| -> Result<Option<ureq::Agent>> {
-            Ok(match network.proxies.for_scheme(scheme) {
+            Ok(match config.proxies.for_scheme(scheme) {
                 Some(p) => Some(agent(Some(p.to_ureq()?), timeouts.connect)),
                 None => None,
             })
@@ -417,7 +393,7 @@ impl Agents {
             https_proxy: proxy_for("https")?,
             http_proxy: proxy_for("http")?,
             local: agent(None, LOCAL_CONNECT_TIMEOUT.min(timeouts.connect)),
-            proxies: network.proxies.clone(),
+            proxies: config.proxies.clone(),
         })
     }
 
@@ -446,6 +422,7 @@ pub(crate) struct Http {
     retry: RetryPolicy,
     limiter: RateLimiter,
     observer: Option<Observer>,
+    redactor: Redactor,
 }
 
 impl Http {
@@ -454,20 +431,25 @@ impl Http {
         self.limiter.limits()
     }
 
+    /// An HTTP layer keeping to the API quotas `limits` (for [`Http::api`]), whose
+    /// errors go through `redactor`.
     pub(crate) fn new(
-        timeouts: Timeouts,
-        retry: RetryPolicy,
+        config: &TransportConfig,
         limits: Vec<RateLimit>,
-        observer: Option<Observer>,
-        network: &Network,
-        user_agent: &str,
+        redactor: Redactor,
     ) -> Result<Http> {
         Ok(Http {
-            agents: Agents::new(timeouts, network, user_agent)?,
-            retry,
+            agents: Agents::new(config, USER_AGENT)?,
+            retry: config.retry,
             limiter: RateLimiter::new(limits),
-            observer,
+            observer: config.observer.clone(),
+            redactor,
         })
+    }
+
+    /// What takes secrets out of error messages.
+    pub(crate) fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     pub(crate) fn retry_policy(&self) -> RetryPolicy {
@@ -518,9 +500,14 @@ impl Http {
                     status: parts.status.as_u16(),
                     headers: parts.headers,
                     body,
+                    redactor: self.redactor.clone(),
                 })
             }
-            Err(e) => Err(transport_error(&redacted, proxy.as_deref(), e)),
+            Err(e) => {
+                Err(self
+                    .redactor
+                    .scrub_error(transport_error(&redacted, proxy.as_deref(), e)))
+            }
         }
     }
 
@@ -550,10 +537,11 @@ impl Http {
         let retry_5xx = req.idempotent;
         let mut attempt = 0;
         loop {
+            let on_wait = |delay| self.emit(Event::Throttled { delay });
             let permits: Vec<Permit<'_>> = [extra, limiter]
                 .into_iter()
                 .flatten()
-                .map(|l| l.acquire(self.observer.as_ref()))
+                .map(|l| l.acquire(&on_wait))
                 .collect();
             let last_try = attempt >= self.retry.max_retries;
             let sent = self.send_once(req);
@@ -602,20 +590,9 @@ impl Http {
             .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
             .min(self.retry.max_delay);
         let half = exp / 2;
-        let jitter = random_u64() % (half.as_millis() as u64 + 1);
+        let jitter = crate::ids::random_u64() % (half.as_millis() as u64 + 1);
         half + Duration::from_millis(jitter)
     }
-}
-
-pub(crate) fn random_u64() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.finish()
 }
 
 /// `Retry-After` in seconds (HTTP dates are rare here and treated as absent).
@@ -745,100 +722,9 @@ fn transport_error(url: &str, proxy: Option<&str>, e: ureq::Error) -> Error {
     }
 }
 
-/// Percent-encodes for `application/x-www-form-urlencoded`.
-pub(crate) fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Lets a call through at `at` and has its reply arrive at once.
-    fn call_at(l: &RateLimiter, at: Instant) -> Duration {
-        let mut st = l.lock();
-        let wait = l.try_acquire(&mut st, at);
-        if wait.is_zero() {
-            st.pending -= 1;
-            st.finished.push_back(at);
-        }
-        wait
-    }
-
-    #[test]
-    fn limiter_keeps_every_window() {
-        let l = RateLimiter::new(vec![
-            RateLimit {
-                calls: 2,
-                per: Duration::from_secs(10),
-            },
-            RateLimit {
-                calls: 3,
-                per: Duration::from_secs(100),
-            },
-        ]);
-        let t0 = Instant::now();
-        let s = Duration::from_secs;
-        assert_eq!(call_at(&l, t0), Duration::ZERO);
-        assert_eq!(call_at(&l, t0 + s(1)), Duration::ZERO);
-        // Third call in the 10 s window: wait until the first leaves it.
-        assert_eq!(call_at(&l, t0 + s(2)), s(8));
-        assert_eq!(call_at(&l, t0 + s(10)), Duration::ZERO);
-        // Fourth call: the 100 s window is full until t0 + 100 s.
-        assert_eq!(call_at(&l, t0 + s(30)), s(70));
-        assert_eq!(call_at(&l, t0 + s(100)), Duration::ZERO);
-    }
-
-    #[test]
-    fn pending_calls_count_until_their_reply() {
-        let l = RateLimiter::new(vec![RateLimit {
-            calls: 1,
-            per: Duration::from_secs(10),
-        }]);
-        let t0 = Instant::now();
-        let permit = l.acquire(None);
-        // In flight: it holds the only place however long it takes.
-        assert_eq!(
-            l.try_acquire(&mut l.lock(), t0 + Duration::from_secs(60)),
-            Duration::from_secs(10)
-        );
-        drop(permit);
-        // Its reply arrived just now: the window runs from here.
-        let wait = l.try_acquire(&mut l.lock(), Instant::now());
-        assert!(wait > Duration::from_secs(9), "{wait:?}");
-    }
-
-    #[test]
-    fn calls_made_before_count() {
-        let l = RateLimiter::new(vec![RateLimit {
-            calls: 2,
-            per: Duration::from_secs(60),
-        }]);
-        let t0 = Instant::now();
-        let now = t0 + Duration::from_secs(30);
-        l.record_past(t0 + Duration::from_secs(20));
-        l.record_past(t0);
-        assert_eq!(
-            l.try_acquire(&mut l.lock(), now),
-            Duration::from_secs(30),
-            "the older one leaves the window first"
-        );
-    }
-
-    #[test]
-    fn form_encoding() {
-        assert_eq!(form_encode("a b&c=d/é"), "a+b%26c%3Dd%2F%C3%A9");
-    }
 
     #[test]
     fn retry_after_seconds() {

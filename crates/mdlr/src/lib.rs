@@ -24,16 +24,13 @@
 //! # Download a GetFile result
 //!
 //! ```no_run
-//! use mdlr::{Client, Credential, Destination, DownloadRequest};
+//! use mdlr::{Client, Credential, DownloadRequest};
 //!
 //! # fn main() -> mdlr::Result<()> {
 //! # let client = Client::builder(Credential::token("t")).build()?;
 //! let action_id = "988cc94e-7a8f-4b28-ab65-54970c5d5018";
-//! let action = client.action(action_id)?;
-//! action.result_type(action_id, 1)?; // fails unless command 1 has a result now
-//! let mut request = DownloadRequest::new(Destination::Dir(".".into()), format!("{action_id}-1"));
-//! request.gunzip = true; // GetFile results are gzip streams
-//! let done = client.download_result(action_id, 1, &request)?;
+//! // Un-gzipped because command 1 is a GetFile; saved under the file's own name.
+//! let done = client.download_result(action_id, 1, &DownloadRequest::to_dir("."))?;
 //! println!("saved {}", done.path.display());
 //! # Ok(()) }
 //! ```
@@ -48,41 +45,59 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod actions;
-mod api;
-mod auth;
-mod base64;
-mod batch;
-mod cloud;
-mod download;
+// Layer 0, values: what the service sends and what the library decides about it.
+pub mod cloud;
+mod encode;
 mod error;
-mod http;
-mod library;
-mod login;
-mod machines;
+pub mod files;
+pub mod ids;
+mod link;
 mod md5;
 mod model;
-pub mod net;
-mod secret;
+mod rules;
+pub mod secret;
+mod time;
 mod transcript;
+// Layer 1, transport: the only layer that sends requests.
+mod http;
+pub mod net;
+mod quota;
+mod reply;
+// Layer 2, identity: signing in.
+mod auth;
+mod jwt;
+mod login;
+// Layer 3, service: one method per API call.
+mod actions;
+mod api;
+mod library;
+mod machines;
+mod odata;
+// Layer 4, results: the download engine and the client's result methods.
+mod blob;
+mod download;
+mod results;
 mod transfer;
+// Layer 5, batch: written against the public API.
+mod batch;
 
-pub use actions::{ActionQuery, LiveResponse};
-pub use api::{Client, ClientBuilder, PollPolicy, check_action_id};
+pub use actions::LiveResponse;
+pub use api::{Client, ClientBuilder, PollPolicy};
 pub use auth::{ClientCertificate, Credential, LoginTokens, TokenSink};
-pub use batch::{BatchEvent, BatchOptions, BatchStats, Counts, OnBusy, Outcome, Report, Target};
-pub use cloud::{Cloud, Endpoints, check_url, normalize_api_base};
-pub use download::{
-    Destination, DownloadRequest, Downloaded, OnProgress, Progress, ResultLink,
-    disposition_file_name, safe_file_name, write_file,
-};
-pub use error::{Error, Result, TransportKind};
-pub use http::{Event, Observer, RateLimit, RetryPolicy, Timeouts};
+pub use batch::{Batch, BatchEvent, BatchOptions, BatchStats, Counts, OnBusy, Outcome, Report};
+pub use cloud::{Cloud, Endpoints};
+pub use download::{Destination, DownloadRequest, Downloaded, Downloader, Gunzip, Progress};
+pub use error::{Error, ErrorKind, Result, TransportKind};
+pub use http::{Event, Observer, RetryPolicy, Timeouts, TransportConfig};
 pub use library::{LibraryFile, LibraryUpload};
+pub use link::ResultLink;
 pub use login::{DeviceCode, DeviceLogin, TokenInfo};
-pub use machines::{Machine, check_machine_id, is_machine_id};
+pub use machines::Target;
 pub use model::{
-    ActionStatus, Command, CommandEntry, CommandStatus, CommandType, MachineAction, Param,
+    ActionStatus, Command, CommandEntry, CommandStatus, CommandType, Machine, MachineAction, Param,
 };
-pub use secret::{Secret, redact_url};
+pub use odata::ActionQuery;
+pub use quota::RateLimit;
+pub use results::CommandResult;
+pub use secret::Secret;
 pub use transcript::Transcript;

@@ -4,17 +4,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use crate::auth::{LoginTokens, check_tenant, post_token};
+use crate::auth::{LoginTokens, post_token};
 use crate::cloud::Endpoints;
 use crate::error::{Error, Result};
-use crate::http::{Http, Request};
-use crate::secret::Secret;
+use crate::http::{Http, Request, TransportConfig};
+use crate::ids::check_tenant;
+use crate::jwt::claims;
+use crate::secret::{Redactor, Secret};
 
 /// The device-code flow (OAuth 2.0 device authorization grant) for a person at a
 /// terminal: [`start`](DeviceLogin::start) gets a code to enter at a web page, and
 /// [`wait`](DeviceLogin::wait) polls until the person has signed in. Built with
-/// [`ClientBuilder::device_login`](crate::ClientBuilder::device_login), so it uses the
-/// same authority, proxies and CAs as the client.
+/// [`DeviceLogin::new`], or [`ClientBuilder::device_login`](crate::ClientBuilder::device_login)
+/// for the same authority, proxies and CAs as a client.
 pub struct DeviceLogin {
     pub(crate) http: Http,
     pub(crate) endpoints: Endpoints,
@@ -69,12 +71,18 @@ fn seconds(v: Option<&serde_json::Value>) -> Option<u64> {
 const MAX_INTERVAL: Duration = Duration::from_secs(60);
 
 impl DeviceLogin {
-    pub(crate) fn new(
-        http: Http,
+    /// A device-code login at `endpoints`' authority for their scope, connecting as
+    /// `transport` says. `tenant` may be `organizations` for any work account;
+    /// `client_id` is a public client app that allows the flow.
+    pub fn new(
         endpoints: Endpoints,
-        tenant: String,
-        client_id: String,
+        transport: &TransportConfig,
+        tenant: impl Into<String>,
+        client_id: impl Into<String>,
     ) -> Result<DeviceLogin> {
+        let (tenant, client_id) = (tenant.into(), client_id.into());
+        endpoints.validate()?;
+        let http = Http::new(transport, Vec::new(), Redactor::default())?;
         check_tenant(&tenant)?;
         if client_id.trim().is_empty() {
             return Err(Error::config("the device-code login needs a client id"));
@@ -112,7 +120,7 @@ impl DeviceLogin {
             code: None,
             message: format!(
                 "the device code endpoint sent no code ({})",
-                crate::api::describe_body(&body)
+                crate::reply::describe_body(&body)
             ),
             correlation_id: None,
         })?;
@@ -136,13 +144,15 @@ impl DeviceLogin {
                 let message = reply.message.unwrap_or_else(|| {
                     format!("To sign in, open {verification_uri} and enter the code {user_code}.")
                 });
+                let device_code = Secret::new(device_code);
+                self.http.redactor().add(&device_code);
                 Ok(DeviceCode {
                     user_code,
                     verification_uri,
                     message,
                     expires_in,
                     interval,
-                    device_code: Secret::new(device_code),
+                    device_code,
                 })
             }
             _ => Err(Error::malformed(
@@ -179,8 +189,10 @@ impl DeviceLogin {
                 ("client_id", self.client_id.as_str()),
                 ("device_code", code.device_code.expose()),
             ];
-            match post_token(&self.http, &url, &fields, &[&code.device_code]) {
+            match post_token(&self.http, &url, &fields) {
                 Ok((cached, Some(refresh))) => {
+                    self.http.redactor().add(&refresh);
+                    self.http.redactor().add(&cached.token);
                     return Ok(LoginTokens {
                         tenant: self.tenant.clone(),
                         client_id: self.client_id.clone(),
@@ -216,7 +228,7 @@ fn expired() -> Error {
     Error::Auth {
         status: None,
         code: Some("expired_token".to_owned()),
-        message: "the code expired before the sign-in finished; run `mdlr login` again".to_owned(),
+        message: "the code expired before the sign-in finished".to_owned(),
         correlation_id: None,
     }
 }
@@ -226,7 +238,7 @@ fn expired() -> Error {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TokenInfo {
-    /// The sign-in method, as `--auth` spells it.
+    /// The sign-in method ([`Credential::method`](crate::Credential::method)).
     pub method: &'static str,
     /// Whether the token could be read (a JWT).
     pub readable: bool,
@@ -247,30 +259,6 @@ pub struct TokenInfo {
     pub scopes: Vec<String>,
     /// When it expires.
     pub expires_at: Option<SystemTime>,
-}
-
-#[derive(Deserialize, Default)]
-pub(crate) struct Claims {
-    pub(crate) exp: Option<u64>,
-    tid: Option<String>,
-    appid: Option<String>,
-    azp: Option<String>,
-    app_displayname: Option<String>,
-    upn: Option<String>,
-    unique_name: Option<String>,
-    preferred_username: Option<String>,
-    aud: Option<serde_json::Value>,
-    #[serde(default)]
-    roles: Vec<String>,
-    scp: Option<String>,
-}
-
-/// The claims of a JWT, without checking its signature (only the API can).
-pub(crate) fn claims(token: &str) -> Option<Claims> {
-    let mut parts = token.split('.');
-    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
-    let bytes = crate::base64::decode(payload)?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 impl TokenInfo {
@@ -326,8 +314,8 @@ mod tests {
     fn jwt(claims: &serde_json::Value) -> String {
         format!(
             "{}.{}.sig",
-            crate::base64::encode_url(br#"{"alg":"RS256","typ":"JWT"}"#),
-            crate::base64::encode_url(claims.to_string().as_bytes())
+            crate::encode::base64url(br#"{"alg":"RS256","typ":"JWT"}"#),
+            crate::encode::base64url(claims.to_string().as_bytes())
         )
     }
 

@@ -1,73 +1,38 @@
-//! Machines: looking them up by id or DNS name.
+//! Machines: reading them, looking them up by DNS name, and turning what a person typed
+//! (ids or names) into exactly one machine each.
 
-use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 
-use crate::actions::{query_encode, quote};
 use crate::api::Client;
 use crate::error::{Error, Result};
+use crate::ids::{check_dns_name, check_machine_id, is_machine_id};
+use crate::model::Machine;
 
-/// A machine (device) known to Defender for Endpoint. Every field may be missing.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[non_exhaustive]
-pub struct Machine {
-    /// The machine id (40 hex characters).
-    #[serde(default)]
-    pub id: Option<String>,
-    /// Its fully qualified DNS name.
-    #[serde(default)]
-    pub computer_dns_name: Option<String>,
-    /// `Windows10`, `WindowsServer2019`, `Linux`, ...
-    #[serde(default)]
-    pub os_platform: Option<String>,
-    /// `Active`, `Inactive`, ...
-    #[serde(default)]
-    pub health_status: Option<String>,
-    /// When it was last seen (UTC, ISO 8601).
-    #[serde(default)]
-    pub last_seen: Option<String>,
-    /// Its last internal IP address.
-    #[serde(default)]
-    pub last_ip_address: Option<String>,
-    /// `None`, `Informational`, `Low`, `Medium`, `High`.
-    #[serde(default)]
-    pub risk_score: Option<String>,
+/// A machine to run on: its id, and the name to show and file its results under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// The machine id (40 hex characters, lowercase).
+    pub machine_id: String,
+    /// The name it was given by (a DNS name, lowercase), or its id.
+    pub name: String,
 }
 
-/// Checks that `id` is a machine id: 40 hexadecimal characters.
-pub fn check_machine_id(id: &str) -> Result<()> {
-    if is_machine_id(id) {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument {
-            message: format!(
-                "{:?} is not a machine id (40 hexadecimal characters)",
-                id.chars().take(80).collect::<String>()
-            ),
-        })
+impl Target {
+    /// A machine known by its id; its name is the id.
+    pub fn from_id(machine_id: impl Into<String>) -> Target {
+        let machine_id = machine_id.into().to_ascii_lowercase();
+        Target {
+            name: machine_id.clone(),
+            machine_id,
+        }
     }
-}
 
-/// Whether `s` has the form of a machine id (40 hexadecimal characters).
-pub fn is_machine_id(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-fn check_dns_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument {
-            message: format!(
-                "{:?} is neither a machine id nor a DNS name",
-                name.chars().take(80).collect::<String>()
-            ),
-        })
+    /// A machine with an id and a name to show.
+    pub fn new(machine_id: impl Into<String>, name: impl Into<String>) -> Target {
+        Target {
+            machine_id: machine_id.into().to_ascii_lowercase(),
+            name: name.into(),
+        }
     }
 }
 
@@ -94,19 +59,15 @@ impl Client {
     /// Machines whose DNS name is one of `names` (case-insensitive as the service
     /// compares), looked up with as few calls as possible: names are OR-ed together
     /// twenty to a query. An empty result (which the service may send as 404) is an
-    /// empty list.
+    /// empty list. A name may match several machines (a reinstalled host keeps its old
+    /// record for a while): [`Client::resolve_targets`] insists on one.
     pub fn find_machines(&self, names: &[&str]) -> Result<Vec<Machine>> {
         for n in names {
             check_dns_name(n)?;
         }
         let mut found = Vec::new();
         for chunk in names.chunks(NAMES_PER_QUERY) {
-            let filter = chunk
-                .iter()
-                .map(|n| format!("computerDnsName eq {}", quote(&n.to_ascii_lowercase())))
-                .collect::<Vec<_>>()
-                .join(" or ");
-            let path = format!("machines?$filter={}", query_encode(&filter));
+            let path = crate::odata::machines_named(chunk);
             match self.get_list::<Machine>(&path, "machine list", 10_000) {
                 Ok(ms) => found.extend(ms),
                 Err(Error::Api { status: 404, .. }) => {}
@@ -115,18 +76,56 @@ impl Client {
         }
         Ok(found)
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn machine_ids() {
-        assert!(is_machine_id("1e5bc9d7e413ddd7902c2932e418702b84d0cc07"));
-        assert!(!is_machine_id("1e5bc9d7e413ddd7902c2932e418702b84d0cc0"));
-        assert!(!is_machine_id("host1.contoso.com"));
-        assert!(check_dns_name("host1.contoso.com").is_ok());
-        assert!(check_dns_name("a' or 1 eq 1").is_err());
+    /// Turns machine ids and DNS names into exactly one [`Target`] each, in the order
+    /// given, without duplicates. Ids are taken as they are; names are looked up with as
+    /// few calls as possible. A name that names no machine, or several, fails the whole
+    /// call with [`Error::UnresolvedMachines`], which lists every such name and the
+    /// candidates of each — before anything starts.
+    pub fn resolve_targets<S: AsRef<str>>(&self, machines: &[S]) -> Result<Vec<Target>> {
+        let inputs: Vec<&str> = machines.iter().map(AsRef::as_ref).collect();
+        let names: Vec<&str> = inputs
+            .iter()
+            .copied()
+            .filter(|m| !is_machine_id(m))
+            .collect();
+        let mut by_name: HashMap<String, Vec<Machine>> = HashMap::new();
+        if !names.is_empty() {
+            for m in self.find_machines(&names)? {
+                if let Some(n) = &m.computer_dns_name {
+                    by_name.entry(n.to_ascii_lowercase()).or_default().push(m);
+                }
+            }
+        }
+        let mut targets = Vec::new();
+        let (mut unknown, mut ambiguous) = (Vec::new(), Vec::new());
+        for input in inputs {
+            if is_machine_id(input) {
+                targets.push(Target::from_id(input));
+                continue;
+            }
+            let name = input.to_ascii_lowercase();
+            match by_name.get(&name).map(Vec::as_slice) {
+                Some([m]) => match &m.id {
+                    Some(id) if is_machine_id(id) => targets.push(Target::new(id, name)),
+                    _ => {
+                        return Err(Error::malformed(
+                            "machine list",
+                            format!("the machine named {name} has no usable id"),
+                        ));
+                    }
+                },
+                Some(several) if several.len() > 1 => {
+                    ambiguous.push((input.to_owned(), several.to_vec()));
+                }
+                _ => unknown.push(input.to_owned()),
+            }
+        }
+        if !unknown.is_empty() || !ambiguous.is_empty() {
+            return Err(Error::UnresolvedMachines { unknown, ambiguous });
+        }
+        let mut seen = HashSet::new();
+        targets.retain(|t| seen.insert(t.machine_id.clone()));
+        Ok(targets)
     }
 }

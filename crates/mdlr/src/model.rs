@@ -1,4 +1,4 @@
-//! The service's wire types: machine actions and their commands.
+//! The service's wire types: machine actions, their commands, machines.
 //!
 //! Every field may be missing or `null`, unknown fields are ignored, and status values
 //! the documentation does not list are kept as [`ActionStatus::Other`] and the like.
@@ -259,73 +259,34 @@ impl MachineAction {
                     .filter(|c| c.index.is_none())
             })
     }
+}
 
-    /// Whether the command at `index` has a result to fetch now, and of what type.
-    ///
-    /// Errors: [`Error::NoSuchCommand`](crate::Error::NoSuchCommand),
-    /// [`Error::NotFinished`](crate::Error::NotFinished) while the action runs,
-    /// [`Error::CommandFailed`](crate::Error::CommandFailed) when the command failed or
-    /// the action ended without it (its `action_status` then says `TimeOut`,
-    /// `Cancelled` or `Failed`).
-    pub fn result_type(&self, action_id: &str, index: u32) -> crate::Result<CommandType> {
-        let status = self.status_or_unknown();
-        let Some(entry) = self.command(index) else {
-            if !status.is_terminal() && self.commands.is_empty() {
-                // Command details appear a few seconds after the start.
-                return Err(crate::Error::NotFinished {
-                    action_id: action_id.to_owned(),
-                    index,
-                    action_status: status.to_string(),
-                    command_status: "not listed yet".into(),
-                });
-            }
-            return Err(crate::Error::NoSuchCommand {
-                action_id: action_id.to_owned(),
-                index,
-                count: self.commands.len(),
-            });
-        };
-        let command_status = entry
-            .command_status
-            .clone()
-            .unwrap_or_else(|| CommandStatus::Other("unknown".into()));
-        let command_type = entry
-            .command
-            .as_ref()
-            .map(|c| c.command_type.clone())
-            .unwrap_or_else(|| CommandType::Other("unknown".into()));
-        match command_status {
-            CommandStatus::Completed => Ok(command_type),
-            CommandStatus::Failed => Err(self.failed(action_id, index, entry, &status)),
-            _ if !status.is_terminal() => Err(crate::Error::NotFinished {
-                action_id: action_id.to_owned(),
-                index,
-                action_status: status.to_string(),
-                command_status: command_status.to_string(),
-            }),
-            _ => Err(self.failed(action_id, index, entry, &status)),
-        }
-    }
-
-    fn failed(
-        &self,
-        action_id: &str,
-        index: u32,
-        entry: &CommandEntry,
-        status: &ActionStatus,
-    ) -> crate::Error {
-        crate::Error::CommandFailed {
-            action_id: action_id.to_owned(),
-            index,
-            action_status: status.to_string(),
-            command_status: entry
-                .command_status
-                .as_ref()
-                .map_or("unknown", |s| s.as_str())
-                .to_owned(),
-            errors: entry.errors.clone(),
-        }
-    }
+/// A machine (device) known to Defender for Endpoint. Every field may be missing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Machine {
+    /// The machine id (40 hex characters).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Its fully qualified DNS name.
+    #[serde(default)]
+    pub computer_dns_name: Option<String>,
+    /// `Windows10`, `WindowsServer2019`, `Linux`, ...
+    #[serde(default)]
+    pub os_platform: Option<String>,
+    /// `Active`, `Inactive`, ...
+    #[serde(default)]
+    pub health_status: Option<String>,
+    /// When it was last seen (UTC, ISO 8601).
+    #[serde(default)]
+    pub last_seen: Option<String>,
+    /// Its last internal IP address.
+    #[serde(default)]
+    pub last_ip_address: Option<String>,
+    /// `None`, `Informational`, `Low`, `Medium`, `High`.
+    #[serde(default)]
+    pub risk_score: Option<String>,
 }
 
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -368,29 +329,5 @@ mod tests {
         );
         let empty: MachineAction = serde_json::from_str("{}").expect("decodes");
         assert_eq!(empty, MachineAction::default());
-    }
-
-    #[test]
-    fn result_type_per_state() {
-        let a: MachineAction = serde_json::from_str(
-            r#"{"status":"InProgress","commands":[
-              {"index":0,"commandStatus":"Completed","command":{"type":"RunScript","params":[]}},
-              {"index":1,"commandStatus":"Created","command":{"type":"GetFile","params":null}},
-              {"index":2,"commandStatus":"Failed","errors":["boom", 7],"command":{"type":"GetFile"}}]}"#,
-        )
-        .expect("decodes");
-        assert_eq!(a.result_type("a", 0).ok(), Some(CommandType::RunScript));
-        assert!(matches!(
-            a.result_type("a", 1),
-            Err(crate::Error::NotFinished { .. })
-        ));
-        match a.result_type("a", 2) {
-            Err(crate::Error::CommandFailed { errors, .. }) => assert_eq!(errors, ["boom", "7"]),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            a.result_type("a", 3),
-            Err(crate::Error::NoSuchCommand { count: 3, .. })
-        ));
     }
 }

@@ -571,7 +571,7 @@ mod tests {
         let der = anchor_certificate(&webpki_roots::TLS_SERVER_ROOTS[0]);
         let pem = format!(
             "junk before\n-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-            crate::base64::encode(&der)
+            crate::encode::base64(&der)
                 .as_bytes()
                 .chunks(64)
                 .map(|c| String::from_utf8_lossy(c).into_owned())

@@ -1,6 +1,11 @@
-//! Types that hold secrets, and redaction of secrets inside URLs.
+//! Types that hold secrets, redaction of secrets inside URLs, and the [`Redactor`] that
+//! takes every secret the library knows out of what a service says back.
 
+use std::collections::VecDeque;
 use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use crate::error::Error;
 
 /// A secret string (token, client secret, SAS link) whose `Debug` is `[redacted]`.
 ///
@@ -83,19 +88,83 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
-/// `text` with every one of `secrets` — as it is, percent-encoded, or form-encoded —
-/// replaced by `[redacted]`. Strings shorter than 8 characters are left alone: they are
-/// no secrets worth the name, and replacing them would garble the text.
-pub(crate) fn scrub(text: &str, secrets: &[&str]) -> String {
+/// Secrets shorter than this are left alone: they are no secrets worth the name, and
+/// replacing them would garble the text.
+const SHORTEST: usize = 8;
+/// Secrets kept: credentials and tokens (a token a rotation replaced may still be quoted).
+const KEPT_SECRETS: usize = 64;
+/// Link signatures kept: enough for every link in use at once in a large batch.
+const KEPT_SIGNATURES: usize = 256;
+
+/// The secrets a client (or a downloader) knows — credentials, tokens, client
+/// assertions, refresh tokens, and the signatures of recent result links — and the
+/// one place that takes them out of text. Cheap to clone; clones share what they know.
+///
+/// The transport applies it to every error it builds from a reply, so no call site has
+/// to remember to.
+#[derive(Clone, Default)]
+pub(crate) struct Redactor(Arc<Mutex<Known>>);
+
+#[derive(Default)]
+struct Known {
+    secrets: VecDeque<String>,
+    signatures: VecDeque<String>,
+}
+
+fn remember(list: &mut VecDeque<String>, value: &str, cap: usize) {
+    if value.chars().count() < SHORTEST || list.iter().any(|v| v == value) {
+        return;
+    }
+    if list.len() == cap {
+        list.pop_front();
+    }
+    list.push_back(value.to_owned());
+}
+
+impl Redactor {
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Learns a secret, to take out of every text from now on.
+    pub(crate) fn add(&self, secret: &Secret) {
+        remember(&mut self.known().secrets, secret.expose(), KEPT_SECRETS);
+    }
+
+    /// Learns the signature of a link (`sig`, as sent and decoded).
+    pub(crate) fn add_link(&self, url: &str) {
+        let mut known = self.known();
+        for sig in sig_values(url) {
+            remember(&mut known.signatures, &sig, KEPT_SIGNATURES);
+        }
+    }
+
+    /// `text` with every known secret — as it is, percent-encoded or form-encoded —
+    /// replaced by `[redacted]`.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let known = self.known();
+        scrub(text, known.secrets.iter().chain(known.signatures.iter()))
+    }
+
+    /// `error` with every known secret taken out of what the service said in it.
+    pub(crate) fn scrub_error(&self, error: Error) -> Error {
+        error.map_text(&|text: &str| self.scrub(text))
+    }
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Redactor([redacted])")
+    }
+}
+
+fn scrub<'a>(text: &str, secrets: impl Iterator<Item = &'a String>) -> String {
     let mut out = text.to_owned();
-    for secret in secrets.iter().filter(|s| s.chars().count() >= 8) {
-        for form in [
-            (*secret).to_owned(),
-            crate::http::form_encode(secret),
-            crate::http::form_encode(secret).replace('+', "%20"),
-        ] {
-            if out.contains(&form) {
-                out = out.replace(&form, "[redacted]");
+    for secret in secrets {
+        let form = crate::encode::form(secret);
+        for variant in [secret.clone(), form.replace('+', "%20"), form] {
+            if out.contains(&variant) {
+                out = out.replace(&variant, "[redacted]");
             }
         }
     }
@@ -103,7 +172,7 @@ pub(crate) fn scrub(text: &str, secrets: &[&str]) -> String {
 }
 
 /// The values of the `sig` query parameters of `url`, as sent and percent-decoded.
-pub(crate) fn sig_values(url: &str) -> Vec<String> {
+fn sig_values(url: &str) -> Vec<String> {
     let Some((_, query)) = url.split_once('?') else {
         return Vec::new();
     };
@@ -112,7 +181,7 @@ pub(crate) fn sig_values(url: &str) -> Vec<String> {
     for (key, value) in query.split('&').filter_map(|p| p.split_once('=')) {
         if key.eq_ignore_ascii_case("sig") && !value.is_empty() {
             out.push(value.to_owned());
-            out.push(crate::download::percent_decode(value));
+            out.push(crate::encode::percent_decode(value));
         }
     }
     out
@@ -142,11 +211,24 @@ mod tests {
 
     #[test]
     fn scrubs_secrets_in_any_encoding() {
-        let said = "you sent Bearer tok-SECRET-1 and client_secret=a%2Bb%2Fc%3D1234 and sig=x";
+        let said = "you sent Bearer tok-SECRET-1 and client_secret=a%2Bb%2Fc%3D1234 and \
+                    sig=x and a b c d e in a form: a+b+c+d+e, a%20b%20c%20d%20e";
+        let r = Redactor::default();
+        for s in ["tok-SECRET-1", "a+b/c=1234", "x", "a b c d e"] {
+            r.add(&Secret::new(s));
+        }
         assert_eq!(
-            scrub(said, &["tok-SECRET-1", "a+b/c=1234", "x"]),
-            "you sent Bearer [redacted] and client_secret=[redacted] and sig=x"
+            r.scrub(said),
+            "you sent Bearer [redacted] and client_secret=[redacted] and sig=x and \
+             [redacted] in a form: [redacted], [redacted]"
         );
+        r.add_link("https://h/b?se=1&sig=0123456789abc%3D");
+        assert_eq!(r.scrub("q 0123456789abc= q"), "q [redacted] q");
+        assert_eq!(format!("{r:?}"), "Redactor([redacted])");
+        let e = r.scrub_error(Error::NotFound {
+            message: "tok-SECRET-1".into(),
+        });
+        assert_eq!(e.to_string(), "[redacted]");
         assert_eq!(
             sig_values("https://h/b?se=1&SIG=ab%3D&x=1#sig=no"),
             ["ab%3D", "ab="]

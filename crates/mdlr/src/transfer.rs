@@ -14,87 +14,22 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use flate2::read::MultiGzDecoder;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Client, blob_error, resolve_location};
-use crate::base64::decode as base64_decode;
-use crate::cloud::check_url;
-use crate::download::{self, Destination, DownloadRequest, Downloaded, ResultLink};
-use crate::error::{Error, Result};
-use crate::http::{Event, Request, Response};
+use crate::blob::BlobHost;
+pub(crate) use crate::blob::Links;
+use crate::download::{Destination, DownloadRequest, Downloaded, Gunzip, OnProgress, Progress};
+use crate::encode::base64_decode;
+use crate::error::{Error, Result, TransportKind};
+use crate::files::{disposition_file_name, publish, temp_path};
+use crate::http::{Event, Http};
 use crate::md5::Md5;
-use crate::secret::redact_url;
 
 /// Size of the copy buffer.
 const BUFFER: usize = 512 * 1024;
-/// A link that expires sooner than this is renewed before it is used (clocks drift).
-const EXPIRY_MARGIN: Duration = Duration::from_secs(5 * 60);
-/// How long a result link lives (SPEC A4).
-const LINK_LIFETIME: Duration = Duration::from_secs(30 * 60);
-/// A link younger than this is never renewed ahead of time: a clock far off from the
-/// host's must not turn every use into a renewal (a refused link is renewed anyway).
-const MIN_AGE_TO_RENEW: Duration = Duration::from_secs(60);
-/// Redirects followed from a result link.
-const MAX_REDIRECTS: usize = 5;
-
-/// Where the links come from: the one we have, and a way to get a fresh one.
-pub(crate) struct Links<'a> {
-    current: ResultLink,
-    refresh: Option<&'a dyn Fn() -> Result<ResultLink>>,
-    /// When to renew ahead of expiry, by our clock.
-    renew_at: Instant,
-    obtained: Instant,
-}
-
-/// When to renew `link` obtained now: `EXPIRY_MARGIN` before its `se`, measured on our
-/// clock from now (so a constant offset between the clocks does not matter), and never
-/// later than its documented lifetime allows.
-fn renew_at(link: &ResultLink) -> Instant {
-    let now = Instant::now();
-    let left = link
-        .expires_at()
-        .and_then(|t| t.duration_since(SystemTime::now()).ok())
-        .filter(|d| *d > MIN_AGE_TO_RENEW)
-        .unwrap_or(LINK_LIFETIME)
-        .min(LINK_LIFETIME);
-    now + left.saturating_sub(EXPIRY_MARGIN)
-}
-
-impl<'a> Links<'a> {
-    pub(crate) fn new(
-        current: ResultLink,
-        refresh: Option<&'a dyn Fn() -> Result<ResultLink>>,
-    ) -> Links<'a> {
-        Links {
-            renew_at: renew_at(&current),
-            obtained: Instant::now(),
-            current,
-            refresh,
-        }
-    }
-
-    /// Renews the link; `false` when there is no way to.
-    fn renew(&mut self) -> Result<bool> {
-        match self.refresh {
-            Some(f) => {
-                self.current = f()?;
-                self.renew_at = renew_at(&self.current);
-                self.obtained = Instant::now();
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    fn expiring(&self) -> bool {
-        self.refresh.is_some()
-            && self.obtained.elapsed() >= MIN_AGE_TO_RENEW
-            && Instant::now() >= self.renew_at
-    }
-}
 
 /// What the partial bytes on disk are.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -105,52 +40,59 @@ struct PartMeta {
     length: Option<u64>,
 }
 
-fn blob_path(link: &ResultLink) -> String {
-    link.expose()
-        .split('?')
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-impl Client {
-    /// Downloads a result, resuming and renewing links as needed (see the module docs).
-    pub(crate) fn transfer(
-        &self,
-        mut links: Links<'_>,
-        request: &DownloadRequest,
-    ) -> Result<Downloaded> {
-        if let Destination::Dir(dir) = &request.destination
-            && !dir.is_dir()
-        {
-            return Err(Error::io(
-                dir,
-                "write into",
-                io::Error::new(io::ErrorKind::NotFound, "not a directory"),
-            ));
-        }
-        if let Destination::File(path) = &request.destination
-            && !request.overwrite
-            && path.exists()
-        {
-            return Err(Error::Exists { path: path.clone() });
-        }
-        if links.expiring() {
-            links.renew()?;
-        }
-        // When an earlier run may have left bytes, ask for the blob's first byte only:
-        // the reply names the file and the blob, and the download then starts where
-        // those bytes end instead of sending the whole blob from the start again.
-        let probe = partial_may_exist(request);
-        let first = self.open_blob(&mut links, 0, None, probe)?;
-        let ranged = first.status() == 206;
-        let disposition = first.header("content-disposition").map(str::to_owned);
-        let path = download::final_path(request, disposition.as_deref());
-        if !request.overwrite && path.exists() {
-            return Err(Error::Exists { path });
-        }
+/// Downloads a result, resuming and renewing links as needed (see the module docs).
+///
+/// `gunzip_known` is what [`Gunzip::Auto`] means when the caller knows the command
+/// (a `GetFile`: un-gzip); without it, a host's name ending in `.gz` decides.
+pub(crate) fn transfer(
+    http: &Http,
+    mut links: Links<'_>,
+    request: &DownloadRequest,
+    gunzip_known: Option<bool>,
+) -> Result<Downloaded> {
+    let host = BlobHost { http };
+    if let Destination::Dir(dir) = request.destination()
+        && !dir.is_dir()
+    {
+        return Err(Error::io(
+            dir,
+            "write into",
+            io::Error::new(io::ErrorKind::NotFound, "not a directory"),
+        ));
+    }
+    if let Some(path) = request.existing_file() {
+        return Err(Error::Exists {
+            path: path.to_owned(),
+        });
+    }
+    if links.expiring() {
+        links.renew()?;
+    }
+    // When an earlier run may have left bytes, ask for the blob's first byte only:
+    // the reply names the file and the blob, and the download then starts where
+    // those bytes end instead of sending the whole blob from the start again.
+    let probe = partial_may_exist(request);
+    let first = host.open(&mut links, 0, None, probe)?;
+    let ranged = first.status() == 206;
+    let original_name = first
+        .header("content-disposition")
+        .and_then(disposition_file_name);
+    let gunzip = match request.gunzip_setting() {
+        Gunzip::On => true,
+        Gunzip::Off => false,
+        _ => gunzip_known.unwrap_or_else(|| {
+            original_name
+                .as_deref()
+                .is_some_and(|n| n.to_ascii_lowercase().ends_with(".gz"))
+        }),
+    };
+    let path = request.final_path(original_name.as_deref(), gunzip);
+    if !request.overwrites() && path.exists() {
+        return Err(Error::Exists { path });
+    }
+    {
         let meta = PartMeta {
-            blob: blob_path(&links.current),
+            blob: links.current.blob().to_owned(),
             etag: first.header("etag").map(str::to_owned),
             length: if ranged {
                 first
@@ -170,10 +112,10 @@ impl Client {
         .or(first.header("x-ms-blob-content-md5"))
         .and_then(base64_decode)
         .filter(|d| d.len() == 16);
-        let parts = Parts::beside(&path, request.gunzip);
+        let parts = Parts::beside(&path, gunzip);
         let resume_from = parts.resumable(&meta);
         let mut source = Source {
-            client: self,
+            host,
             links,
             reader: None,
             offset: resume_from,
@@ -182,7 +124,7 @@ impl Client {
             tee: None,
             md5: md5.is_some().then(Md5::new),
             stalls: 0,
-            on_progress: request.on_progress.clone(),
+            on_progress: request.progress().cloned(),
             resumed_from: resume_from,
         };
         source.report();
@@ -198,7 +140,7 @@ impl Client {
                 source.md5 = Some(parts.hash_raw(resume_from)?);
             }
         }
-        let outcome = self.write_parts(&parts, &mut source, request.gunzip, resume_from);
+        let outcome = write_parts(&parts, &mut source, gunzip, resume_from);
         match outcome {
             Ok(written) => {
                 let received = source.offset;
@@ -207,7 +149,7 @@ impl Client {
                 {
                     return Err(Error::Incomplete { expected, received });
                 }
-                if let (Some(want), Some(got)) = (md5, &source.md5)
+                if let (Some(want), Some(got)) = (&md5, &source.md5)
                     && got.clone().finish()[..] != want[..]
                 {
                     parts.discard_all();
@@ -216,15 +158,15 @@ impl Client {
                         "its MD5 differs from the Content-MD5 the result host gave",
                     ));
                 }
-                download::publish(&parts.out, &path, request.overwrite)?;
+                publish(&parts.out, &path, request.overwrites())?;
                 parts.finish();
                 Ok(Downloaded {
                     path,
                     received,
                     written,
-                    original_name: disposition
-                        .as_deref()
-                        .and_then(download::disposition_file_name),
+                    original_name,
+                    gunzipped: gunzip,
+                    md5_checked: md5.is_some(),
                 })
             }
             Err(e) => {
@@ -237,175 +179,61 @@ impl Client {
             }
         }
     }
+}
 
-    /// Streams the source into the part files; returns the bytes written to the file.
-    fn write_parts(
-        &self,
-        parts: &Parts,
-        source: &mut Source<'_, '_>,
-        gunzip: bool,
-        resume_from: u64,
-    ) -> Result<u64> {
-        if !gunzip {
-            let mut out = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&parts.out)
-                .map_err(|e| Error::io(&parts.out, "open", e))?;
-            out.set_len(resume_from)
-                .and_then(|()| out.seek(SeekFrom::End(0)).map(|_| ()))
-                .map_err(|e| Error::io(&parts.out, "write", e))?;
-            copy(source, &mut out, &parts.out, false)?;
-            out.sync_all()
-                .map_err(|e| Error::io(&parts.out, "write", e))?;
-            return Ok(source.offset);
-        }
-        let raw = parts.raw.as_deref().unwrap_or(&parts.out);
-        let mut tee = OpenOptions::new()
+/// Streams the source into the part files; returns the bytes written to the file.
+fn write_parts(
+    parts: &Parts,
+    source: &mut Source<'_, '_>,
+    gunzip: bool,
+    resume_from: u64,
+) -> Result<u64> {
+    if !gunzip {
+        let mut out = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
-            .open(raw)
-            .map_err(|e| Error::io(raw, "open", e))?;
-        tee.set_len(resume_from)
-            .and_then(|()| tee.seek(SeekFrom::End(0)).map(|_| ()))
-            .map_err(|e| Error::io(raw, "write", e))?;
-        source.tee = Some((tee, raw.to_owned()));
-        let earlier = File::open(raw)
-            .map_err(|e| Error::io(raw, "read", e))?
-            .take(resume_from);
-        let input = BufReader::with_capacity(BUFFER, earlier.chain(&mut *source));
-        let mut decoder = MultiGzDecoder::new(input);
-        let mut out = File::create(&parts.out).map_err(|e| Error::io(&parts.out, "create", e))?;
-        let written = copy(&mut decoder, &mut out, &parts.out, true)?;
-        drop(decoder);
+            .open(&parts.out)
+            .map_err(|e| Error::io(&parts.out, "open", e))?;
+        out.set_len(resume_from)
+            .and_then(|()| out.seek(SeekFrom::End(0)).map(|_| ()))
+            .map_err(|e| Error::io(&parts.out, "write", e))?;
+        copy(source, &mut out, &parts.out, false)?;
         out.sync_all()
             .map_err(|e| Error::io(&parts.out, "write", e))?;
-        if let Some((tee, raw)) = &source.tee {
-            tee.sync_all().map_err(|e| Error::io(raw, "write", e))?;
-        }
-        Ok(written)
+        return Ok(source.offset);
     }
-
-    /// GETs the blob from `offset` (with `If-Match` when resuming), renewing the link
-    /// once if the host refuses it, following checked redirects.
-    fn open_blob(
-        &self,
-        links: &mut Links<'_>,
-        offset: u64,
-        etag: Option<&str>,
-        first_byte: bool,
-    ) -> Result<Response> {
-        let mut renewed = false;
-        loop {
-            let got = if first_byte {
-                self.probe_blob(&links.current)
-            } else {
-                self.get_blob(&links.current, offset, etag)
-            };
-            match got {
-                Err(Error::Blob { status: 403, .. }) if !renewed && links.renew()? => {
-                    renewed = true;
-                }
-                other => return other,
-            }
-        }
+    let raw = parts.raw.as_deref().unwrap_or(&parts.out);
+    let mut tee = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(raw)
+        .map_err(|e| Error::io(raw, "open", e))?;
+    tee.set_len(resume_from)
+        .and_then(|()| tee.seek(SeekFrom::End(0)).map(|_| ()))
+        .map_err(|e| Error::io(raw, "write", e))?;
+    source.tee = Some((tee, raw.to_owned()));
+    let earlier = File::open(raw)
+        .map_err(|e| Error::io(raw, "read", e))?
+        .take(resume_from);
+    let input = BufReader::with_capacity(BUFFER, earlier.chain(&mut *source));
+    let mut decoder = MultiGzDecoder::new(input);
+    let mut out = File::create(&parts.out).map_err(|e| Error::io(&parts.out, "create", e))?;
+    let written = copy(&mut decoder, &mut out, &parts.out, true)?;
+    drop(decoder);
+    out.sync_all()
+        .map_err(|e| Error::io(&parts.out, "write", e))?;
+    if let Some((tee, raw)) = &source.tee {
+        tee.sync_all().map_err(|e| Error::io(raw, "write", e))?;
     }
-
-    pub(crate) fn get_blob(
-        &self,
-        link: &ResultLink,
-        offset: u64,
-        etag: Option<&str>,
-    ) -> Result<Response> {
-        let mut headers = Vec::new();
-        if offset > 0 {
-            headers.push(("Range", format!("bytes={offset}-")));
-            if let Some(tag) = etag {
-                headers.push(("If-Match", tag.to_owned()));
-            }
-        }
-        let resp = self.blob_request(link, headers)?;
-        match resp.status() {
-            200 if offset == 0 => Ok(resp),
-            206 if offset > 0 => {
-                let start = resp
-                    .header("content-range")
-                    .and_then(|r| r.trim().strip_prefix("bytes "))
-                    .and_then(|r| r.split('-').next())
-                    .and_then(|s| s.trim().parse::<u64>().ok());
-                if start != Some(offset) {
-                    return Err(Error::malformed(
-                        "download",
-                        format!("asked for bytes from {offset}, got a range from {start:?}"),
-                    ));
-                }
-                Ok(resp)
-            }
-            200 => Err(Error::malformed(
-                "download",
-                format!(
-                    "the result host ignored the request to continue from byte {offset}, \
-                     so the download cannot go on"
-                ),
-            )),
-            412 => Err(Error::malformed(
-                "download",
-                "the result changed on the host while it was being downloaded; run again",
-            )),
-            _ => Err(self.scrub(blob_error(resp, &self.secrets()))),
-        }
-    }
-
-    /// GETs the blob's first byte: its headers name the file, the blob and its length.
-    /// A host that ignores the range sends the whole blob, which serves as well.
-    fn probe_blob(&self, link: &ResultLink) -> Result<Response> {
-        let resp = self.blob_request(link, vec![("Range", "bytes=0-0".to_owned())])?;
-        match resp.status() {
-            200 | 206 => Ok(resp),
-            // An empty blob has no first byte.
-            416 => self.get_blob(link, 0, None),
-            _ => Err(self.scrub(blob_error(resp, &self.secrets()))),
-        }
-    }
-
-    /// GETs a result link with `headers`, without credentials, following checked
-    /// redirects; returns the first reply that is not a redirect.
-    fn blob_request(
-        &self,
-        link: &ResultLink,
-        headers: Vec<(&'static str, String)>,
-    ) -> Result<Response> {
-        self.remember_signatures(link.expose());
-        let mut url = link.expose().to_owned();
-        check_url(&url, "download link")?;
-        for _ in 0..=MAX_REDIRECTS {
-            let mut req = Request::get(&url);
-            req.headers = headers.clone();
-            let resp = self.http().plain(&req)?;
-            match resp.status() {
-                301 | 302 | 303 | 307 | 308 => {
-                    let location = resp.header("location").unwrap_or_default();
-                    url = resolve_location(&url, location);
-                    check_url(&url, "redirect target")?;
-                }
-                _ => return Ok(resp),
-            }
-        }
-        Err(Error::Transport {
-            url: redact_url(&url),
-            kind: crate::error::TransportKind::Other,
-            message: format!("more than {MAX_REDIRECTS} redirects"),
-            source: None,
-        })
-    }
+    Ok(written)
 }
 
 /// Whether an earlier run may have left received bytes for this download.
 fn partial_may_exist(request: &DownloadRequest) -> bool {
-    match &request.destination {
-        Destination::File(path) => Parts::beside(path, request.gunzip).meta.exists(),
+    match request.destination() {
+        Destination::File(path) => Parts::beside(path, false).meta.exists(),
         Destination::Dir(dir) => fs::read_dir(dir).is_ok_and(|entries| {
             entries
                 .filter_map(|e| e.ok())
@@ -425,7 +253,7 @@ struct Parts {
 
 impl Parts {
     fn beside(path: &Path, gunzip: bool) -> Parts {
-        let out = download::temp_path(path);
+        let out = temp_path(path);
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -512,8 +340,8 @@ impl Parts {
 }
 
 /// The blob's bytes from `offset` on, reconnecting as needed.
-struct Source<'c, 'l> {
-    client: &'c Client,
+struct Source<'h, 'l> {
+    host: BlobHost<'h>,
     links: Links<'l>,
     reader: Option<Box<dyn Read + Send>>,
     offset: u64,
@@ -524,14 +352,14 @@ struct Source<'c, 'l> {
     /// Only when the host gave an MD5 to check: hashing costs more CPU than the rest.
     md5: Option<Md5>,
     stalls: u32,
-    on_progress: Option<download::OnProgress>,
+    on_progress: Option<OnProgress>,
     resumed_from: u64,
 }
 
 impl Source<'_, '_> {
     fn report(&self) {
         if let Some(f) = &self.on_progress {
-            (f.0)(&download::Progress {
+            f(&Progress {
                 received: self.offset,
                 total: self.total,
                 resumed_from: self.resumed_from,
@@ -543,9 +371,9 @@ impl Source<'_, '_> {
         if self.links.expiring() {
             self.links.renew()?;
         }
-        let resp =
-            self.client
-                .open_blob(&mut self.links, self.offset, self.etag.as_deref(), false)?;
+        let resp = self
+            .host
+            .open(&mut self.links, self.offset, self.etag.as_deref(), false)?;
         self.reader = Some(Box::new(resp.into_reader()));
         Ok(())
     }
@@ -555,7 +383,7 @@ impl Source<'_, '_> {
         self.reader = None;
         self.stalls += 1;
         // Twice the request retries: a transfer is worth more patience than a call.
-        if self.stalls > 2 * self.client.http().retry_policy().max_retries {
+        if self.stalls > 2 * self.host.http.retry_policy().max_retries {
             return Err(match self.total {
                 Some(expected) if self.offset < expected => Error::Incomplete {
                     expected,
@@ -563,7 +391,7 @@ impl Source<'_, '_> {
                 },
                 _ => Error::Transport {
                     url: self.links.current.redacted(),
-                    kind: crate::error::TransportKind::Broken,
+                    kind: TransportKind::Broken,
                     message: format!("the download failed after {} bytes: {why}", self.offset),
                     source: None,
                 },
@@ -573,9 +401,9 @@ impl Source<'_, '_> {
         // one: the host was answering. Only failures in a row back off.
         let delay = match self.stalls {
             1 => Duration::ZERO,
-            n => self.client.http().backoff(n - 2),
+            n => self.host.http.backoff(n - 2),
         };
-        self.client.http().emit(Event::Retry {
+        self.host.http.emit(Event::Retry {
             url: self.links.current.redacted(),
             reason: format!("{why} at byte {}", self.offset),
             delay,

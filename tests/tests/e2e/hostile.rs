@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mdlr::{Credential, Destination, DownloadRequest, Endpoints, ResultLink, Secret};
+use mdlr::{Credential, DownloadRequest, Endpoints, Gunzip, ResultLink, Secret};
 use mdlr_tests::sim::{LibraryFile, SimMachine};
 use serde_json::json;
 
@@ -818,8 +818,9 @@ fn library_values_never_show_secrets() {
     let token = Credential::token(TOKEN);
     let app = Credential::client_secret(TENANT, CLIENT_ID, CLIENT_SECRET);
     let client = |c: &Credential| mdlr::Client::builder(c.clone()).build().expect("builds");
-    let mut request = DownloadRequest::new(Destination::Dir(".".into()), "x");
-    request.gunzip = true;
+    let request = DownloadRequest::to_dir(".")
+        .gunzip(Gunzip::On)
+        .fallback_name("x");
     let mut shown = vec![
         format!("{:?}", Secret::new(TOKEN)),
         format!("{:?}", Some(Secret::new(CLIENT_SECRET))),
@@ -834,7 +835,7 @@ fn library_values_never_show_secrets() {
         format!("{request:?}"),
         format!("{:?}", link.expires()),
         link.redacted(),
-        mdlr::redact_url(link.expose()),
+        mdlr::secret::redact_url(link.expose()),
     ];
     // Errors made of replies that quote the secrets back.
     for status in [401, 403, 500] {
@@ -891,7 +892,7 @@ fn fuzz_findings_stay_fixed() {
         ". . .profile",
         ".. ..x",
     ] {
-        let name = mdlr::safe_file_name(raw);
+        let name = mdlr::files::safe_file_name(raw);
         assert!(
             name.as_deref().is_none_or(|n| !n.starts_with('.')),
             "{raw:?} gave the hidden name {name:?}"

@@ -4,18 +4,19 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mdlr::{
-    ActionStatus, Client, CommandType, Credential, Destination, DownloadRequest, Downloaded,
-    Endpoints, Error, Event, RateLimit, ResultLink, Transcript,
+    ActionStatus, Client, CommandType, Credential, DownloadRequest, Downloaded, Endpoints, Error,
+    Event, Gunzip, RateLimit, ResultLink, Transcript,
 };
 use serde_json::json;
 
 use crate::util::*;
 
 /// Downloads command 1 of [`ACTION`] into `dest`, un-gzipping, with `overwrite`.
-fn download(svc: &Service, dest: Destination, overwrite: bool) -> mdlr::Result<Downloaded> {
-    let mut request = DownloadRequest::new(dest, format!("{ACTION}-1"));
-    request.gunzip = true;
-    request.overwrite = overwrite;
+fn download(svc: &Service, dest: DownloadRequest, overwrite: bool) -> mdlr::Result<Downloaded> {
+    let request = dest
+        .gunzip(Gunzip::On)
+        .overwrite(overwrite)
+        .fallback_name(format!("{ACTION}-1"));
     svc.client().download_result(ACTION, 1, &request)
 }
 
@@ -28,7 +29,7 @@ fn check_saved_as(disposition: Option<&str>, name: &str) {
     svc.getfile(gzip(&content), disposition);
     let out = svc.dir.join("out");
     std::fs::create_dir(&out).expect("create out");
-    let done = download(&svc, Destination::Dir(out.clone()), false).expect("downloads");
+    let done = download(&svc, DownloadRequest::to_dir(out.clone()), false).expect("downloads");
     assert_eq!(done.path, out.join(name), "{disposition:?}");
     assert_eq!(list(&out), [name], "{disposition:?}");
     assert_eq!(list(svc.dir.path()), ["out"], "{disposition:?}");
@@ -77,15 +78,9 @@ fn action_decodes_tolerantly() {
     let action = svc.client().action(ACTION).expect("action");
     assert_eq!(action.status, Some(ActionStatus::InProgress));
     assert_eq!(action.commands.len(), 2);
-    assert_eq!(
-        action.result_type(ACTION, 0).ok(),
-        Some(CommandType::RunScript)
-    );
-    assert_err!(action.result_type(ACTION, 1), Error::NotFinished { .. });
-    assert_err!(
-        action.result_type(ACTION, 2),
-        Error::NoSuchCommand { count: 2, .. }
-    );
+    assert_eq!(action.result_type(0).ok(), Some(CommandType::RunScript));
+    assert_err!(action.result_type(1), Error::NotFinished { .. });
+    assert_err!(action.result_type(2), Error::NoSuchCommand { count: 2, .. });
 }
 
 #[test]
@@ -184,7 +179,12 @@ fn bearer_to_the_api_none_to_the_result_host() {
     let [action, link, blob] = svc.getfile(gzip(b"x"), None);
     let client = svc.client();
     client.action(ACTION).expect("action");
-    download(&svc, Destination::Dir(svc.dir.path().to_owned()), false).expect("download");
+    download(
+        &svc,
+        DownloadRequest::to_dir(svc.dir.path().to_owned()),
+        false,
+    )
+    .expect("download");
     client.transcript_bytes(ACTION, 1).expect("bytes");
     action.assert_calls(1);
     link.assert_calls(2);
@@ -233,7 +233,12 @@ fn getfile_is_ungzipped_to_disk() {
     let content: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
     let gz = gzip(&content);
     svc.getfile(gz.clone(), Some("attachment; filename=\"evidence.bin.gz\""));
-    let done = download(&svc, Destination::Dir(svc.dir.path().to_owned()), false).expect("ok");
+    let done = download(
+        &svc,
+        DownloadRequest::to_dir(svc.dir.path().to_owned()),
+        false,
+    )
+    .expect("ok");
     assert_eq!(done.path, svc.dir.join("evidence.bin"));
     assert_eq!(done.original_name.as_deref(), Some("evidence.bin.gz"));
     assert_eq!(done.received, gz.len() as u64);
@@ -247,7 +252,9 @@ fn getfile_raw_keeps_the_gz() {
     let svc = Service::start();
     let gz = gzip(b"raw bytes");
     svc.getfile(gz.clone(), Some("attachment; filename=\"evidence.txt.gz\""));
-    let request = DownloadRequest::new(Destination::Dir(svc.dir.path().to_owned()), "fallback");
+    let request = DownloadRequest::to_dir(svc.dir.path())
+        .gunzip(Gunzip::Off)
+        .fallback_name("fallback");
     let done = svc
         .client()
         .download_result(ACTION, 1, &request)
@@ -295,7 +302,7 @@ fn download_to_a_named_file() {
         Some("attachment; filename=\"evidence.txt.gz\""),
     );
     let target = svc.dir.join("my-copy.txt");
-    let done = download(&svc, Destination::File(target.clone()), false).expect("ok");
+    let done = download(&svc, DownloadRequest::to_file(target.clone()), false).expect("ok");
     assert_eq!(done.path, target);
     assert_eq!(read(&target), b"named");
     assert_eq!(list(svc.dir.path()), ["my-copy.txt"]);
@@ -310,11 +317,11 @@ fn no_overwrite_without_permission() {
     );
     let target = svc.dir.join("evidence.txt");
     write(&target, "old");
-    let dir = Destination::Dir(svc.dir.path().to_owned());
+    let dir = DownloadRequest::to_dir(svc.dir.path());
     assert_err!(download(&svc, dir.clone(), false), Error::Exists { path } if path == &target);
     assert_eq!(read(&target), b"old");
     assert_err!(
-        download(&svc, Destination::File(target.clone()), false),
+        download(&svc, DownloadRequest::to_file(target.clone()), false),
         Error::Exists { .. }
     );
     assert_eq!(read(&target), b"old");
@@ -336,7 +343,9 @@ fn short_body_leaves_no_file() {
     ));
     svc.action(done_action());
     svc.link_to(1, &raw.url("/results/short"));
-    let request = DownloadRequest::new(Destination::Dir(svc.dir.path().to_owned()), "f");
+    let request = DownloadRequest::to_dir(svc.dir.path())
+        .gunzip(Gunzip::Off)
+        .fallback_name("f");
     // The download goes on from byte 10 with a Range request; this host ignores it.
     assert_err!(
         svc.client().download_result(ACTION, 1, &request),
@@ -376,7 +385,7 @@ fn broken_gzip_leaves_no_file() {
         let svc = Service::start();
         svc.getfile(body, Some("attachment; filename=\"evidence.txt.gz\""));
         assert_err!(
-            download(&svc, Destination::Dir(svc.dir.path().to_owned()), false),
+            download(&svc, DownloadRequest::to_dir(svc.dir.path().to_owned()), false),
             Error::Malformed { what, .. } if what == "gzip stream"
         );
         assert_eq!(list(svc.dir.path()), Vec::<String>::new());
@@ -391,13 +400,17 @@ fn unwritable_destination_is_an_io_error() {
     assert_err!(
         download(
             &svc,
-            Destination::File(svc.dir.join("file/evidence")),
+            DownloadRequest::to_file(svc.dir.join("file/evidence")),
             false
         ),
         Error::Io { .. }
     );
     assert_err!(
-        download(&svc, Destination::Dir(svc.dir.join("missing")), false),
+        download(
+            &svc,
+            DownloadRequest::to_dir(svc.dir.join("missing")),
+            false
+        ),
         Error::Io { .. }
     );
     assert_eq!(list(svc.dir.path()), ["file"]);
@@ -662,10 +675,7 @@ fn the_rate_limiter_is_shared_by_clones_and_threads() {
     let (events, record) = recorder();
     let client = Client::builder(Credential::token(TOKEN))
         .endpoints(Endpoints::default().with_api_base(&svc.api_url()))
-        .rate_limits(vec![RateLimit {
-            calls: 2,
-            per: Duration::from_secs(1),
-        }])
+        .rate_limits(vec![RateLimit::new(2, Duration::from_secs(1))])
         .on_event(record)
         .build()
         .expect("builds");
@@ -838,8 +848,9 @@ fn events_never_carry_secrets() {
         .build()
         .expect("builds");
     client.transcript(ACTION, 0).expect("transcript");
-    let mut request = DownloadRequest::new(Destination::Dir(svc.dir.path().to_owned()), "f");
-    request.gunzip = true;
+    let request = DownloadRequest::to_dir(svc.dir.path())
+        .gunzip(Gunzip::On)
+        .fallback_name("f");
     client
         .download_result(ACTION, 1, &request)
         .expect("download");

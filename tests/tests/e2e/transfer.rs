@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use mdlr::{
-    Client, Credential, Destination, DownloadRequest, Downloaded, Endpoints, Error, Event,
-    ResultLink, Timeouts,
+    Client, Credential, DownloadRequest, Downloaded, Endpoints, Error, Event, Gunzip, ResultLink,
+    Timeouts,
 };
 use mdlr_tests::azurite::{Azurite, BlobProps, azurite, sas_query};
 use mdlr_tests::faults::{Fault, Injected, Plan, Proxy, Seen};
@@ -211,10 +211,7 @@ impl Rig {
         let client = Client::builder(Credential::token(TOKEN))
             .endpoints(Endpoints::default().with_api_base(&self.api.url()))
             .retry_policy(fast_retries())
-            .timeouts(Timeouts {
-                connect: Duration::from_secs(5),
-                read: read_timeout,
-            })
+            .timeouts(Timeouts::new(Duration::from_secs(5), read_timeout))
             .on_event(record)
             .build()
             .expect("client builds");
@@ -223,8 +220,9 @@ impl Rig {
 
     /// `client.download_result` of command 1 into `DIR/out`, un-gzipping.
     fn download_result(&self, client: &Client) -> mdlr::Result<Downloaded> {
-        let mut request = DownloadRequest::new(Destination::Dir(self.out()), "fallback");
-        request.gunzip = true;
+        let request = DownloadRequest::to_dir(self.out())
+            .gunzip(Gunzip::On)
+            .fallback_name("fallback");
         client.download_result(ACTION, 1, &request)
     }
 
@@ -458,7 +456,7 @@ fn raw_result_through_cuts_and_truncated_replies() {
     let etag = rig.upload(content, &BlobProps::default());
     let (client, events) = rig.client(Duration::from_secs(5));
     let path = rig.out().join("raw.bin");
-    let request = DownloadRequest::new(Destination::File(path.clone()), "x");
+    let request = DownloadRequest::to_file(path.clone()).gunzip(Gunzip::Off);
     let done = client
         .download(&rig.link(), &request)
         .expect("the download completes");
@@ -485,7 +483,7 @@ fn raw_result_through_resets() {
     let etag = rig.upload(content, &BlobProps::default());
     let (client, _) = rig.client(Duration::from_secs(5));
     let path = rig.out().join("raw.bin");
-    let request = DownloadRequest::new(Destination::File(path.clone()), "x");
+    let request = DownloadRequest::to_file(path.clone()).gunzip(Gunzip::Off);
     client
         .download(&rig.link(), &request)
         .expect("the download completes");
@@ -889,7 +887,9 @@ fn links_are_renewed_ahead_of_expiry() {
     rig.set_link_lifetime(Duration::from_secs(361));
     let etag = rig.upload(content, &BlobProps::attachment("raw.bin"));
     let (client, events) = rig.client(Duration::from_secs(5));
-    let request = DownloadRequest::new(Destination::Dir(rig.out()), "x");
+    let request = DownloadRequest::to_dir(rig.out())
+        .gunzip(Gunzip::Off)
+        .fallback_name("x");
     let started = Instant::now();
     let done = client
         .download_result(ACTION, 1, &request)

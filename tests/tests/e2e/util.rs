@@ -356,22 +356,21 @@ pub fn seed_path(index: u32) -> String {
 
 /// Retries fast enough for tests: two retries, 10 ms base backoff.
 pub fn fast_retries() -> RetryPolicy {
-    RetryPolicy {
-        max_retries: 2,
-        base_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(50),
-        max_retry_after: Duration::from_secs(5),
-    }
+    let mut retry = RetryPolicy::with_retries(2);
+    retry.base_delay = Duration::from_millis(10);
+    retry.max_delay = Duration::from_millis(50);
+    retry.max_retry_after = Duration::from_secs(5);
+    retry
 }
 
 pub fn fast_client(credential: Credential, endpoints: Endpoints) -> Client {
     Client::builder(credential)
         .endpoints(endpoints)
         .retry_policy(fast_retries())
-        .timeouts(Timeouts {
-            connect: Duration::from_secs(5),
-            read: Duration::from_secs(5),
-        })
+        .timeouts(Timeouts::new(
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        ))
         .build()
         .expect("client builds")
 }

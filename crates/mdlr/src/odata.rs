@@ -1,0 +1,129 @@
+//! OData queries of the list calls: `$filter` expressions and paths.
+
+use crate::encode::{self, odata_quote};
+use crate::model::ActionStatus;
+
+/// Which actions to list (`GET /api/machineactions?$filter=...`). Empty fields do not
+/// filter; `ids` are OR-ed, the rest AND-ed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ActionQuery {
+    /// Any of these action ids.
+    pub ids: Vec<String>,
+    /// On any of these machines.
+    pub machine_ids: Vec<String>,
+    /// In any of these statuses.
+    pub statuses: Vec<ActionStatus>,
+    /// Of this type (`LiveResponse`, ...).
+    pub action_type: Option<String>,
+    /// Started by this requestor.
+    pub requestor: Option<String>,
+    /// At most this many (the API allows 10 000 a page).
+    pub top: Option<u32>,
+}
+
+impl ActionQuery {
+    /// Every action (up to `top`).
+    pub fn new() -> ActionQuery {
+        ActionQuery::default()
+    }
+
+    /// The `$filter` expression, unencoded; `None` when nothing filters.
+    pub fn filter(&self) -> Option<String> {
+        let mut clauses = Vec::new();
+        let any = |field: &str, values: Vec<&str>| {
+            let terms: Vec<String> = values
+                .iter()
+                .map(|v| format!("{field} eq {}", odata_quote(v)))
+                .collect();
+            match terms.len() {
+                0 => None,
+                1 => terms.into_iter().next(),
+                _ => Some(format!("({})", terms.join(" or "))),
+            }
+        };
+        clauses.extend(any("id", self.ids.iter().map(String::as_str).collect()));
+        clauses.extend(any(
+            "machineId",
+            self.machine_ids.iter().map(String::as_str).collect(),
+        ));
+        clauses.extend(any(
+            "status",
+            self.statuses.iter().map(ActionStatus::as_str).collect(),
+        ));
+        if let Some(t) = &self.action_type {
+            clauses.push(format!("type eq {}", odata_quote(t)));
+        }
+        if let Some(r) = &self.requestor {
+            clauses.push(format!("requestor eq {}", odata_quote(r)));
+        }
+        (!clauses.is_empty()).then(|| clauses.join(" and "))
+    }
+
+    /// The list call's path and query, under `/api/`.
+    pub(crate) fn path(&self) -> String {
+        let mut params = Vec::new();
+        if let Some(f) = self.filter() {
+            params.push(format!("$filter={}", encode::query(&f)));
+        }
+        params.push(format!("$top={}", self.top.unwrap_or(10_000).min(10_000)));
+        format!("machineactions?{}", params.join("&"))
+    }
+}
+
+/// The path of a machine lookup by DNS names (OR-ed; lowercase, as the service stores
+/// them).
+pub(crate) fn machines_named(names: &[&str]) -> String {
+    let filter = names
+        .iter()
+        .map(|n| {
+            format!(
+                "computerDnsName eq {}",
+                odata_quote(&n.to_ascii_lowercase())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" or ");
+    format!("machines?$filter={}", encode::query(&filter))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        let mut q = ActionQuery::new();
+        assert_eq!(q.filter(), None);
+        assert_eq!(q.path(), "machineactions?$top=10000");
+        q.ids = vec!["a".into(), "b".into()];
+        q.statuses = vec![ActionStatus::InProgress];
+        q.requestor = Some("o'brien@x".into());
+        assert_eq!(
+            q.filter().as_deref(),
+            Some(
+                "(id eq 'a' or id eq 'b') and status eq 'InProgress' and requestor eq 'o''brien@x'"
+            )
+        );
+        q.top = Some(5);
+        assert!(
+            q.path()
+                .starts_with("machineactions?$filter=%28id%20eq%20%27a%27")
+        );
+        assert!(q.path().ends_with("&$top=5"));
+        q.ids.clear();
+        q.statuses.push(ActionStatus::Pending);
+        assert!(
+            q.filter()
+                .is_some_and(|f| f.starts_with("(status eq 'InProgress' or status eq 'Pending')"))
+        );
+    }
+
+    #[test]
+    fn machine_lookups() {
+        assert_eq!(
+            machines_named(&["A.x", "b"]),
+            "machines?$filter=computerDnsName%20eq%20%27a.x%27%20or%20computerDnsName%20eq%20%27b%27"
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! Results: the client's methods that tie the service (an action, a fresh result link
+//! whenever one is needed) to the download engine — transcripts read into memory, files
+//! streamed to disk, and "the result of command N", whatever its kind.
+
+use crate::api::Client;
+use crate::blob::BlobHost;
+use crate::download::{DownloadRequest, Downloaded, Gunzip};
+use crate::error::{Error, Result};
+use crate::link::ResultLink;
+use crate::model::{CommandType, MachineAction};
+use crate::transcript::Transcript;
+use crate::transfer::{Links, transfer};
+
+/// What a command left behind, as [`Client::result`] delivers it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CommandResult {
+    /// A `RunScript`'s transcript, parsed, with its bytes as the result host held them.
+    Transcript {
+        /// The parsed transcript.
+        transcript: Transcript,
+        /// The transcript's bytes, unchanged.
+        bytes: Vec<u8>,
+    },
+    /// A `GetFile`'s file (or a result of a kind the library does not know), saved as
+    /// the download request said.
+    File(Downloaded),
+    /// A `PutFile`: it has no result.
+    NoResult,
+}
+
+impl Client {
+    /// The raw bytes behind a result link, read into memory (up to the transcript limit).
+    pub fn result_bytes(&self, link: &ResultLink) -> Result<Vec<u8>> {
+        BlobHost { http: self.http() }
+            .get(link, 0, None)?
+            .read_limited(self.transcript_limit(), "transcript")
+    }
+
+    /// Gets the RunScript transcript of command `index`: a fresh link, the download and
+    /// the tolerant parse. A link refused by the result host is renewed once; asked for
+    /// too early, it is [`Error::NotFinished`].
+    pub fn transcript(&self, action_id: &str, index: u32) -> Result<Transcript> {
+        Transcript::parse(&self.transcript_bytes(action_id, index)?)
+    }
+
+    /// The raw transcript bytes of command `index`, as the result host holds them.
+    pub fn transcript_bytes(&self, action_id: &str, index: u32) -> Result<Vec<u8>> {
+        self.with_fresh_link(action_id, index, |link| self.result_bytes(link))
+    }
+
+    /// Downloads a result link into a file as `request` says. The link is not renewed
+    /// when it expires (there is no action to ask for another); see
+    /// [`Client::download_result`] for that, and [`Downloader`](crate::Downloader) to
+    /// download a link without any credential.
+    ///
+    /// The bearer token is never sent to the link's host. Redirects are followed only
+    /// to URLs that pass the same checks as the link.
+    pub fn download(&self, link: &ResultLink, request: &DownloadRequest) -> Result<Downloaded> {
+        transfer(self.http(), Links::fixed(link.clone()), request, None)
+    }
+
+    /// Gets a fresh link for command `index` and downloads it as `request` says: a
+    /// dropped or stalled connection continues from the byte it reached, a link the
+    /// result host refuses (expired) or that is about to expire is renewed, and a rerun
+    /// continues from the partial file an interrupted run left.
+    ///
+    /// With [`Gunzip::Auto`] (the default) the action is read first, to un-gzip a
+    /// `GetFile` result and nothing else; [`Gunzip::On`] or [`Gunzip::Off`] spare that
+    /// call.
+    pub fn download_result(
+        &self,
+        action_id: &str,
+        index: u32,
+        request: &DownloadRequest,
+    ) -> Result<Downloaded> {
+        // Spare the quota calls when the answer is known already.
+        refuse_existing(request)?;
+        let kind = match request.gunzip_setting() {
+            Gunzip::Auto => Some(self.action(action_id)?.result_type(index)?),
+            _ => None,
+        };
+        self.download_command(action_id, index, kind.as_ref(), request)
+    }
+
+    /// The result of command `index` of an action, whatever its kind: reads the action
+    /// and hands it to [`Client::result_of`].
+    pub fn result(
+        &self,
+        action_id: &str,
+        index: u32,
+        request: &DownloadRequest,
+    ) -> Result<CommandResult> {
+        self.result_of(&self.action(action_id)?, index, request)
+    }
+
+    /// The result of command `index` of `action` (as read just before): a `RunScript`'s
+    /// transcript in memory, a `GetFile`'s file saved as `request` says (un-gzipped
+    /// unless it says otherwise), [`CommandResult::NoResult`] for a `PutFile`.
+    ///
+    /// # Errors
+    ///
+    /// What [`MachineAction::result_type`] says when the command has no result now
+    /// ([`Error::NotFinished`], [`Error::CommandFailed`], [`Error::NoSuchCommand`]), and
+    /// those of the download.
+    pub fn result_of(
+        &self,
+        action: &MachineAction,
+        index: u32,
+        request: &DownloadRequest,
+    ) -> Result<CommandResult> {
+        let kind = action.result_type(index)?;
+        let action_id = action.id.as_deref().unwrap_or_default();
+        match kind {
+            CommandType::PutFile => Ok(CommandResult::NoResult),
+            CommandType::RunScript => {
+                let bytes = self.transcript_bytes(action_id, index)?;
+                Ok(CommandResult::Transcript {
+                    transcript: Transcript::parse(&bytes)?,
+                    bytes,
+                })
+            }
+            kind => self
+                .download_command(action_id, index, Some(&kind), request)
+                .map(CommandResult::File),
+        }
+    }
+
+    /// Downloads command `index`'s result; `kind` (when known) settles
+    /// [`Gunzip::Auto`] and the fallback name.
+    fn download_command(
+        &self,
+        action_id: &str,
+        index: u32,
+        kind: Option<&CommandType>,
+        request: &DownloadRequest,
+    ) -> Result<Downloaded> {
+        let gunzip = match request.gunzip_setting() {
+            Gunzip::On => true,
+            Gunzip::Off => false,
+            _ => kind == Some(&CommandType::GetFile),
+        };
+        let extension = match kind {
+            Some(CommandType::RunScript) => ".json",
+            _ if gunzip => "",
+            _ => ".gz",
+        };
+        let request = request.with_default_name(format!("{action_id}-{index}{extension}"));
+        refuse_existing(&request)?;
+        let link = self.result_link(action_id, index)?;
+        let mut refresh = || self.result_link(action_id, index);
+        transfer(
+            self.http(),
+            Links::renewable(link, &mut refresh),
+            &request,
+            Some(gunzip),
+        )
+    }
+
+    /// Runs `f` with a fresh link; when the result host answers 403 (an expired or
+    /// refused link), asks for a new link and runs `f` once more.
+    fn with_fresh_link<T>(
+        &self,
+        action_id: &str,
+        index: u32,
+        f: impl Fn(&ResultLink) -> Result<T>,
+    ) -> Result<T> {
+        let link = self.result_link(action_id, index)?;
+        match f(&link) {
+            Err(Error::Blob { status: 403, .. }) => f(&self.result_link(action_id, index)?),
+            other => other,
+        }
+    }
+}
+
+/// [`Error::Exists`] for a file destination that exists and may not be replaced: known
+/// before any quota is spent on a link.
+fn refuse_existing(request: &DownloadRequest) -> Result<()> {
+    match request.existing_file() {
+        Some(path) => Err(Error::Exists {
+            path: path.to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
