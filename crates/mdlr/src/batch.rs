@@ -147,6 +147,45 @@ pub struct Report {
     pub outcome: Outcome,
 }
 
+impl Report {
+    /// The action's status as last seen, when there is an action.
+    pub fn status(&self) -> Option<ActionStatus> {
+        self.action.as_ref().map(MachineAction::status_or_unknown)
+    }
+}
+
+/// `ended (Succeeded)`, `busy with action X`, `not started: ...`: how a machine's part
+/// ended, in a few words.
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.outcome, self.status()) {
+            (Outcome::Ended, Some(status)) => write!(f, "ended ({status})"),
+            (Outcome::WaitTimedOut, Some(status)) => {
+                write!(f, "still {status} when the wait ran out")
+            }
+            (outcome, _) => write!(f, "{outcome}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Started => f.write_str("started"),
+            Outcome::Ended => f.write_str("ended"),
+            Outcome::Busy {
+                other_action: Some(other),
+            } => write!(f, "busy with action {other}; not started"),
+            Outcome::Busy { other_action: None } => {
+                f.write_str("busy with another session; not started")
+            }
+            Outcome::WaitTimedOut => f.write_str("still running when the wait ran out"),
+            Outcome::StartFailed(e) => write!(f, "not started: {e}"),
+            Outcome::PollFailed(e) => write!(f, "its status could not be read: {e}"),
+        }
+    }
+}
+
 /// Counts of machines per state, for progress displays.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -1,16 +1,10 @@
 //! What a download is asked to do ([`DownloadRequest`]) and what it did
-//! ([`Downloaded`]), and the [`Downloader`]: the resumable download of a bare result
-//! link, with no credential anywhere.
+//! ([`Downloaded`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::Result;
 use crate::files::safe_file_name;
-use crate::http::{Http, TransportConfig};
-use crate::link::ResultLink;
-use crate::secret::Redactor;
-use crate::transfer::{Links, transfer};
 
 /// Where a download goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +148,11 @@ impl DownloadRequest {
         self.overwrite
     }
 
+    /// The name for a directory destination when the host gives none.
+    pub(crate) fn fallback(&self) -> Option<&str> {
+        self.fallback_name.as_deref()
+    }
+
     pub(crate) fn progress(&self) -> Option<&OnProgress> {
         self.on_progress.as_ref()
     }
@@ -180,7 +179,10 @@ impl DownloadRequest {
             Destination::Dir(dir) => {
                 let name = name
                     .and_then(|n| safe_file_name(if gunzip { strip_gz(n) } else { n }))
-                    .or_else(|| self.fallback_name.as_deref().and_then(safe_file_name))
+                    .or_else(|| {
+                        let fallback = self.fallback_name.as_deref()?;
+                        safe_file_name(if gunzip { strip_gz(fallback) } else { fallback })
+                    })
                     .unwrap_or_else(|| "download".to_owned());
                 if dir == Path::new(".") {
                     PathBuf::from(name)
@@ -218,51 +220,4 @@ pub struct Downloaded {
     pub gunzipped: bool,
     /// Whether the host's `Content-MD5` was checked (it matched, or this is an error).
     pub md5_checked: bool,
-}
-
-/// Downloads bare result links — from the portal, from another tool, from
-/// [`ResultLink::expose`] — with the same streaming, resume, verification and safe
-/// naming as [`Client::download_result`](crate::Client::download_result), and no
-/// credential at all: nothing but the link's host is ever contacted.
-///
-/// A dropped or stalled connection continues from the byte it reached, and a rerun
-/// continues from the partial file an earlier run left; an expired link cannot be
-/// renewed without the API, so it fails ([`ErrorKind::PermissionDenied`]) and leaves
-/// what was received for a rerun with a fresh link.
-///
-/// ```no_run
-/// use mdlr::{DownloadRequest, Downloader, ResultLink, TransportConfig};
-///
-/// # fn main() -> mdlr::Result<()> {
-/// let downloader = Downloader::new(TransportConfig::new())?;
-/// let link = ResultLink::new("https://x.blob.core.windows.net/c/b?se=...&sig=...");
-/// let done = downloader.download(&link, &DownloadRequest::to_dir("."))?;
-/// println!("saved {}", done.path.display());
-/// # Ok(()) }
-/// ```
-///
-/// [`ErrorKind::PermissionDenied`]: crate::ErrorKind::PermissionDenied
-#[derive(Clone)]
-pub struct Downloader {
-    http: Arc<Http>,
-}
-
-impl std::fmt::Debug for Downloader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Downloader").finish_non_exhaustive()
-    }
-}
-
-impl Downloader {
-    /// A downloader that connects as `transport` says.
-    pub fn new(transport: TransportConfig) -> Result<Downloader> {
-        Ok(Downloader {
-            http: Arc::new(Http::new(&transport, Vec::new(), Redactor::default())?),
-        })
-    }
-
-    /// Downloads `link` as `request` says (see [`Downloader`]).
-    pub fn download(&self, link: &ResultLink, request: &DownloadRequest) -> Result<Downloaded> {
-        transfer(&self.http, Links::fixed(link.clone()), request, None)
-    }
 }

@@ -86,7 +86,7 @@ pub use api::{Client, ClientBuilder, PollPolicy};
 pub use auth::{ClientCertificate, Credential, LoginTokens, TokenSink};
 pub use batch::{Batch, BatchEvent, BatchOptions, BatchStats, Counts, OnBusy, Outcome, Report};
 pub use cloud::{Cloud, Endpoints};
-pub use download::{Destination, DownloadRequest, Downloaded, Downloader, Gunzip, Progress};
+pub use download::{Destination, DownloadRequest, Downloaded, Gunzip, Progress};
 pub use error::{Error, ErrorKind, Result, TransportKind};
 pub use http::{Event, Observer, RetryPolicy, Timeouts, TransportConfig};
 pub use library::{LibraryFile, LibraryUpload};
@@ -98,6 +98,6 @@ pub use model::{
 };
 pub use odata::ActionQuery;
 pub use quota::RateLimit;
-pub use results::CommandResult;
+pub use results::{CommandResult, Downloader};
 pub use secret::Secret;
 pub use transcript::Transcript;

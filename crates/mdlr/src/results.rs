@@ -1,13 +1,18 @@
 //! Results: the client's methods that tie the service (an action, a fresh result link
 //! whenever one is needed) to the download engine — transcripts read into memory, files
-//! streamed to disk, and "the result of command N", whatever its kind.
+//! streamed to disk, and "the result of command N", whatever its kind — and the
+//! [`Downloader`], the same engine for a bare link with no credential anywhere.
+
+use std::sync::Arc;
 
 use crate::api::Client;
 use crate::blob::BlobHost;
 use crate::download::{DownloadRequest, Downloaded, Gunzip};
 use crate::error::{Error, Result};
+use crate::http::{Http, TransportConfig};
 use crate::link::ResultLink;
 use crate::model::{CommandType, MachineAction};
+use crate::secret::Redactor;
 use crate::transcript::Transcript;
 use crate::transfer::{Links, transfer};
 
@@ -170,6 +175,57 @@ impl Client {
             Err(Error::Blob { status: 403, .. }) => f(&self.result_link(action_id, index)?),
             other => other,
         }
+    }
+}
+
+/// Downloads bare result links — from the portal, from another tool, from
+/// [`ResultLink::expose`] — with the same streaming, resume, verification and safe
+/// naming as [`Client::download_result`](crate::Client::download_result), and no
+/// credential at all: nothing but the link's host is ever contacted.
+///
+/// A dropped or stalled connection continues from the byte it reached, and a rerun
+/// continues from the partial file an earlier run left; an expired link cannot be
+/// renewed without the API, so it fails ([`ErrorKind::PermissionDenied`]) and leaves
+/// what was received for a rerun with a fresh link.
+///
+/// ```no_run
+/// use mdlr::{DownloadRequest, Downloader, ResultLink, TransportConfig};
+///
+/// # fn main() -> mdlr::Result<()> {
+/// let downloader = Downloader::new(TransportConfig::new())?;
+/// let link = ResultLink::new("https://x.blob.core.windows.net/c/b?se=...&sig=...");
+/// let done = downloader.download(&link, &DownloadRequest::to_dir("."))?;
+/// println!("saved {}", done.path.display());
+/// # Ok(()) }
+/// ```
+///
+/// [`ErrorKind::PermissionDenied`]: crate::ErrorKind::PermissionDenied
+#[derive(Clone)]
+pub struct Downloader {
+    http: Arc<Http>,
+}
+
+impl std::fmt::Debug for Downloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Downloader").finish_non_exhaustive()
+    }
+}
+
+impl Downloader {
+    /// A downloader that connects as `transport` says.
+    pub fn new(transport: TransportConfig) -> Result<Downloader> {
+        Ok(Downloader {
+            http: Arc::new(Http::new(&transport, Vec::new(), Redactor::default())?),
+        })
+    }
+
+    /// Downloads `link` as `request` says (see [`Downloader`]). Without a name from
+    /// the host or the request, the file is named after the blob. With
+    /// [`Gunzip::Auto`], a name ending in `.gz` means a gzip stream to un-gzip.
+    pub fn download(&self, link: &ResultLink, request: &DownloadRequest) -> Result<Downloaded> {
+        let blob_name = link.blob().rsplit('/').next().unwrap_or_default();
+        let request = request.with_default_name(crate::encode::percent_decode(blob_name));
+        transfer(&self.http, Links::fixed(link.clone()), &request, None)
     }
 }
 

@@ -43,7 +43,8 @@ struct PartMeta {
 /// Downloads a result, resuming and renewing links as needed (see the module docs).
 ///
 /// `gunzip_known` is what [`Gunzip::Auto`] means when the caller knows the command
-/// (a `GetFile`: un-gzip); without it, a host's name ending in `.gz` decides.
+/// (a `GetFile`: un-gzip); without it, a name ending in `.gz` decides (the host's, else
+/// the request's fallback).
 pub(crate) fn transfer(
     http: &Http,
     mut links: Links<'_>,
@@ -83,6 +84,7 @@ pub(crate) fn transfer(
         _ => gunzip_known.unwrap_or_else(|| {
             original_name
                 .as_deref()
+                .or(request.fallback())
                 .is_some_and(|n| n.to_ascii_lowercase().ends_with(".gz"))
         }),
     };
