@@ -38,7 +38,7 @@ pub fn login(
         }));
     };
     let authority = endpoints.authority.clone();
-    let transport = crate::transport(args, out, &endpoints, "device-code")?;
+    let transport = crate::transport(args, out, Some((&endpoints, "device-code")))?;
     let device = DeviceLogin::new(endpoints, &transport, tenant.trim(), client_id.trim())?;
     let code = device.start()?;
     if args.global.json {

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use mdlr::{
-    ActionStatus, Client, CommandResult, CommandType, DownloadRequest, Downloaded, Error, Gunzip,
-    MachineAction, PollPolicy,
+    ActionStatus, Client, CommandResult, CommandType, DownloadRequest, Downloaded, Downloader,
+    Error, Gunzip, MachineAction, PollPolicy, ResultLink, TransportConfig,
 };
 use serde_json::json;
 
@@ -220,11 +220,22 @@ fn deliver(
     }
 }
 
-/// Where and how `mdlr result` saves a file: `-o` names a file, or a directory (one
-/// that exists, or a path ending in a separator); by default the current directory.
+/// Where and how `mdlr result` saves a file.
 fn download_request(args: &ResultArgs<'_>) -> Result<DownloadRequest, Failure> {
-    let request = match args.output {
-        Some(p) if p.is_dir() || args.which == Which::All => DownloadRequest::to_dir(p),
+    save_as(args.output, args.which == Which::All, args.raw, args.force)
+}
+
+/// Where and how a result is saved: `-o` names a file, or a directory (one that exists,
+/// a path ending in a separator, or any path when `always_dir`); by default the current
+/// directory. `--raw` keeps the bytes as sent; `--force` replaces a file.
+fn save_as(
+    output: Option<&Path>,
+    always_dir: bool,
+    raw: bool,
+    force: bool,
+) -> Result<DownloadRequest, Failure> {
+    let request = match output {
+        Some(p) if p.is_dir() || always_dir => DownloadRequest::to_dir(p),
         Some(p) if names_directory(p) => {
             std::fs::create_dir_all(p).map_err(|e| Error::Io {
                 path: p.to_owned(),
@@ -237,8 +248,81 @@ fn download_request(args: &ResultArgs<'_>) -> Result<DownloadRequest, Failure> {
         None => DownloadRequest::to_dir("."),
     };
     Ok(request
-        .gunzip(if args.raw { Gunzip::Off } else { Gunzip::Auto })
-        .overwrite(args.force))
+        .gunzip(if raw { Gunzip::Off } else { Gunzip::Auto })
+        .overwrite(force))
+}
+
+/// `mdlr fetch`: a bare result link, downloaded as `mdlr result` would, without any
+/// API call or credential. `-` reads the link from stdin.
+pub fn fetch(
+    transport: TransportConfig,
+    out: &Output,
+    url: &str,
+    output: Option<&Path>,
+    raw: bool,
+    force: bool,
+) -> Result<u8, Failure> {
+    let url = match url {
+        "-" => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| Error::Io {
+                    path: "standard input".into(),
+                    op: "read",
+                    source: e,
+                })?;
+            line.trim().to_owned()
+        }
+        url => url.trim().to_owned(),
+    };
+    if url.is_empty() {
+        return Err(Error::InvalidArgument {
+            message: "no link given (stdin was empty)".to_owned(),
+        }
+        .into());
+    }
+    let link = ResultLink::new(url);
+    let downloader = Downloader::new(transport)?;
+    let label = link
+        .redacted()
+        .split('?')
+        .next()
+        .and_then(|u| u.rsplit('/').next())
+        .map(|n| clean(n).into_owned())
+        .unwrap_or_default();
+    let (request, bar) =
+        crate::progress::attach(save_as(output, false, raw, force)?, out.progress, &label);
+    let done = downloader.download(&link, &request);
+    drop(bar);
+    let done = done.context(|| format!("cannot download {}", link.redacted()))?;
+    if out.json {
+        out.json_line(&json!({
+            "path": done.path,
+            "bytes": done.written,
+            "received": done.received,
+            "original_name": done.original_name,
+            "gunzipped": done.gunzipped,
+            "md5_checked": done.md5_checked,
+        }))?;
+        return Ok(0);
+    }
+    out.print(&saved_line(&done))?;
+    Ok(0)
+}
+
+/// `saved PATH (N bytes, from NAME)`: where a download went.
+fn saved_line(done: &Downloaded) -> String {
+    let from = done
+        .original_name
+        .as_deref()
+        .map(|n| format!(", from {}", clean(n)))
+        .unwrap_or_default();
+    format!(
+        "saved {} ({} bytes{from})\n",
+        done.path.display(),
+        done.written
+    )
 }
 
 /// Says where a downloaded result went.
@@ -260,16 +344,7 @@ pub fn saved(
             "original_name": done.original_name,
         }));
     }
-    let from = done
-        .original_name
-        .as_deref()
-        .map(|n| format!(", from {}", clean(n)))
-        .unwrap_or_default();
-    out.print(&format!(
-        "saved {} ({} bytes{from})\n",
-        done.path.display(),
-        done.written
-    ))
+    out.print(&saved_line(done))
 }
 
 /// `mdlr action`.

@@ -55,6 +55,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Link { .. } => "link",
         Command::Result { .. } => "result",
         Command::Action { .. } => "action",
+        Command::Fetch { .. } => "fetch",
         Command::Live(live) => live.command,
         Command::Cancel { .. } => "cancel",
         Command::Actions { .. } => "actions",
@@ -96,6 +97,15 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
             return auth::login(args, out, tenant.as_deref(), client_id.as_deref());
         }
         Command::Logout => return auth::logout(out),
+        Command::Fetch {
+            url,
+            output,
+            raw,
+            force,
+        } => {
+            let transport = transport(args, out, None)?;
+            return commands::fetch(transport, out, url, output.as_deref(), *raw, *force);
+        }
         _ => {}
     }
     let client = client(args, out).map_err(Failure::from)?;
@@ -155,6 +165,7 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
         | Command::Version
         | Command::Login { .. }
         | Command::Logout
+        | Command::Fetch { .. }
         | Command::Completions(_) => Ok(0),
     }
 }
@@ -170,7 +181,7 @@ fn client(args: &args::Args, out: &Output) -> Result<Client, Error> {
         }
     });
     let credential = settings::credential(&args.global, &env, &endpoints, warn)?;
-    let transport = transport(args, out, &endpoints, credential.method())?;
+    let transport = transport(args, out, Some((&endpoints, credential.method())))?;
     let limits = |q: &Option<Vec<(u32, std::time::Duration)>>, default: Vec<RateLimit>| {
         q.as_ref().map_or(default, |q| {
             q.iter()
@@ -190,28 +201,33 @@ fn client(args: &args::Args, out: &Output) -> Result<Client, Error> {
 }
 
 /// How requests are sent: proxies, CAs, timeouts, retries and the exchange log (at
-/// `-v`). At `-vv` it says which hosts, sign-in method and proxy are used.
+/// `-v`). At `-vv` it says which hosts, sign-in method and proxy are used (`about`: the
+/// API's hosts and the sign-in method; `None` for a bare link, which needs neither).
 pub fn transport(
     args: &args::Args,
     out: &Output,
-    endpoints: &mdlr::Endpoints,
-    sign_in: &str,
+    about: Option<(&mdlr::Endpoints, &str)>,
 ) -> Result<TransportConfig, Error> {
     let env = settings::process_env;
     let (proxies, roots) = settings::network(&args.global, &env)?;
     if args.global.verbose >= 2 {
-        let proxy = proxies
-            .for_url(&endpoints.api_base)
-            .map_or("direct", |p| p.display());
-        out.note(&format!(
-            "API {}, authority {}, scope {}, sign-in {sign_in}, proxy {}, {} extra CA \
-             certificate(s)",
-            endpoints.api_base,
-            endpoints.authority,
-            endpoints.scope,
-            proxy,
-            roots.len(),
-        ));
+        let proxy = |url: &str| proxies.for_url(url).map_or("direct", |p| p.display());
+        out.note(&match about {
+            Some((endpoints, sign_in)) => format!(
+                "API {}, authority {}, scope {}, sign-in {sign_in}, proxy {}, {} extra CA \
+                 certificate(s)",
+                endpoints.api_base,
+                endpoints.authority,
+                endpoints.scope,
+                proxy(&endpoints.api_base),
+                roots.len(),
+            ),
+            None => format!(
+                "no API and no sign-in (a bare link), proxy {}, {} extra CA certificate(s)",
+                proxy("https://blob.core.windows.net"),
+                roots.len(),
+            ),
+        });
     }
     let verbose = args.global.verbose;
     let quiet = args.global.quiet;

@@ -642,13 +642,41 @@ fn partial_files(name: &str, gunzip: bool) -> Vec<String> {
     names
 }
 
-/// Starts `mdlr result` (with `--raw` unless `gunzip`) on the 24 MiB GetFile result
-/// through a slow proxy, kills it (SIGKILL) once 8 MiB are on disk, checks what it left
-/// (its partial files, no final file), then runs the same command again at full speed
-/// and checks that it asked for the remaining bytes only and finished the file
-/// byte-identical.
+/// How a test downloads the result: through the API (`mdlr result`, which gets its
+/// own links), or a bare link (`mdlr fetch`, no API and no credential).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Via {
+    Result,
+    Fetch,
+}
+
+impl Rig {
+    /// `mdlr fetch LINK -o out/` (and `extra`) with a fresh link of the rig, and
+    /// nothing else: no API URL, no token, no credential of any kind.
+    fn fetch(&self, extra: &[&str]) -> Run {
+        let link = self.link();
+        Run::new(&["fetch", link.expose(), "-o", "out/"])
+            .args(extra)
+            .cwd(self.dir.path())
+            .replace(self.dir.path().display().to_string(), "{DIR}")
+    }
+
+    /// The command downloading the result into `out/` `via` the API or a bare link.
+    fn download_via(&self, via: Via, extra: &[&str]) -> Run {
+        match via {
+            Via::Result => self.result(extra),
+            Via::Fetch => self.fetch(extra),
+        }
+    }
+}
+
+/// Starts `mdlr result` or `mdlr fetch` (with `--raw` unless `gunzip`) on the 24 MiB
+/// GetFile result through a slow proxy, kills it (SIGKILL) once 8 MiB are on disk,
+/// checks what it left (its partial files, no final file), then runs the same command
+/// again at full speed and checks that it asked for the remaining bytes only and
+/// finished the file byte-identical.
 #[track_caller]
-fn check_killed_and_rerun(container: &str, gunzip: bool) {
+fn check_killed_and_rerun(container: &str, gunzip: bool, via: Via) {
     let (content, gz) = payload();
     let (name, want, args): (&str, &[u8], &[&str]) = match gunzip {
         true => (NAME, content, &[]),
@@ -660,7 +688,7 @@ fn check_killed_and_rerun(container: &str, gunzip: bool) {
         true => format!(".{NAME}.gz.mdlr-part"),
         false => format!(".{GZ_NAME}.mdlr-part"),
     });
-    let running = rig.result(args).spawn();
+    let running = rig.download_via(via, args).spawn();
     wait_until(Duration::from_secs(30), "8 MiB on disk", || {
         file_len(&received) >= 8 * MIB
     });
@@ -680,7 +708,7 @@ fn check_killed_and_rerun(container: &str, gunzip: bool) {
     rig.proxy.set_plan(Plan::clean());
     let before_requests = rig.requests().len();
     let before_bytes = rig.proxy.bytes_to_client();
-    let out = rig.result(args).run();
+    let out = rig.download_via(via, args).run();
     out.check(
         0,
         &format!("saved out/{name} ({} bytes, from {GZ_NAME})\n", want.len()),
@@ -713,13 +741,21 @@ fn check_killed_and_rerun(container: &str, gunzip: bool) {
 /// continues from the bytes received, and un-gzips the whole file.
 #[test]
 fn killed_download_continues_where_it_stopped() {
-    check_killed_and_rerun("t-kill", true);
+    check_killed_and_rerun("t-kill", true, Via::Result);
 }
 
 /// The same with `--raw` (the gzip stream kept as it is).
 #[test]
 fn killed_raw_download_continues_where_it_stopped() {
-    check_killed_and_rerun("t-kill-raw", false);
+    check_killed_and_rerun("t-kill-raw", false, Via::Result);
+}
+
+/// `mdlr fetch` killed in the middle and run again with a fresh link to the same
+/// blob: it continues from the bytes received, with no API and no credential.
+#[test]
+fn killed_fetch_continues_where_it_stopped() {
+    check_killed_and_rerun("t-kill-fetch", true, Via::Fetch);
+    check_killed_and_rerun("t-kill-fetch-raw", false, Via::Fetch);
 }
 
 /// A file that appears under the final name while the download runs stops it at the
@@ -860,6 +896,135 @@ fn token_never_reaches_the_blob_host() {
         assert_eq!(seen.header("authorization"), None, "{}", seen.head);
         assert!(!seen.head.contains(TOKEN), "{}", seen.head);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// `mdlr fetch`: a bare link, no API, no credential
+
+/// A GetFile result through connections cut every 2 MiB, fetched from a bare link with
+/// nothing in the environment: byte-identical, each try continuing from the byte
+/// reached, the API never asked, and (checked by the rig) no `Authorization` header.
+#[test]
+fn fetch_needs_no_credential_and_resumes_through_cuts() {
+    let content = &payload().0[..8 << 20];
+    let gz = gzip_stored(content);
+    let rig = Rig::start("t-fetch-cuts", Plan::clean().every(2 * MIB, Fault::Cut));
+    let etag = rig.upload_getfile(&gz);
+    let out = rig.fetch(&[]).run();
+    out.status(0);
+    assert_eq!(out.normalize(&out.stdout), saved(content.len()));
+    let requests = rig.requests();
+    check_retries(&out, requests.len() - 1);
+    rig.check_no_secrets(&out);
+    check_file(&rig.out().join(NAME), content);
+    assert_eq!(list(&rig.out()), [NAME]);
+    check_resumed(&requests, &etag);
+    assert!(requests.len() >= 4, "{} requests", requests.len());
+    assert_eq!(rig.links_asked(), 0, "fetch asked the API for a link");
+}
+
+/// The link read from stdin (out of the process list), `--raw`, `-o FILE`, an existing
+/// file kept without `--force`, and `--json`.
+#[test]
+fn fetch_forms() {
+    let content = noise(21, 300_000);
+    let gz = gzip(&content);
+    let rig = Rig::start("t-fetch-forms", Plan::clean());
+    rig.upload_getfile(&gz);
+    let link = rig.link();
+    Run::new(&["fetch", "-", "-o", "out/"])
+        .stdin(format!("{}\n", link.expose()))
+        .cwd(rig.dir.path())
+        .check(0, &saved(content.len()), "");
+    check_file(&rig.out().join(NAME), &content);
+    rig.fetch(&[])
+        .run()
+        .check_err(73, &["exists already", "--force"]);
+    rig.fetch(&["--force", "--raw"]).check(
+        0,
+        &format!("saved out/{GZ_NAME} ({} bytes, from {GZ_NAME})\n", gz.len()),
+        "",
+    );
+    check_file(&rig.out().join(GZ_NAME), &gz);
+    let file = rig.out().join("named.bin");
+    let out = Run::new(&["--json", "fetch", link.expose(), "-o"])
+        .arg(&file)
+        .run();
+    out.status(0);
+    let record = &out.json_lines()[0];
+    assert_eq!(record["bytes"], content.len());
+    assert_eq!(record["received"], gz.len());
+    assert_eq!(record["original_name"], GZ_NAME);
+    assert_eq!(record["gunzipped"], true);
+    assert_eq!(record["md5_checked"], true);
+    check_file(&file, &content);
+    rig.check_no_secrets(&out);
+    Run::new(&["fetch", "-"])
+        .stdin("")
+        .run()
+        .check_err(64, &["no link given"]);
+    assert_eq!(rig.links_asked(), 0);
+}
+
+/// A link that expires while the download runs cannot be renewed without the API:
+/// the next connection is refused (77), the message says to get a fresh link, and the
+/// bytes received stay; `mdlr fetch` with a fresh link continues from them.
+#[test]
+fn fetch_of_an_expiring_link_fails_clearly_and_resumes_with_a_fresh_one() {
+    let content = &payload().0[..6 << 20];
+    let gz = gzip_stored(content);
+    // 1 MiB/s, and one cut at 4 MiB: 4 s in, after the link (2 s) has expired.
+    let rig = Rig::start(
+        "t-fetch-expiry",
+        Plan::clean().throttle(MIB).nth(0, 4 * MIB, Fault::Cut),
+    );
+    let etag = rig.upload_getfile(&gz);
+    rig.set_link_lifetime(Duration::from_secs(2));
+    let out = rig.fetch(&[]).run();
+    out.check_err(
+        77,
+        &[
+            "the result host answered 403",
+            "hint: the result host refused the link: it may have expired",
+            "mdlr link ACTION_ID --index N --reveal",
+        ],
+    );
+    rig.check_no_secrets(&out);
+    // The bytes as received and what they are; the un-gzipped part is rebuilt from them.
+    assert_eq!(
+        list(&rig.out()),
+        [
+            format!(".{NAME}.gz.mdlr-part"),
+            format!(".{NAME}.mdlr-part.json")
+        ]
+    );
+    let kept = file_len(&rig.out().join(format!(".{NAME}.gz.mdlr-part")));
+    assert!(kept >= 3 * MIB, "only {kept} bytes kept");
+    // A fresh link to the same blob: only the rest is fetched.
+    rig.proxy.set_plan(Plan::clean());
+    rig.set_link_lifetime(Duration::from_secs(600));
+    let before = rig.requests().len();
+    rig.fetch(&[]).check(0, &saved(content.len()), "");
+    check_file(&rig.out().join(NAME), content);
+    let rerun = &rig.requests()[before..];
+    let ranged: Vec<&Seen> = rerun.iter().filter(|s| range_start(s) > 0).collect();
+    assert_eq!(ranged.len(), 1, "{rerun:?}");
+    assert_eq!(
+        ranged[0].header("range"),
+        Some(format!("bytes={kept}-").as_str())
+    );
+    assert_eq!(ranged[0].header("if-match"), Some(etag.as_str()));
+    assert_eq!(rig.links_asked(), 0);
+}
+
+/// What `mdlr fetch` refuses before anything is sent: plain http to a host that is not
+/// loopback (78), and a line without a link (64).
+#[test]
+fn fetch_refuses_insecure_links_before_sending() {
+    Run::new(&["fetch", "http://results.example.com/c/b?sig=abc123secret"])
+        .run()
+        .check_err(78, &["refusing plain http://", "sig=REDACTED"]);
+    Run::new(&["fetch"]).run().check_err(64, &["missing URL"]);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -595,6 +595,7 @@ pub struct Run {
     env: Vec<(String, String)>,
     cwd: Option<PathBuf>,
     replacements: Vec<(String, String)>,
+    stdin: Option<Vec<u8>>,
 }
 
 impl Run {
@@ -604,7 +605,14 @@ impl Run {
             env: Vec::new(),
             cwd: None,
             replacements: Vec::new(),
+            stdin: None,
         }
+    }
+
+    /// What the child reads on stdin (otherwise nothing: stdin is empty).
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Run {
+        self.stdin = Some(bytes.into());
+        self
     }
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Run {
@@ -651,7 +659,19 @@ impl Run {
     pub fn run(self) -> Outcome {
         let mut cmd = self.command();
         let started = std::time::Instant::now();
-        let out = cmd.output().expect("run mdlr");
+        let out = match &self.stdin {
+            None => cmd.stdin(Stdio::null()).output().expect("run mdlr"),
+            Some(bytes) => {
+                cmd.stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                let mut child = cmd.spawn().expect("start mdlr");
+                if let Some(mut input) = child.stdin.take() {
+                    std::io::Write::write_all(&mut input, bytes).expect("write stdin");
+                }
+                child.wait_with_output().expect("run mdlr")
+            }
+        };
         Outcome {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
