@@ -1,5 +1,6 @@
-//! Types that hold secrets, redaction of secrets inside URLs, and the [`Redactor`] that
-//! takes every secret the library knows out of what a service says back.
+//! Types that hold secrets, and redaction of secrets inside URLs. (Inside the library, a
+//! redactor that knows every secret a client holds takes them out of whatever a service
+//! says back.)
 
 use std::collections::VecDeque;
 use std::fmt;

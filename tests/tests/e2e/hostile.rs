@@ -694,6 +694,23 @@ fn no_secret_leaves_through_any_command() {
             );
         }
     }
+    // `mdlr fetch` of a bare link, on the command line and on stdin, with no
+    // credential at all: the link's signature stays hidden whether the host answers or
+    // quotes the request back in its refusal.
+    for (what, link, code) in [
+        ("ok", svc.blob_url("/results/file"), 0),
+        ("result host 403 echo", blob.link("/results/f"), 77),
+    ] {
+        for on_stdin in [false, true] {
+            let dir = TempDir::new();
+            let run = match on_stdin {
+                false => Run::new(&["-vv", "fetch", &link, "-o", "out/"]),
+                true => Run::new(&["-vv", "fetch", "-", "-o", "out/"]).stdin(link.clone()),
+            };
+            let label = format!("no credential | {what} | fetch (stdin: {on_stdin})");
+            add(label, run.cwd(dir.path()), dir, code);
+        }
+    }
 
     // --- Run them all, a few at a time ------------------------------------------------
     let outcomes = run_all(runs);
