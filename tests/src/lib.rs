@@ -29,6 +29,63 @@ pub mod tinyproxy;
 pub mod tls;
 pub use sim::util;
 
+/// Builds `targets` (`["--package", "mdlr-cli", "--bin", "mdlr"]`, say) with the cargo,
+/// target directory and profile the running test executable was built with
+/// (`target/<profile>/deps/NAME-HASH`), and returns that profile directory
+/// (`target/<profile>`), where the build put them. A build of what is up to date does
+/// nothing; one of what changed rebuilds it, so a test never runs a stale binary. Panics
+/// (it is for tests) when the build fails.
+pub fn build_beside_this_test(targets: &[&str]) -> std::path::PathBuf {
+    use std::path::Path;
+    let exe = std::env::current_exe().expect("path of the test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable in target/<profile>/deps");
+    let profile = profile_dir
+        .file_name()
+        .expect("profile directory")
+        .to_string_lossy()
+        .into_owned();
+    let above = profile_dir.parent().expect("target directory");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut build = std::process::Command::new(cargo);
+    build
+        .args(["build", "--quiet"])
+        .args(targets)
+        .arg("--manifest-path")
+        .arg(&manifest);
+    clean_cargo_env(&mut build);
+    // `target/<triple>/<profile>` when built with `--target`: cargo marks only the
+    // target directory itself with CACHEDIR.TAG.
+    match above.parent() {
+        Some(root)
+            if !above.join("CACHEDIR.TAG").exists() && root.join("CACHEDIR.TAG").exists() =>
+        {
+            build.arg("--target-dir").arg(root);
+            build
+                .arg("--target")
+                .arg(above.file_name().expect("target triple"));
+        }
+        _ => {
+            build.arg("--target-dir").arg(above);
+        }
+    }
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            build.arg("--release");
+        }
+        other => {
+            build.args(["--profile", other]);
+        }
+    }
+    let status = build.status().expect("run cargo");
+    assert!(status.success(), "the build failed: {build:?}");
+    profile_dir.to_owned()
+}
+
 /// Removes from `command` the variables cargo sets for the test crate running it
 /// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...), before it runs cargo again: build scripts
 /// that read them (ring's) would see a change and rebuild half the dependency tree, and

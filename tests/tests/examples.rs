@@ -10,7 +10,6 @@
 //! The batch example uses the library's default poll interval (5 s), so its run takes
 //! about 5 s whatever the simulator's time scale.
 
-use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use mdlr::{ActionStatus, Client, Credential, Endpoints, LiveResponse, MachineAction, PollPolicy};
 use mdlr_tests::sim::{LibraryFile, Outcome, SimConfig, SimMachine, Simulator};
+use mdlr_tests::util::names_in;
 
 /// Real seconds per service second: an action (10 s pending, 20 s per command) takes a
 /// few tenths of a second.
@@ -42,52 +42,7 @@ const UNKNOWN_ACTION: &str = "0b5e1c3a-9d4f-4e2b-8a7c-6f1d2e3b4c5d";
 fn examples_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("path of the test executable");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable in target/<profile>/deps");
-        let profile = profile_dir
-            .file_name()
-            .expect("profile directory")
-            .to_string_lossy()
-            .into_owned();
-        let above = profile_dir.parent().expect("target directory");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from(env!("CARGO")));
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut build = Command::new(cargo);
-        build
-            .args(["build", "--quiet", "--package", "mdlr", "--examples"])
-            .arg("--manifest-path")
-            .arg(&manifest);
-        // Without the variables cargo set for this crate: build scripts reading them
-        // would rebuild (see `mdlr_tests::clean_cargo_env`).
-        mdlr_tests::clean_cargo_env(&mut build);
-        // `target/<triple>/<profile>` when built with `--target`.
-        match above.parent() {
-            Some(root)
-                if !above.join("CACHEDIR.TAG").exists() && root.join("CACHEDIR.TAG").exists() =>
-            {
-                build.arg("--target-dir").arg(root);
-                build
-                    .arg("--target")
-                    .arg(above.file_name().expect("target triple"));
-            }
-            _ => {
-                build.arg("--target-dir").arg(above);
-            }
-        }
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                build.arg("--release");
-            }
-            other => {
-                build.args(["--profile", other]);
-            }
-        }
-        let status = build.status().expect("run cargo to build the examples");
-        assert!(status.success(), "building the examples failed: {build:?}");
+        let profile_dir = mdlr_tests::build_beside_this_test(&["--package", "mdlr", "--examples"]);
         let dir = profile_dir.join("examples");
         for name in EXAMPLES {
             let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
@@ -280,21 +235,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// The names in `dir`, sorted (hidden ones too: a leftover partial file shows).
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("read the directory")
-        .map(|e| {
-            e.expect("an entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    names.sort();
-    names
 }
 
 // ---------------------------------------------------------------------------------------

@@ -109,6 +109,22 @@ pub fn base64(bytes: &[u8]) -> String {
 }
 
 /// Gzip of `bytes` (one member, default compression).
+/// The names in `dir`, sorted (hidden ones too: a leftover partial file shows).
+#[track_caller]
+pub fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read directory")
+        .map(|e| {
+            e.expect("directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(
         Vec::with_capacity(bytes.len() / 2 + 64),

@@ -83,17 +83,7 @@ impl Drop for TempDir {
 /// The names in `dir`, sorted (hidden ones included: a leftover `.x.mdlr-part` shows).
 #[track_caller]
 pub fn list(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("read directory")
-        .map(|e| {
-            e.expect("directory entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    names.sort();
-    names
+    mdlr_tests::util::names_in(dir)
 }
 
 #[track_caller]
@@ -531,58 +521,8 @@ fn read_head(stream: &mut TcpStream) -> String {
 pub fn mdlr_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("path of the test executable");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable in target/<profile>/deps");
-        let profile = profile_dir
-            .file_name()
-            .expect("profile directory")
-            .to_string_lossy()
-            .into_owned();
-        let above = profile_dir.parent().expect("target directory");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from(env!("CARGO")));
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut build = Command::new(cargo);
-        build
-            .args(["build", "--quiet", "--package", "mdlr-cli", "--bin", "mdlr"])
-            .arg("--manifest-path")
-            .arg(&manifest);
-        // Cargo runs this test with the variables it sets for the `mdlr-tests` crate
-        // (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...). Build scripts that read them (ring's
-        // does) would see a change and rebuild half the dependency tree on every run,
-        // and again in the next plain `cargo build`: hand cargo a clean slate.
-        mdlr_tests::clean_cargo_env(&mut build);
-        // `target/<triple>/<profile>` when built with `--target`: cargo marks only the
-        // target directory itself with CACHEDIR.TAG.
-        match above.parent() {
-            Some(root)
-                if !above.join("CACHEDIR.TAG").exists() && root.join("CACHEDIR.TAG").exists() =>
-            {
-                build.arg("--target-dir").arg(root);
-                build
-                    .arg("--target")
-                    .arg(above.file_name().expect("target triple"));
-            }
-            _ => {
-                build.arg("--target-dir").arg(above);
-            }
-        }
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                build.arg("--release");
-            }
-            other => {
-                build.args(["--profile", other]);
-            }
-        }
-        let status = build.status().expect("run cargo to build the mdlr binary");
-        assert!(
-            status.success(),
-            "building the mdlr binary failed: {build:?}"
-        );
+        let profile_dir =
+            mdlr_tests::build_beside_this_test(&["--package", "mdlr-cli", "--bin", "mdlr"]);
         let bin = profile_dir.join(format!("mdlr{}", std::env::consts::EXE_SUFFIX));
         assert!(bin.is_file(), "{} was not built", bin.display());
         bin
