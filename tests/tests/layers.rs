@@ -402,3 +402,129 @@ fn the_library_keeps_its_layers() {
         problems.join("\n  ")
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The CLI decides nothing the service means (ARCHITECTURE.md, "Invariants")
+
+/// The API error codes of SPEC A5, as a program would match them.
+const API_CODES: [&str; 15] = [
+    "BadRequest",
+    "InvalidInput",
+    "InvalidRequestBody",
+    "MissingRequiredParameter",
+    "ODataError",
+    "ActiveRequestAlreadyExists",
+    "Unauthorized",
+    "Forbidden",
+    "DisabledFeature",
+    "DisallowedOperation",
+    "NotFound",
+    "ResourceNotFound",
+    "TooManyRequests",
+    "InternalServerError",
+    "AuthenticationFailed",
+];
+
+/// Where `source` (a CLI module) matches an API error code or reads an HTTP status:
+/// a quoted code, `.status()`, or an HTTP status number (100–599) compared or matched
+/// (`status: 429`, `status == 404`, `Some(403)`, `400 =>`). Comments and the unit
+/// tests at the end do not count.
+fn service_rules_in(file: &str, source: &str) -> Vec<String> {
+    let code = source
+        .split("#[cfg(test)]\nmod tests")
+        .next()
+        .unwrap_or(source);
+    let mut found = Vec::new();
+    for (n, line) in code.lines().enumerate() {
+        let line = line.split("//").next().unwrap_or("");
+        let at = format!("{file}:{}", n + 1);
+        for c in API_CODES {
+            if line.contains(&format!("\"{c}\"")) {
+                found.push(format!("{at} matches the API error code {c}"));
+            }
+        }
+        if line.contains(".status()") || status_numbers(line) {
+            found.push(format!("{at} reads an HTTP status: {}", line.trim()));
+        }
+    }
+    found
+}
+
+/// Whether `line` compares or matches an HTTP status number: a whole number from 100
+/// to 599 after `status:`, `status ==`, `status !=` or `Some(`, or before `=>`, or as
+/// the first of a tuple pattern (`(429, _)`).
+fn status_numbers(line: &str) -> bool {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        let word_before =
+            start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let value: u32 = line[start..i].parse().unwrap_or(0);
+        if word_before || !(100..600).contains(&value) {
+            continue;
+        }
+        let before = line[..start].trim_end();
+        let after = line[i..].trim_start();
+        if ["status:", "status ==", "status !=", "Some("]
+            .iter()
+            .any(|b| before.ends_with(b))
+            || after.starts_with("=>")
+            || (before.ends_with('(') && after.starts_with(','))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// The check itself finds each kind of service rule, and passes over comments, exit
+/// statuses and unit tests.
+#[test]
+fn service_rules_are_found() {
+    let source = "fn f(e: &Error) -> u8 {\n    // \"ActiveRequestAlreadyExists\" in a comment\n    \
+                  match e { Error::Api { status: 429, .. } => 75, _ => 0 }\n}\n\
+                  fn g(e: &Error) -> bool { e.code() == Some(\"ActiveRequestAlreadyExists\") }\n\
+                  fn h(r: &R) -> u16 { r.status() }\nconst EX: u8 = 75; // exit status\n\
+                  fn i(s: u64) -> u8 { match s { 60..=3599 => 1, _ => (s.min(255)) as u8 } }\n\
+                  fn j(k: (u16, u8)) -> bool { matches!(k, (404, _)) }\n\
+                  #[cfg(test)]\nmod tests { const X: &str = \"Forbidden\"; }\n";
+    assert_eq!(
+        service_rules_in("x.rs", source),
+        [
+            "x.rs:3 reads an HTTP status: match e { Error::Api { status: 429, .. } => 75, _ => 0 }",
+            "x.rs:5 matches the API error code ActiveRequestAlreadyExists",
+            "x.rs:6 reads an HTTP status: fn h(r: &R) -> u16 { r.status() }",
+            "x.rs:9 reads an HTTP status: fn j(k: (u16, u8)) -> bool { matches!(k, (404, _)) }",
+        ]
+    );
+}
+
+/// No file of `crates/mdlr-cli` matches an API error code or interprets a status code:
+/// the library decides what the service means (`Error::kind`, `is_busy`, ...), the CLI
+/// only how to say it.
+#[test]
+fn the_cli_decides_nothing_the_service_means() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/mdlr-cli/src");
+    let mut found = Vec::new();
+    for entry in fs::read_dir(&src).expect("list crates/mdlr-cli/src") {
+        let path = entry.expect("list crates/mdlr-cli/src").path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if let Some(name) = name.filter(|n| n.ends_with(".rs")) {
+            let source = fs::read_to_string(&path).expect("read a CLI module");
+            found.extend(service_rules_in(&name, &source));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the CLI decides what the service means:\n  {}",
+        found.join("\n  ")
+    );
+}
