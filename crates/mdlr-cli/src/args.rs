@@ -72,6 +72,7 @@ pub enum Command {
         raw: bool,
         force: bool,
         wait: Wait,
+        connections: Option<usize>,
     },
     Action {
         action_id: String,
@@ -83,6 +84,7 @@ pub enum Command {
         output: Option<PathBuf>,
         raw: bool,
         force: bool,
+        connections: Option<usize>,
     },
     Live(Live),
     Cancel {
@@ -148,6 +150,8 @@ pub struct Live {
     pub wait: Wait,
     pub raw: bool,
     pub force: bool,
+    /// `--connections`: per GetFile result.
+    pub connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -924,6 +928,15 @@ pub const OPTIONS: &[OptionSpec] = &[
         SAVES,
         |r| r.raw = true,
     ),
+    valued(
+        "--connections",
+        "N",
+        Kind::Text,
+        "connections fetching pieces of the result at once (1-16)",
+        SAVES,
+        connections,
+    )
+    .default("4 for results of 64 MiB and more, else 1"),
     flag("--force", "overwrite an existing file", SAVES, |r| {
         r.force = true
     }),
@@ -1097,6 +1110,15 @@ pub const OPTIONS: &[OptionSpec] = &[
     flag("--raw", "keep GetFile results gzipped", Scope::Batch, |r| {
         r.raw = true
     }),
+    valued(
+        "--connections",
+        "N",
+        Kind::Text,
+        "connections fetching pieces of each GetFile result at once (1-16)",
+        Scope::Batch,
+        connections,
+    )
+    .default("4 for results of 64 MiB and more, else 1"),
     flag("--force", "overwrite existing files", Scope::Batch, |r| {
         r.force = true
     }),
@@ -1476,6 +1498,7 @@ pub struct Parsed {
     override_existing: bool,
     tenant: Option<String>,
     client_id: Option<String>,
+    connections: Option<usize>,
 }
 
 fn set(slot: &mut Option<String>, value: &str) -> Result<(), String> {
@@ -1486,6 +1509,16 @@ fn set(slot: &mut Option<String>, value: &str) -> Result<(), String> {
 fn set_path(slot: &mut Option<PathBuf>, value: &str) -> Result<(), String> {
     *slot = Some(PathBuf::from(value));
     Ok(())
+}
+
+fn connections(p: &mut Parsed, value: &str) -> Result<(), String> {
+    match number::<usize>("--connections", value)? {
+        n @ 1..=16 => {
+            p.connections = Some(n);
+            Ok(())
+        }
+        _ => Err(format!("--connections takes 1 to 16, not {value:?}")),
+    }
 }
 
 fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
@@ -1749,6 +1782,7 @@ fn build(name: &'static str, p: &mut Parsed, words: Vec<String>) -> Result<Comma
             raw: p.raw,
             force: p.force,
             wait,
+            connections: p.connections,
         },
         "action" => Command::Action {
             action_id: args.needed("ACTION_ID")?,
@@ -1759,6 +1793,7 @@ fn build(name: &'static str, p: &mut Parsed, words: Vec<String>) -> Result<Comma
             output: p.output.take(),
             raw: p.raw,
             force: p.force,
+            connections: p.connections,
         },
         "run" | "getfile" | "putfile" => {
             let machines: Vec<String> = args.words.by_ref().collect();
@@ -1877,6 +1912,7 @@ fn live(
         wait,
         raw: p.raw,
         force: p.force,
+        connections: p.connections,
     })
 }
 
@@ -2001,6 +2037,7 @@ mod tests {
                 raw: false,
                 force: false,
                 wait: no_wait(),
+                connections: None,
             },
         );
         check(
@@ -2016,6 +2053,7 @@ mod tests {
                     timeout: Duration::from_secs(90),
                     poll: Duration::from_millis(200),
                 },
+                connections: None,
             },
         );
     }
@@ -2208,17 +2246,22 @@ mod tests {
                 output: None,
                 raw: false,
                 force: false,
+                connections: None,
             },
         );
         check(
-            "fetch https://h/c/b?sig=x -o out --raw --force",
+            "fetch https://h/c/b?sig=x -o out --raw --force --connections 4",
             Command::Fetch {
                 url: "https://h/c/b?sig=x".into(),
                 output: Some(PathBuf::from("out")),
                 raw: true,
                 force: true,
+                connections: Some(4),
             },
         );
+        check_usage("fetch u --connections 0", "--connections takes 1 to 16");
+        check_usage("fetch u --connections 17", "--connections takes 1 to 16");
+        assert_eq!(live("getfile h C:\\x --connections 8").connections, Some(8));
         check_usage("fetch", "missing URL");
         check_usage("fetch u --all", "unknown option \"--all\"");
     }

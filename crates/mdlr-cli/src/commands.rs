@@ -62,10 +62,16 @@ pub fn link(
 pub struct ResultArgs<'a> {
     pub action_id: &'a str,
     pub which: Which,
+    pub save: Save<'a>,
+    pub wait: Wait,
+}
+
+/// Where and how a result is saved: `-o`, `--raw`, `--force`, `--connections`.
+pub struct Save<'a> {
     pub output: Option<&'a Path>,
     pub raw: bool,
     pub force: bool,
-    pub wait: Wait,
+    pub connections: Option<usize>,
 }
 
 /// `mdlr result`.
@@ -85,7 +91,7 @@ pub fn result(client: &Client, out: &Output, args: &ResultArgs<'_>) -> Result<u8
     let indexes: Vec<u32> = match args.which {
         Which::Index(i) => vec![i],
         Which::All => {
-            if let Some(dir) = args.output {
+            if let Some(dir) = args.save.output {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| Error::Io {
                         path: dir.to_owned(),
@@ -160,7 +166,7 @@ fn deliver(
         other => other?,
     };
     // A transcript asked for as it is, or to be saved as a file, is a plain download.
-    if kind == CommandType::RunScript && args.output.is_none() && args.raw {
+    if kind == CommandType::RunScript && args.save.output.is_none() && args.save.raw {
         let bytes = client.transcript_bytes(id, index).context(context)?;
         out.print_bytes(&bytes)?;
         return Ok(0);
@@ -171,7 +177,7 @@ fn deliver(
         &format!("{id} #{index}"),
     );
     // With -o, a transcript is saved as the host holds it.
-    let result = if kind == CommandType::RunScript && args.output.is_some() {
+    let result = if kind == CommandType::RunScript && args.save.output.is_some() {
         let request = request
             .gunzip(Gunzip::Off)
             .fallback_name(format!("{id}-{index}.json"));
@@ -222,19 +228,14 @@ fn deliver(
 
 /// Where and how `mdlr result` saves a file.
 fn download_request(args: &ResultArgs<'_>) -> Result<DownloadRequest, Failure> {
-    save_as(args.output, args.which == Which::All, args.raw, args.force)
+    save_as(&args.save, args.which == Which::All)
 }
 
-/// Where and how a result is saved: `-o` names a file, or a directory (one that exists,
+/// The download request of `save`: `-o` names a file, or a directory (one that exists,
 /// a path ending in a separator, or any path when `always_dir`); by default the current
 /// directory. `--raw` keeps the bytes as sent; `--force` replaces a file.
-fn save_as(
-    output: Option<&Path>,
-    always_dir: bool,
-    raw: bool,
-    force: bool,
-) -> Result<DownloadRequest, Failure> {
-    let request = match output {
+fn save_as(save: &Save<'_>, always_dir: bool) -> Result<DownloadRequest, Failure> {
+    let request = match save.output {
         Some(p) if p.is_dir() || always_dir => DownloadRequest::to_dir(p),
         Some(p) if names_directory(p) => {
             std::fs::create_dir_all(p).map_err(|e| Error::Io {
@@ -247,9 +248,13 @@ fn save_as(
         Some(p) => DownloadRequest::to_file(p),
         None => DownloadRequest::to_dir("."),
     };
-    Ok(request
-        .gunzip(if raw { Gunzip::Off } else { Gunzip::Auto })
-        .overwrite(force))
+    let request = request
+        .gunzip(if save.raw { Gunzip::Off } else { Gunzip::Auto })
+        .overwrite(save.force);
+    Ok(match save.connections {
+        Some(n) => request.connections(n),
+        None => request,
+    })
 }
 
 /// `mdlr fetch`: a bare result link, downloaded as `mdlr result` would, without any
@@ -258,9 +263,7 @@ pub fn fetch(
     transport: TransportConfig,
     out: &Output,
     url: &str,
-    output: Option<&Path>,
-    raw: bool,
-    force: bool,
+    save: &Save<'_>,
 ) -> Result<u8, Failure> {
     let url = match url {
         "-" => {
@@ -291,8 +294,7 @@ pub fn fetch(
         .and_then(|u| u.rsplit('/').next())
         .map(|n| clean(n).into_owned())
         .unwrap_or_default();
-    let (request, bar) =
-        crate::progress::attach(save_as(output, false, raw, force)?, out.progress, &label);
+    let (request, bar) = crate::progress::attach(save_as(save, false)?, out.progress, &label);
     let done = downloader.download(&link, &request);
     drop(bar);
     let done = done.context(|| format!("cannot download {}", link.redacted()))?;

@@ -102,9 +102,16 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
             output,
             raw,
             force,
+            connections,
         } => {
             let transport = transport(args, out, None)?;
-            return commands::fetch(transport, out, url, output.as_deref(), *raw, *force);
+            let save = commands::Save {
+                output: output.as_deref(),
+                raw: *raw,
+                force: *force,
+                connections: *connections,
+            };
+            return commands::fetch(transport, out, url, &save);
         }
         _ => {}
     }
@@ -122,15 +129,19 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
             raw,
             force,
             wait,
+            connections,
         } => commands::result(
             &client,
             out,
             &commands::ResultArgs {
                 action_id,
                 which: *which,
-                output: output.as_deref(),
-                raw: *raw,
-                force: *force,
+                save: commands::Save {
+                    output: output.as_deref(),
+                    raw: *raw,
+                    force: *force,
+                    connections: *connections,
+                },
                 wait: *wait,
             },
         ),

@@ -59,6 +59,7 @@ pub struct ClientBuilder {
     start_limits: Vec<RateLimit>,
     json_limit: u64,
     transcript_limit: u64,
+    renew_links_before: Option<Duration>,
 }
 
 impl ClientBuilder {
@@ -140,6 +141,16 @@ impl ClientBuilder {
         self
     }
 
+    /// How long before its expiry (its `se`, measured on this machine's clock from when
+    /// it came) a result link is renewed during a download (default 5 minutes; links
+    /// live 30). A link younger than a fifth of this is never renewed ahead of time, so
+    /// a clock far off from the host's cannot turn every use into a renewal; a link the
+    /// host refuses is renewed anyway.
+    pub fn renew_links_before(mut self, before: Duration) -> Self {
+        self.renew_links_before = Some(before);
+        self
+    }
+
     /// A [`DeviceLogin`](crate::DeviceLogin) for a person's sign-in with this
     /// builder's authority, scope and transport (its credential is not used). `tenant`
     /// may be `organizations` for any work account.
@@ -168,6 +179,7 @@ impl ClientBuilder {
                 http,
                 json_limit: self.json_limit,
                 transcript_limit: self.transcript_limit,
+                renew_links_before: self.renew_links_before,
             }),
         })
     }
@@ -180,6 +192,7 @@ struct Inner {
     http: Http,
     json_limit: u64,
     transcript_limit: u64,
+    renew_links_before: Option<Duration>,
 }
 
 /// A blocking Defender for Endpoint live response client.
@@ -258,6 +271,7 @@ impl Client {
             start_limits: RateLimit::start_defaults(),
             json_limit: DEFAULT_JSON_LIMIT,
             transcript_limit: DEFAULT_TRANSCRIPT_LIMIT,
+            renew_links_before: None,
         }
     }
 
@@ -417,6 +431,11 @@ impl Client {
     /// Largest transcript read into memory.
     pub(crate) fn transcript_limit(&self) -> u64 {
         self.inner.transcript_limit
+    }
+
+    /// How long before their expiry result links are renewed, when set.
+    pub(crate) fn renew_links_before(&self) -> Option<Duration> {
+        self.inner.renew_links_before
     }
 
     pub(crate) fn get_json<T: DeserializeOwned>(&self, path: &str, what: &str) -> Result<T> {

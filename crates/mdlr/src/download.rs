@@ -68,7 +68,11 @@ pub struct DownloadRequest {
     overwrite: bool,
     fallback_name: Option<String>,
     on_progress: Option<OnProgress>,
+    connections: Option<usize>,
 }
+
+/// The most connections one download uses.
+const MAX_CONNECTIONS: usize = 16;
 
 impl std::fmt::Debug for DownloadRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -78,6 +82,7 @@ impl std::fmt::Debug for DownloadRequest {
             .field("overwrite", &self.overwrite)
             .field("fallback_name", &self.fallback_name)
             .field("on_progress", &self.on_progress.is_some())
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -101,6 +106,7 @@ impl DownloadRequest {
             overwrite: false,
             fallback_name: None,
             on_progress: None,
+            connections: None,
         }
     }
 
@@ -125,6 +131,22 @@ impl DownloadRequest {
     pub fn fallback_name(mut self, name: impl Into<String>) -> Self {
         self.fallback_name = Some(name.into());
         self
+    }
+
+    /// How many connections fetch the result at once, each a piece of it (1 to 16).
+    /// By default, 4 for results of 64 MiB and more and 1 below: on a link whose every
+    /// connection is capped (a distant jump host, a throttling proxy), several are
+    /// faster; on a fast link one is enough. Every connection asks for its piece with
+    /// `If-Match`, so a blob that changes is never mixed, and a kill keeps the pieces
+    /// received for a rerun.
+    pub fn connections(mut self, connections: usize) -> Self {
+        self.connections = Some(connections.clamp(1, MAX_CONNECTIONS));
+        self
+    }
+
+    /// The connections asked for (`None`: chosen by size).
+    pub fn connections_setting(&self) -> Option<usize> {
+        self.connections
     }
 
     /// Calls `f` as bytes arrive (often: throttle any drawing).

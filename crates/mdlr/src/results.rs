@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::api::Client;
-use crate::blob::BlobHost;
+use crate::blob::{Ask, BlobHost, RENEW_BEFORE};
 use crate::download::{DownloadRequest, Downloaded, Gunzip};
 use crate::error::{Error, Result};
 use crate::http::{Http, TransportConfig};
@@ -38,7 +38,7 @@ impl Client {
     /// The raw bytes behind a result link, read into memory (up to the transcript limit).
     pub fn result_bytes(&self, link: &ResultLink) -> Result<Vec<u8>> {
         BlobHost { http: self.http() }
-            .get(link, 0, None)?
+            .get(link, Ask::From(0), None)?
             .read_limited(self.transcript_limit(), "transcript")
     }
 
@@ -156,7 +156,11 @@ impl Client {
         let mut refresh = || self.result_link(action_id, index);
         transfer(
             self.http(),
-            Links::renewable(link, &mut refresh),
+            Links::renewable(
+                link,
+                &mut refresh,
+                self.renew_links_before().unwrap_or(RENEW_BEFORE),
+            ),
             &request,
             Some(gunzip),
         )

@@ -1,43 +1,152 @@
-//! Result downloads that finish whatever happens on the way: a dropped or stalled
-//! connection continues with `Range` from the byte it reached (with `If-Match`, so a
-//! changed blob is never mixed in), an expired link is renewed and the download goes on
-//! from the same byte, and a rerun after the process died continues from the partial
-//! file it left.
+//! Result downloads that finish whatever happens on the way, at the speed of the wire.
+//!
+//! A dropped or stalled connection continues with `Range` from the byte it reached (with
+//! `If-Match`, so a changed blob is never mixed in), an expired link is renewed — once,
+//! for every connection — and the download goes on from the same byte, and a rerun after
+//! the process died continues from the partial file it left.
+//!
+//! The work is a pipeline: connections write what they receive at its offset in the
+//! file of received bytes, and the file itself is the queue between the stages (the
+//! page cache holds what was just written, so memory stays constant at any size). The
+//! contiguous prefix of what is held grows as bytes arrive; the MD5 (when the host gave
+//! one) and the gzip decoder (which writes the output file, checking CRC and length)
+//! each follow it on a thread of their own, and another pushes what is written to disk
+//! as the download goes on, so that the sync before the final rename has little left.
+//! With several connections (large results, or when asked), each fetches pieces of the
+//! blob and writes them at their offsets.
 //!
 //! On disk, beside the final name `NAME`:
 //! - `.NAME.mdlr-part` — the file being written (un-gzipped when asked);
 //! - `.NAME.gz.mdlr-part` — when un-gzipping, the bytes as received, so that a rerun can
 //!   rebuild the decoder's state locally and continue the transfer where it stopped;
 //! - `.NAME.mdlr-part.json` — what the partial bytes are: the blob's path, ETag and
-//!   length. A rerun continues only when all three still match.
+//!   length, and, for a download over several connections, which byte ranges are held
+//!   (otherwise the received file's length is the contiguous prefix held). A rerun
+//!   continues only when blob, ETag and length still match.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use flate2::read::MultiGzDecoder;
+use flate2::bufread::MultiGzDecoder;
 use serde::{Deserialize, Serialize};
 
-use crate::blob::BlobHost;
 pub(crate) use crate::blob::Links;
+use crate::blob::{Ask, BlobHost, SharedLinks};
 use crate::download::{Destination, DownloadRequest, Downloaded, Gunzip, OnProgress, Progress};
 use crate::encode::base64_decode;
 use crate::error::{Error, Result, TransportKind};
 use crate::files::{disposition_file_name, publish, temp_path};
-use crate::http::{Event, Http};
+use crate::http::{Event, Http, Response};
 use crate::md5::Md5;
 
-/// Size of the copy buffer.
+/// Size of the copy buffers.
 const BUFFER: usize = 512 * 1024;
+/// Results at least this large use [`DEFAULT_CONNECTIONS`] unless told otherwise.
+const PARALLEL_FROM: u64 = 64 << 20;
+/// Connections for a large result.
+const DEFAULT_CONNECTIONS: usize = 4;
+/// What is written is pushed to disk every this many bytes while the download goes on.
+const SYNC_EVERY: u64 = 32 << 20;
+/// How often the syncer looks whether that much was written.
+const SYNC_LOOK: Duration = Duration::from_millis(100);
 
 /// What the partial bytes on disk are.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 struct PartMeta {
     /// The blob's URL without its query (no signature).
     blob: String,
     etag: Option<String>,
     length: Option<u64>,
+    /// For a download over several connections, the byte ranges of the blob held
+    /// (`[start, end)`, written at their offsets). Without it, the received file's
+    /// length is what is held, from byte 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    held: Option<Vec<[u64; 2]>>,
+}
+
+impl PartMeta {
+    /// Whether the bytes recorded by `self` are of the same blob as `other`'s.
+    fn same_blob(&self, other: &PartMeta) -> bool {
+        self.blob == other.blob && self.etag == other.etag && self.length == other.length
+    }
+}
+
+/// Byte ranges held, sorted, merged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Held(Vec<(u64, u64)>);
+
+impl Held {
+    fn insert(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let mut merged = (start, end);
+        let mut kept = Vec::with_capacity(self.0.len() + 1);
+        for &(a, b) in &self.0 {
+            if b < merged.0 || a > merged.1 {
+                kept.push((a, b));
+            } else {
+                merged = (merged.0.min(a), merged.1.max(b));
+            }
+        }
+        kept.push(merged);
+        kept.sort_unstable();
+        self.0 = kept;
+    }
+
+    /// The end of the range held from byte 0.
+    fn prefix(&self) -> u64 {
+        match self.0.first() {
+            Some(&(0, end)) => end,
+            _ => 0,
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.0.iter().map(|(a, b)| b - a).sum()
+    }
+
+    /// The ranges of `0..total` not held.
+    fn missing(&self, total: u64) -> Vec<(u64, u64)> {
+        let mut gaps = Vec::new();
+        let mut at = 0;
+        for &(a, b) in &self.0 {
+            if a > at {
+                gaps.push((at, a.min(total)));
+            }
+            at = at.max(b);
+        }
+        if at < total {
+            gaps.push((at, total));
+        }
+        gaps.retain(|(a, b)| a < b);
+        gaps
+    }
+
+    fn to_meta(&self) -> Vec<[u64; 2]> {
+        self.0.iter().map(|&(a, b)| [a, b]).collect()
+    }
+}
+
+/// The size of one piece of a download over `connections` connections: small enough
+/// that the connections share the work to the end, and that a kill loses little.
+fn piece_size(total: u64, connections: usize) -> u64 {
+    (total / (connections as u64 * 4)).clamp(1 << 20, 16 << 20)
+}
+
+/// The connections to use for a blob of `total` bytes (`None`: not said).
+fn connections_for(request: &DownloadRequest, total: Option<u64>) -> usize {
+    match (request.connections_setting(), total) {
+        (_, None) => 1,
+        (Some(n), Some(_)) => n,
+        (None, Some(t)) if t >= PARALLEL_FROM => DEFAULT_CONNECTIONS,
+        (None, Some(_)) => 1,
+    }
 }
 
 /// Downloads a result, resuming and renewing links as needed (see the module docs).
@@ -47,7 +156,7 @@ struct PartMeta {
 /// the request's fallback).
 pub(crate) fn transfer(
     http: &Http,
-    mut links: Links<'_>,
+    links: Links<'_>,
     request: &DownloadRequest,
     gunzip_known: Option<bool>,
 ) -> Result<Downloaded> {
@@ -66,14 +175,16 @@ pub(crate) fn transfer(
             path: path.to_owned(),
         });
     }
-    if links.expiring() {
-        links.renew()?;
-    }
+    let links = SharedLinks::new(links);
     // When an earlier run may have left bytes, ask for the blob's first byte only:
     // the reply names the file and the blob, and the download then starts where
     // those bytes end instead of sending the whole blob from the start again.
-    let probe = partial_may_exist(request);
-    let first = host.open(&mut links, 0, None, probe)?;
+    let ask = if partial_may_exist(request) {
+        Ask::Probe
+    } else {
+        Ask::From(0)
+    };
+    let first = host.open(&links, ask, None)?;
     let ranged = first.status() == 206;
     let original_name = first
         .header("content-disposition")
@@ -92,144 +203,700 @@ pub(crate) fn transfer(
     if !request.overwrites() && path.exists() {
         return Err(Error::Exists { path });
     }
-    {
-        let meta = PartMeta {
-            blob: links.current.blob().to_owned(),
-            etag: first.header("etag").map(str::to_owned),
-            length: if ranged {
-                first
-                    .header("content-range")
-                    .and_then(|r| r.rsplit('/').next())
-                    .and_then(|t| t.trim().parse().ok())
-            } else {
-                first.content_length()
-            },
-        };
-        // A ranged reply's Content-MD5 is the range's; the blob's is in its own header.
-        let md5 = (if ranged {
-            None
-        } else {
-            first.header("content-md5")
-        })
-        .or(first.header("x-ms-blob-content-md5"))
-        .and_then(base64_decode)
-        .filter(|d| d.len() == 16);
-        let parts = Parts::beside(&path, gunzip);
-        let resume_from = parts.resumable(&meta);
-        let mut source = Source {
-            host,
-            links,
-            reader: None,
-            offset: resume_from,
-            total: meta.length,
-            etag: meta.etag.clone(),
-            tee: None,
-            md5: md5.is_some().then(Md5::new),
-            stalls: 0,
-            on_progress: request.progress().cloned(),
-            resumed_from: resume_from,
-        };
-        source.report();
-        if resume_from == 0 {
-            parts.start(&meta)?;
-            if !ranged {
-                source.reader = Some(Box::new(first.into_reader()));
+    let total = if ranged {
+        first
+            .header("content-range")
+            .and_then(|r| r.rsplit('/').next())
+            .and_then(|t| t.trim().parse().ok())
+    } else {
+        first.content_length()
+    };
+    let connections = connections_for(request, total);
+    let mut meta = PartMeta {
+        blob: links.shown().blob().to_owned(),
+        etag: first.header("etag").map(str::to_owned),
+        length: total,
+        held: (connections > 1).then(Vec::new),
+    };
+    // A ranged reply's Content-MD5 is the range's; the blob's is in its own header.
+    let md5 = (if ranged {
+        None
+    } else {
+        first.header("content-md5")
+    })
+    .or(first.header("x-ms-blob-content-md5"))
+    .and_then(base64_decode)
+    .filter(|d| d.len() == 16);
+    let parts = Parts::beside(&path, gunzip);
+    let held = parts.resumable(&meta, connections)?;
+    if held.0.is_empty() {
+        parts.start(&meta)?;
+    } else if let Some(ranges) = &mut meta.held {
+        *ranges = held.to_meta();
+        parts.write_meta(&meta)?;
+    }
+    // A reply of the whole blob serves the first bytes when nothing is held yet;
+    // otherwise what is held says where to go on from, and this reply is not needed.
+    let first = (!ranged && held.0.is_empty()).then_some(first);
+    let resumed_from = held.bytes();
+    let pipeline = Pipeline {
+        host,
+        links: &links,
+        parts: &parts,
+        etag: meta.etag.clone(),
+        meta: Mutex::new(meta),
+        flow: Flow::new(held, total),
+        received: AtomicU64::new(resumed_from),
+        resumed_from,
+        on_progress: request.progress().cloned(),
+    };
+    pipeline.report();
+    let outcome = pipeline.run(first, connections, gunzip, md5.is_some());
+    match outcome {
+        Ok(Ran { written, md5: got }) => {
+            let received = pipeline.flow.lock().held.prefix();
+            if let Some(expected) = total
+                && received != expected
+            {
+                return Err(Error::Incomplete { expected, received });
             }
-        } else {
-            // The partial bytes say where to go on from; this reply is not needed.
-            drop(first);
-            if md5.is_some() {
-                source.md5 = Some(parts.hash_raw(resume_from)?);
+            if let (Some(want), Some(got)) = (&md5, got)
+                && got.finish()[..] != want[..]
+            {
+                parts.discard_all();
+                return Err(Error::malformed(
+                    "download",
+                    "its MD5 differs from the Content-MD5 the result host gave",
+                ));
+            }
+            publish(&parts.out, &path, request.overwrites())?;
+            parts.finish();
+            Ok(Downloaded {
+                path,
+                received,
+                written,
+                original_name,
+                gunzipped: gunzip,
+                md5_checked: md5.is_some(),
+            })
+        }
+        Err(e) => {
+            match &e {
+                // Bytes that cannot become the file are no use to a rerun.
+                Error::Malformed { .. } => parts.discard_all(),
+                _ => parts.discard_output(),
+            }
+            Err(e)
+        }
+    }
+}
+
+/// What the pipeline did: the bytes written to the file, and the MD5 of the received
+/// bytes when one was asked for.
+struct Ran {
+    written: u64,
+    md5: Option<Md5>,
+}
+
+/// What is held, shared by the stages: connections add to it, the others follow its
+/// contiguous prefix.
+struct Flow {
+    state: Mutex<FlowState>,
+    changed: Condvar,
+}
+
+struct FlowState {
+    held: Held,
+    /// The blob's length, when known (learned at the end otherwise).
+    total: Option<u64>,
+    /// Every connection finished its part.
+    fetched: bool,
+    /// A stage failed: the others stop.
+    failed: bool,
+    /// The stage that failed first: its error is the one to report (the others only
+    /// stopped because of it).
+    first_failure: Option<Stage>,
+}
+
+/// The stages of the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Fetch,
+    Decode,
+    Hash,
+}
+
+impl Flow {
+    fn new(held: Held, total: Option<u64>) -> Flow {
+        Flow {
+            state: Mutex::new(FlowState {
+                held,
+                total,
+                fetched: false,
+                failed: false,
+                first_failure: None,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FlowState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, start: u64, end: u64) {
+        self.lock().held.insert(start, end);
+        self.changed.notify_all();
+    }
+
+    fn end(&self, fetched: bool, total: Option<u64>) {
+        let mut st = self.lock();
+        st.fetched = fetched;
+        if !fetched {
+            st.failed = true;
+            st.first_failure.get_or_insert(Stage::Fetch);
+        }
+        if st.total.is_none() {
+            st.total = total;
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// `stage` failed: the others stop.
+    fn fail(&self, stage: Stage) {
+        let mut st = self.lock();
+        st.failed = true;
+        st.first_failure.get_or_insert(stage);
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    fn failed(&self) -> bool {
+        self.lock().failed
+    }
+
+    /// Waits until the prefix held goes past `at`; returns how far it goes, or `None`
+    /// when the flow ended there (or failed).
+    fn past(&self, at: u64) -> Option<u64> {
+        let mut st = self.lock();
+        loop {
+            if st.failed {
+                return None;
+            }
+            let prefix = st.held.prefix();
+            if prefix > at {
+                return Some(prefix);
+            }
+            if st.fetched {
+                return None;
+            }
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// One download at work.
+struct Pipeline<'a, 'l> {
+    host: BlobHost<'a>,
+    links: &'a SharedLinks<'l>,
+    parts: &'a Parts,
+    etag: Option<String>,
+    meta: Mutex<PartMeta>,
+    flow: Flow,
+    received: AtomicU64,
+    resumed_from: u64,
+    on_progress: Option<OnProgress>,
+}
+
+impl Pipeline<'_, '_> {
+    fn report(&self) {
+        if let Some(f) = &self.on_progress {
+            f(&Progress {
+                received: self.received.load(Ordering::Relaxed),
+                total: self.flow.lock().total,
+                resumed_from: self.resumed_from,
+            });
+        }
+    }
+
+    /// Runs the stages until everything is received, hashed and written.
+    fn run(
+        &self,
+        first: Option<Response>,
+        connections: usize,
+        gunzip: bool,
+        md5: bool,
+    ) -> Result<Ran> {
+        // Dropped when the download is over: the syncer stops at once.
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let large = self.flow.lock().total.is_none_or(|t| t >= SYNC_EVERY);
+        let written = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            let hasher = md5.then(|| s.spawn(|| self.hash()));
+            let decoder = gunzip.then(|| s.spawn(|| self.decode(&written)));
+            let written = &written;
+            let syncer = large
+                .then(|| s.spawn(move || self.sync_as_it_goes(gunzip, written, &stopped)));
+            let fetched = self.fetch(first, connections);
+            self.flow
+                .end(fetched.is_ok(), fetched.as_ref().ok().copied());
+            let decoded = decoder.map(|d| d.join().unwrap_or(Err(panicked("decoder"))));
+            let hashed = hasher.map(|h| h.join().unwrap_or(Err(panicked("MD5"))));
+            drop(stop);
+            if let Some(syncer) = syncer {
+                let _ = syncer.join();
+            }
+            // The error of the stage that failed first: the others only stopped.
+            let first = self.flow.lock().first_failure;
+            let (decoded, hashed) = match (first, decoded, hashed) {
+                (Some(Stage::Decode), Some(Err(e)), _) | (Some(Stage::Hash), _, Some(Err(e))) => {
+                    return Err(e);
+                }
+                (_, decoded, hashed) => (decoded, hashed),
+            };
+            let received = fetched?;
+            let written = match decoded {
+                Some(d) => d?.unwrap_or(0),
+                None => received,
+            };
+            let md5 = match hashed {
+                Some(h) => h?,
+                None => None,
+            };
+            self.parts.sync_output()?;
+            Ok(Ran { written, md5 })
+        })
+    }
+
+    /// Fetches what is missing over `connections` connections; returns the blob's
+    /// length as received.
+    fn fetch(&self, first: Option<Response>, connections: usize) -> Result<u64> {
+        let (held, total) = {
+            let st = self.flow.lock();
+            (st.held.clone(), st.total)
+        };
+        let result = match total {
+            Some(total) if connections > 1 => {
+                let size = piece_size(total, connections);
+                let mut pieces = VecDeque::new();
+                for (a, b) in held.missing(total) {
+                    // Pieces of one size in each gap: no crumb at its end.
+                    let count = (b - a).div_ceil(size);
+                    let piece = (b - a).div_ceil(count);
+                    let mut at = a;
+                    while at < b {
+                        pieces.push_back((at, (at + piece).min(b)));
+                        at += piece;
+                    }
+                }
+                let queue = Mutex::new(pieces);
+                let mut first = first;
+                std::thread::scope(|s| {
+                    let workers: Vec<_> = (0..connections)
+                        .map(|_| {
+                            let reply = first.take();
+                            let queue = &queue;
+                            s.spawn(move || self.fetch_pieces(queue, reply))
+                        })
+                        .collect();
+                    let mut outcome = Ok(());
+                    for w in workers {
+                        let done = w.join().unwrap_or(Err(panicked("connection")));
+                        if outcome.is_ok() {
+                            outcome = done;
+                        }
+                    }
+                    outcome
+                })
+                .map(|()| total)
+            }
+            _ => self.fetch_in_order(first, held.prefix(), total),
+        };
+        if result.is_err() {
+            self.flow.fail(Stage::Fetch);
+        }
+        result
+    }
+
+    /// One connection at a time, from byte `from` to the end.
+    fn fetch_in_order(
+        &self,
+        first: Option<Response>,
+        from: u64,
+        total: Option<u64>,
+    ) -> Result<u64> {
+        let raw = self.parts.raw_path();
+        let mut file = self.parts.open_raw(from)?;
+        let mut conn = Connection::new(self, first);
+        let mut buf = vec![0u8; BUFFER];
+        let mut at = from;
+        loop {
+            // Done, or another stage failed (its error is the one to report).
+            if total.is_some_and(|t| at >= t) || self.flow.failed() {
+                return Ok(at);
+            }
+            let n = match conn.read(Ask::From(at), total, at, &mut buf)? {
+                0 => return Ok(at),
+                n => n,
+            };
+            file.write_all(&buf[..n])
+                .map_err(|e| Error::io(raw, "write", e))?;
+            self.add(at, at + n as u64);
+            at += n as u64;
+        }
+    }
+
+    /// Takes pieces from `queue` until none is left. The connection that has the
+    /// reply of the whole blob (`first`) takes them from the front and reads them on
+    /// from that reply as long as it lasts; the others take them from the back, each
+    /// piece over a request of its own; they meet in the middle.
+    fn fetch_pieces(
+        &self,
+        queue: &Mutex<VecDeque<(u64, u64)>>,
+        first: Option<Response>,
+    ) -> Result<()> {
+        let raw = self.parts.raw_path();
+        let mut file = self.parts.open_raw_at_offsets()?;
+        let mut buf = vec![0u8; BUFFER];
+        let front = first.is_some();
+        let mut conn = Connection::new(self, first);
+        // Where the reply of the whole blob is, while it is read.
+        let mut streaming = front.then_some(0u64);
+        loop {
+            if self.flow.failed() {
+                return Ok(());
+            }
+            let next = {
+                let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+                if front { q.pop_front() } else { q.pop_back() }
+            };
+            let Some((start, end)) = next else {
+                return Ok(());
+            };
+            if streaming != Some(start) {
+                streaming = None;
+                conn.drop_reply();
+            }
+            let mut at = start;
+            file.seek(SeekFrom::Start(start))
+                .map_err(|e| Error::io(raw, "write", e))?;
+            while at < end {
+                if self.flow.failed() {
+                    return Ok(());
+                }
+                let want = buf.len().min((end - at) as usize);
+                let n = conn.read(Ask::Range(at, end), Some(end), at, &mut buf[..want])?;
+                if n == 0 {
+                    return Err(conn.gave_up(at, "the connection ended early"));
+                }
+                if !conn.reads_whole_blob() {
+                    // The reply of the whole blob broke: the piece went on over a
+                    // request of its own, which ends with it.
+                    streaming = None;
+                }
+                file.write_all(&buf[..n])
+                    .map_err(|e| Error::io(raw, "write", e))?;
+                self.add(at, at + n as u64);
+                at += n as u64;
+            }
+            streaming = streaming.map(|_| end);
+            if streaming.is_none() {
+                conn.end_reply();
+            }
+            self.record_held()?;
+        }
+    }
+
+    /// Bytes `start..end` are in the file.
+    fn add(&self, start: u64, end: u64) {
+        self.flow.add(start, end);
+        self.received.fetch_add(end - start, Ordering::Relaxed);
+        self.report();
+    }
+
+    /// Writes what is held into the note (several connections): a kill keeps it.
+    fn record_held(&self) -> Result<()> {
+        let held = self.flow.lock().held.to_meta();
+        let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        meta.held = Some(held);
+        self.parts.write_meta(&meta)
+    }
+
+    /// The MD5 of the received bytes, read back as their prefix grows (`None`: stopped
+    /// by another stage's failure).
+    fn hash(&self) -> Result<Option<Md5>> {
+        let hashed = self.hash_prefix();
+        if hashed.is_err() {
+            self.flow.fail(Stage::Hash);
+        }
+        hashed
+    }
+
+    fn hash_prefix(&self) -> Result<Option<Md5>> {
+        let raw = self.parts.raw_path();
+        let mut file = File::open(raw).map_err(|e| Error::io(raw, "read", e))?;
+        let mut md5 = Md5::new();
+        let mut buf = vec![0u8; BUFFER];
+        let mut at = 0u64;
+        while let Some(prefix) = self.flow.past(at) {
+            while at < prefix {
+                let want = buf.len().min((prefix - at) as usize);
+                let n = match file.read(&mut buf[..want]) {
+                    Ok(0) => {
+                        return Err(Error::io(raw, "read", io::ErrorKind::UnexpectedEof.into()));
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Error::io(raw, "read", e)),
+                };
+                md5.update(&buf[..n]);
+                at += n as u64;
             }
         }
-        let outcome = write_parts(&parts, &mut source, gunzip, resume_from);
-        match outcome {
-            Ok(written) => {
-                let received = source.offset;
-                if let Some(expected) = meta.length
-                    && received != expected
-                {
-                    return Err(Error::Incomplete { expected, received });
-                }
-                if let (Some(want), Some(got)) = (&md5, &source.md5)
-                    && got.clone().finish()[..] != want[..]
-                {
-                    parts.discard_all();
-                    return Err(Error::malformed(
-                        "download",
-                        "its MD5 differs from the Content-MD5 the result host gave",
-                    ));
-                }
-                publish(&parts.out, &path, request.overwrites())?;
-                parts.finish();
-                Ok(Downloaded {
-                    path,
-                    received,
-                    written,
-                    original_name,
-                    gunzipped: gunzip,
-                    md5_checked: md5.is_some(),
-                })
+        Ok((!self.flow.failed()).then_some(md5))
+    }
+
+    /// Un-gzips the received bytes into the output file as their prefix grows; returns
+    /// the bytes written (`None`: stopped by another stage's failure).
+    fn decode(&self, written: &AtomicU64) -> Result<Option<u64>> {
+        let decoded = self.decode_prefix(written);
+        if decoded.is_err() {
+            self.flow.fail(Stage::Decode);
+        }
+        decoded
+    }
+
+    fn decode_prefix(&self, written: &AtomicU64) -> Result<Option<u64>> {
+        let raw = self.parts.raw_path();
+        let file = File::open(raw).map_err(|e| Error::io(raw, "read", e))?;
+        let input = BufReader::with_capacity(
+            BUFFER,
+            Prefix {
+                file,
+                flow: &self.flow,
+                at: 0,
+                end: 0,
+            },
+        );
+        let mut decoder = MultiGzDecoder::new(input);
+        let out = &self.parts.out;
+        let mut file = File::create(out).map_err(|e| Error::io(out, "create", e))?;
+        let mut buf = vec![0u8; BUFFER];
+        loop {
+            let n = match decoder.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) if self.flow.failed() => return Ok(None),
+                Err(e) => return Err(Error::malformed("gzip stream", e.to_string())),
+            };
+            file.write_all(&buf[..n])
+                .map_err(|e| Error::io(out, "write", e))?;
+            written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        if self.flow.failed() {
+            return Ok(None);
+        }
+        Ok(Some(written.load(Ordering::Relaxed)))
+    }
+
+    /// Pushes what is written to the output file to disk every [`SYNC_EVERY`] bytes,
+    /// until `stop` closes: the write-back overlaps the download instead of following
+    /// it.
+    fn sync_as_it_goes(
+        &self,
+        gunzip: bool,
+        written: &AtomicU64,
+        stop: &std::sync::mpsc::Receiver<()>,
+    ) {
+        let progress = || match gunzip {
+            true => written.load(Ordering::Relaxed),
+            false => self.received.load(Ordering::Relaxed),
+        };
+        let mut file = None;
+        let mut synced = progress();
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(SYNC_LOOK) {
+            let now = progress();
+            if now < synced + SYNC_EVERY {
+                continue;
             }
-            Err(e) => {
-                match &e {
-                    // Bytes that cannot become the file are no use to a rerun.
-                    Error::Malformed { .. } => parts.discard_all(),
-                    _ => parts.discard_output(),
-                }
-                Err(e)
+            // Opened once it exists (the decoder creates it); best effort: the sync
+            // before the rename is the one that counts.
+            if file.is_none() {
+                file = OpenOptions::new().write(true).open(&self.parts.out).ok();
+            }
+            if let Some(f) = &file {
+                let _ = f.sync_data();
+                synced = now;
             }
         }
     }
 }
 
-/// Streams the source into the part files; returns the bytes written to the file.
-fn write_parts(
-    parts: &Parts,
-    source: &mut Source<'_, '_>,
-    gunzip: bool,
-    resume_from: u64,
-) -> Result<u64> {
-    if !gunzip {
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&parts.out)
-            .map_err(|e| Error::io(&parts.out, "open", e))?;
-        out.set_len(resume_from)
-            .and_then(|()| out.seek(SeekFrom::End(0)).map(|_| ()))
-            .map_err(|e| Error::io(&parts.out, "write", e))?;
-        copy(source, &mut out, &parts.out, false)?;
-        out.sync_all()
-            .map_err(|e| Error::io(&parts.out, "write", e))?;
-        return Ok(source.offset);
+fn panicked(what: &str) -> Error {
+    Error::Transport {
+        url: String::new(),
+        kind: TransportKind::Other,
+        message: format!("the {what} thread stopped unexpectedly"),
+        source: None,
     }
-    let raw = parts.raw.as_deref().unwrap_or(&parts.out);
-    let mut tee = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(raw)
-        .map_err(|e| Error::io(raw, "open", e))?;
-    tee.set_len(resume_from)
-        .and_then(|()| tee.seek(SeekFrom::End(0)).map(|_| ()))
-        .map_err(|e| Error::io(raw, "write", e))?;
-    source.tee = Some((tee, raw.to_owned()));
-    let earlier = File::open(raw)
-        .map_err(|e| Error::io(raw, "read", e))?
-        .take(resume_from);
-    let input = BufReader::with_capacity(BUFFER, earlier.chain(&mut *source));
-    let mut decoder = MultiGzDecoder::new(input);
-    let mut out = File::create(&parts.out).map_err(|e| Error::io(&parts.out, "create", e))?;
-    let written = copy(&mut decoder, &mut out, &parts.out, true)?;
-    drop(decoder);
-    out.sync_all()
-        .map_err(|e| Error::io(&parts.out, "write", e))?;
-    if let Some((tee, raw)) = &source.tee {
-        tee.sync_all().map_err(|e| Error::io(raw, "write", e))?;
+}
+
+/// The received file read up to the prefix held, waiting for it to grow: what the
+/// decoder reads.
+struct Prefix<'f> {
+    file: File,
+    flow: &'f Flow,
+    at: u64,
+    /// How far the prefix went when last asked.
+    end: u64,
+}
+
+impl Read for Prefix<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at >= self.end {
+            match self.flow.past(self.at) {
+                Some(end) => self.end = end,
+                None if self.flow.failed() => return Err(io::Error::other("stopped")),
+                None => return Ok(0),
+            }
+        }
+        let want = buf.len().min((self.end - self.at) as usize);
+        let n = self.file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.at += n as u64;
+        Ok(n)
     }
-    Ok(written)
+}
+
+/// One connection's reply stream, reconnecting when it breaks or stalls.
+struct Connection<'p, 'a, 'l> {
+    pipeline: &'p Pipeline<'a, 'l>,
+    reader: Option<Box<dyn Read + Send>>,
+    /// Whether the reply being read is the one of the whole blob given at the start.
+    whole: bool,
+    /// Failures in a row, without progress in between.
+    stalls: u32,
+}
+
+impl<'p, 'a, 'l> Connection<'p, 'a, 'l> {
+    fn new(pipeline: &'p Pipeline<'a, 'l>, first: Option<Response>) -> Self {
+        Connection {
+            pipeline,
+            whole: first.is_some(),
+            reader: first.map(|r| Box::new(r.into_reader()) as Box<dyn Read + Send>),
+            stalls: 0,
+        }
+    }
+
+    /// Reads the reply of a piece to its end, so that its connection goes back to the
+    /// pool for the next piece, and forgets it.
+    fn end_reply(&mut self) {
+        if let Some(reader) = self.reader.as_mut() {
+            let _ = reader.read(&mut [0u8; 1]);
+        }
+        self.drop_reply();
+    }
+
+    /// Forgets the reply being read (the next read asks anew).
+    fn drop_reply(&mut self) {
+        self.reader = None;
+        self.whole = false;
+    }
+
+    /// Whether the reply of the whole blob given at the start is still being read.
+    fn reads_whole_blob(&self) -> bool {
+        self.whole && self.reader.is_some()
+    }
+
+    /// Reads the bytes from `at` (asking for `ask` when a new connection is needed); 0
+    /// only at the end of a blob of unknown length. `end` is where what is asked for
+    /// ends, when known.
+    fn read(&mut self, ask: Ask, end: Option<u64>, at: u64, buf: &mut [u8]) -> Result<usize> {
+        let p = self.pipeline;
+        loop {
+            if self.reader.is_none() {
+                // Another stage failed: its error is the one reported.
+                if p.flow.failed() {
+                    return Err(self.gave_up(at, "stopped"));
+                }
+                match p.host.open(p.links, ask, p.etag.as_deref()) {
+                    Ok(resp) => self.reader = Some(Box::new(resp.into_reader())),
+                    Err(e @ Error::Transport { .. }) => {
+                        self.stalled(at, &e.to_string())?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some(reader) = self.reader.as_mut() else {
+                continue;
+            };
+            match reader.read(buf) {
+                Ok(0) if end.is_none() => return Ok(0),
+                Ok(0) => self.stalled(at, "the connection ended early")?,
+                Ok(n) => {
+                    self.stalls = 0;
+                    // Never take more than asked for.
+                    return Ok(match end {
+                        Some(e) => n.min((e - at) as usize),
+                        None => n,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => self.stalled(at, &e.to_string())?,
+            }
+        }
+    }
+
+    /// A connection broke or ended early at byte `at`: wait a little and try again,
+    /// unless it keeps happening.
+    fn stalled(&mut self, at: u64, why: &str) -> Result<()> {
+        let p = self.pipeline;
+        self.drop_reply();
+        self.stalls += 1;
+        // Twice the request retries: a transfer is worth more patience than a call.
+        if self.stalls > 2 * p.host.http.retry_policy().max_retries {
+            return Err(self.gave_up(at, why));
+        }
+        // A connection that made progress before it broke is followed at once by a new
+        // one: the host was answering. Only failures in a row back off.
+        let delay = match self.stalls {
+            1 => Duration::ZERO,
+            n => p.host.http.backoff(n - 2),
+        };
+        p.host.http.emit(Event::Retry {
+            url: p.links.shown().redacted(),
+            reason: format!("{why} at byte {at}"),
+            delay,
+        });
+        let until = Instant::now() + delay;
+        while Instant::now() < until && !p.flow.failed() {
+            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+        }
+        Ok(())
+    }
+
+    /// The error of a transfer that cannot go on from byte `at`.
+    fn gave_up(&self, at: u64, why: &str) -> Error {
+        let p = self.pipeline;
+        let st = p.flow.lock();
+        match st.total {
+            Some(expected) if st.held.bytes() < expected => Error::Incomplete {
+                expected,
+                received: st.held.bytes(),
+            },
+            _ => Error::Transport {
+                url: p.links.shown().redacted(),
+                kind: TransportKind::Broken,
+                message: format!("the download failed after {at} bytes: {why}"),
+                source: None,
+            },
+        }
+    }
 }
 
 /// Whether an earlier run may have left received bytes for this download.
@@ -271,50 +938,107 @@ impl Parts {
         self.raw.as_deref().unwrap_or(&self.out)
     }
 
-    /// How many received bytes an earlier run left that fit this blob (0: none).
-    fn resumable(&self, meta: &PartMeta) -> u64 {
+    /// What an earlier run left that fits this blob (nothing when it does not), as the
+    /// download goes on over `connections` connections. Going on over one connection,
+    /// the received file is cut to the prefix held, so that its length says it again.
+    fn resumable(&self, meta: &PartMeta, connections: usize) -> Result<Held> {
+        let mut held = Held::default();
         let Ok(text) = fs::read(&self.meta) else {
-            return 0;
+            return Ok(held);
         };
         let Ok(old) = serde_json::from_slice::<PartMeta>(&text) else {
-            return 0;
+            return Ok(held);
         };
         // Without an ETag there is no way to know the bytes are of this blob.
-        if old != *meta || meta.etag.is_none() {
-            return 0;
+        let Some(total) = meta.length else {
+            return Ok(held);
+        };
+        if !old.same_blob(meta) || meta.etag.is_none() {
+            return Ok(held);
         }
         let len = fs::metadata(self.raw_path()).map(|m| m.len()).unwrap_or(0);
-        match meta.length {
-            // All of it when a run stopped after the last byte (a file appeared under
-            // the final name, the process was killed while syncing): the bytes are
-            // checked and published without being fetched again.
-            Some(total) if len <= total => len,
-            _ => 0,
-        }
-    }
-
-    /// Starts afresh: records what the bytes will be.
-    fn start(&self, meta: &PartMeta) -> Result<()> {
-        let text = serde_json::to_vec(meta).unwrap_or_default();
-        fs::write(&self.meta, text).map_err(|e| Error::io(&self.meta, "write", e))
-    }
-
-    /// The MD5 state after the first `len` received bytes.
-    fn hash_raw(&self, len: u64) -> Result<Md5> {
-        let raw = self.raw_path();
-        let mut file = File::open(raw)
-            .map_err(|e| Error::io(raw, "read", e))?
-            .take(len);
-        let mut md5 = Md5::new();
-        let mut buf = vec![0u8; BUFFER];
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) => return Ok(md5),
-                Ok(n) => md5.update(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(raw, "read", e)),
+        match &old.held {
+            None => held.insert(0, len.min(total)),
+            Some(ranges) => {
+                for [a, b] in ranges {
+                    if a < b && *b <= total && *b <= len {
+                        held.insert(*a, *b);
+                    }
+                }
             }
         }
+        // All of it when a run stopped after the last byte (a file appeared under the
+        // final name, the process was killed while syncing): the bytes are checked and
+        // published without being fetched again.
+        if len > total && old.held.is_none() {
+            return Ok(Held::default());
+        }
+        if connections == 1 && old.held.is_some() {
+            let prefix = held.prefix();
+            held = Held::default();
+            held.insert(0, prefix);
+            let raw = self.raw_path();
+            OpenOptions::new()
+                .write(true)
+                .open(raw)
+                .and_then(|f| f.set_len(prefix))
+                .map_err(|e| Error::io(raw, "write", e))?;
+            let mut meta = meta.clone();
+            meta.held = None;
+            self.write_meta(&meta)?;
+        }
+        Ok(held)
+    }
+
+    /// Starts afresh: records what the bytes will be, and empties the files.
+    fn start(&self, meta: &PartMeta) -> Result<()> {
+        self.write_meta(meta)?;
+        for path in [Some(&self.out), self.raw.as_ref()].into_iter().flatten() {
+            File::create(path).map_err(|e| Error::io(path, "write", e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the note (through a temporary file: a kill never leaves half of one).
+    fn write_meta(&self, meta: &PartMeta) -> Result<()> {
+        let text = serde_json::to_vec(meta).unwrap_or_default();
+        let temp = self.meta.with_extension("json.new");
+        fs::write(&temp, text)
+            .and_then(|()| fs::rename(&temp, &self.meta))
+            .map_err(|e| Error::io(&self.meta, "write", e))
+    }
+
+    /// The received file, open to append from byte `from` (what is after it goes).
+    fn open_raw(&self, from: u64) -> Result<File> {
+        let raw = self.raw_path();
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(raw)
+            .map_err(|e| Error::io(raw, "open", e))?;
+        file.set_len(from)
+            .and_then(|()| file.seek(SeekFrom::End(0)).map(|_| ()))
+            .map_err(|e| Error::io(raw, "write", e))?;
+        Ok(file)
+    }
+
+    /// The received file, open to write pieces at their offsets.
+    fn open_raw_at_offsets(&self) -> Result<File> {
+        let raw = self.raw_path();
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(raw)
+            .map_err(|e| Error::io(raw, "open", e))
+    }
+
+    /// Syncs the output file: it is on disk before it is renamed into place.
+    fn sync_output(&self) -> Result<()> {
+        File::open(&self.out)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&self.out, "write", e))
     }
 
     /// The un-gzipped output can be rebuilt from the received bytes: drop it.
@@ -341,154 +1065,38 @@ impl Parts {
     }
 }
 
-/// The blob's bytes from `offset` on, reconnecting as needed.
-struct Source<'h, 'l> {
-    host: BlobHost<'h>,
-    links: Links<'l>,
-    reader: Option<Box<dyn Read + Send>>,
-    offset: u64,
-    total: Option<u64>,
-    etag: Option<String>,
-    /// Where received bytes are also written, when un-gzipping.
-    tee: Option<(File, PathBuf)>,
-    /// Only when the host gave an MD5 to check: hashing costs more CPU than the rest.
-    md5: Option<Md5>,
-    stalls: u32,
-    on_progress: Option<OnProgress>,
-    resumed_from: u64,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Source<'_, '_> {
-    fn report(&self) {
-        if let Some(f) = &self.on_progress {
-            f(&Progress {
-                received: self.offset,
-                total: self.total,
-                resumed_from: self.resumed_from,
-            });
-        }
+    #[test]
+    fn held_ranges_merge_and_say_what_is_missing() {
+        let mut h = Held::default();
+        h.insert(10, 20);
+        h.insert(30, 40);
+        assert_eq!(h.prefix(), 0);
+        assert_eq!(h.missing(50), [(0, 10), (20, 30), (40, 50)]);
+        h.insert(0, 10);
+        assert_eq!(h.prefix(), 20);
+        h.insert(15, 35);
+        assert_eq!(h.0, [(0, 40)]);
+        assert_eq!((h.prefix(), h.bytes()), (40, 40));
+        assert_eq!(h.missing(40), []);
+        h.insert(5, 5);
+        assert_eq!(h.0, [(0, 40)]);
     }
 
-    fn connect(&mut self) -> Result<()> {
-        if self.links.expiring() {
-            self.links.renew()?;
-        }
-        let resp = self
-            .host
-            .open(&mut self.links, self.offset, self.etag.as_deref(), false)?;
-        self.reader = Some(Box::new(resp.into_reader()));
-        Ok(())
-    }
-
-    /// A connection broke or ended early: wait a little, unless it keeps happening.
-    fn stalled(&mut self, why: String) -> Result<()> {
-        self.reader = None;
-        self.stalls += 1;
-        // Twice the request retries: a transfer is worth more patience than a call.
-        if self.stalls > 2 * self.host.http.retry_policy().max_retries {
-            return Err(match self.total {
-                Some(expected) if self.offset < expected => Error::Incomplete {
-                    expected,
-                    received: self.offset,
-                },
-                _ => Error::Transport {
-                    url: self.links.current.redacted(),
-                    kind: TransportKind::Broken,
-                    message: format!("the download failed after {} bytes: {why}", self.offset),
-                    source: None,
-                },
-            });
-        }
-        // A connection that made progress before it broke is followed at once by a new
-        // one: the host was answering. Only failures in a row back off.
-        let delay = match self.stalls {
-            1 => Duration::ZERO,
-            n => self.host.http.backoff(n - 2),
-        };
-        self.host.http.emit(Event::Retry {
-            url: self.links.current.redacted(),
-            reason: format!("{why} at byte {}", self.offset),
-            delay,
-        });
-        std::thread::sleep(delay);
-        Ok(())
-    }
-
-    fn next(&mut self, buf: &mut [u8]) -> Result<usize> {
-        loop {
-            if self.total.is_some_and(|t| self.offset >= t) {
-                return Ok(0);
-            }
-            if self.reader.is_none() {
-                match self.connect() {
-                    Ok(()) => {}
-                    Err(e @ Error::Transport { .. }) => {
-                        self.stalled(e.to_string())?;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            let Some(reader) = self.reader.as_mut() else {
-                continue;
-            };
-            match reader.read(buf) {
-                Ok(0) if self.total.is_none() => return Ok(0),
-                Ok(0) => self.stalled("the connection ended early".to_owned())?,
-                Ok(n) => {
-                    let n = match self.total {
-                        // Never take more than the blob holds.
-                        Some(t) => n.min((t - self.offset) as usize),
-                        None => n,
-                    };
-                    if let Some((tee, path)) = &mut self.tee {
-                        tee.write_all(&buf[..n])
-                            .map_err(|e| Error::io(path.as_path(), "write", e))?;
-                    }
-                    if let Some(md5) = &mut self.md5 {
-                        md5.update(&buf[..n]);
-                    }
-                    self.offset += n as u64;
-                    self.stalls = 0;
-                    self.report();
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => self.stalled(e.to_string())?,
-            }
-        }
-    }
-}
-
-impl Read for Source<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.next(buf).map_err(io::Error::other)
-    }
-}
-
-/// Copies until the end; errors of the source come back as they were.
-fn copy(reader: &mut impl Read, writer: &mut File, path: &Path, gzip: bool) -> Result<u64> {
-    let mut buf = vec![0u8; BUFFER];
-    let mut total = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let e = match e.into_inner().map(|inner| inner.downcast::<Error>()) {
-                    Some(Ok(ours)) => *ours,
-                    Some(Err(other)) if gzip => Error::malformed("gzip stream", other.to_string()),
-                    Some(Err(other)) => Error::io(path, "read", io::Error::other(other)),
-                    None if gzip => Error::malformed("gzip stream", "it is not valid gzip"),
-                    None => Error::io(path, "read", io::Error::other("read failed")),
-                };
-                return Err(e);
-            }
-        };
-        writer
-            .write_all(&buf[..n])
-            .map_err(|e| Error::io(path, "write", e))?;
-        total += n as u64;
+    #[test]
+    fn pieces_and_connections() {
+        assert_eq!(piece_size(64 << 20, 4), 4 << 20);
+        assert_eq!(piece_size(1 << 20, 4), 1 << 20);
+        assert_eq!(piece_size(4 << 30, 4), 16 << 20);
+        let request = DownloadRequest::to_dir(".");
+        assert_eq!(connections_for(&request, Some(64 << 20)), 4);
+        assert_eq!(connections_for(&request, Some(63 << 20)), 1);
+        assert_eq!(connections_for(&request, None), 1);
+        let two = DownloadRequest::to_dir(".").connections(2);
+        assert_eq!(connections_for(&two, Some(1 << 20)), 2);
+        assert_eq!(connections_for(&two, None), 1);
     }
 }

@@ -7,8 +7,8 @@
 //! way out that no request through the proxy carried an `Authorization` header: the
 //! bearer token never reaches the blob host.
 //!
-//! The 1 GiB run is slow and runs only when `MDLR_SLOW_TESTS` is set: see
-//! [`one_gib_through_cuts_and_expiring_links`].
+//! The 1 GiB run and the renewal at its real margins are slow: they are ignored, and
+//! `cargo xtask test --slow` runs them (see [`one_gib_through_cuts_and_expiring_links`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -899,6 +899,329 @@ fn token_never_reaches_the_blob_host() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Several connections: the same faults, with the result fetched in pieces
+
+/// A piece a request asked for: `Range: bytes=A-B` (or `A-`, up to `total`), as a
+/// half-open range; the whole blob without `Range`, the first byte for the probe.
+#[track_caller]
+fn asked_range(seen: &Seen, total: u64) -> (u64, u64) {
+    let Some(range) = seen.header("range") else {
+        return (0, total);
+    };
+    let (a, b) = range
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .unwrap_or_else(|| panic!("unexpected Range: {range}"));
+    let a: u64 = a
+        .parse()
+        .unwrap_or_else(|_| panic!("unexpected Range: {range}"));
+    let b = match b {
+        "" => total,
+        b => {
+            b.parse::<u64>()
+                .unwrap_or_else(|_| panic!("unexpected Range: {range}"))
+                + 1
+        }
+    };
+    (a, b)
+}
+
+/// Checks the requests of a download in pieces: every one but the first asks for a
+/// range with `If-Match: etag`, several ask at once (more than one connection was
+/// open), and together they cover the blob.
+#[track_caller]
+fn check_pieces(requests: &[Seen], etag: &str, total: u64) {
+    assert!(
+        requests.len() > 1,
+        "one request for the whole blob: {requests:?}"
+    );
+    let mut covered: Vec<(u64, u64)> = Vec::new();
+    for (i, seen) in requests.iter().enumerate() {
+        let (a, b) = asked_range(seen, total);
+        if i > 0 || seen.header("range").is_some() {
+            assert_eq!(seen.header("if-match"), Some(etag), "{}", seen.head);
+        }
+        covered.push((a, b));
+    }
+    covered.sort_unstable();
+    let mut at = 0;
+    for (a, b) in covered {
+        assert!(a <= at, "bytes {at}..{a} were never asked for");
+        at = at.max(b);
+    }
+    assert!(at >= total, "bytes from {at} were never asked for");
+}
+
+/// The 24 MiB GetFile result over 4 connections through cuts every 3 MiB of each
+/// connection, with the binary: byte-identical, every piece with `If-Match`, < 5 %
+/// fetched twice, one link.
+#[test]
+fn gzip_result_in_pieces_through_cuts() {
+    let (content, gz) = payload();
+    let rig = Rig::start("p-cuts-gzip", Plan::clean().every(3 * MIB, Fault::Cut));
+    let etag = rig.upload_getfile(gz);
+    let out = rig.result(&["--connections", "4"]).run();
+    out.status(0);
+    assert_eq!(out.normalize(&out.stdout), saved(content.len()));
+    rig.check_no_secrets(&out);
+    check_file(&rig.out().join(NAME), content);
+    assert_eq!(list(&rig.out()), [NAME]);
+    check_pieces(&rig.requests(), &etag, gz.len() as u64);
+    assert!(
+        rig.proxy.connections() >= 4,
+        "{} connections",
+        rig.proxy.connections()
+    );
+    check_fetched_twice(&rig, gz.len());
+    assert_eq!(rig.links_asked(), 1);
+}
+
+/// A raw result in pieces through cuts, truncated replies and resets, with the
+/// library: byte-identical, its MD5 (Azurite's `Content-MD5`) checked over the pieces
+/// as their prefix grows.
+#[test]
+fn raw_result_in_pieces_through_cuts_truncations_and_resets() {
+    let content = &payload().0[..16 << 20];
+    let mut plan = Plan::clean();
+    for n in 0..24 {
+        plan = match n % 3 {
+            0 => plan.nth(n, 3 * MIB / 2, Fault::Cut),
+            1 => plan.nth(n, MIB, Fault::Truncate),
+            _ => plan.nth(n, 2 * MIB, Fault::Reset),
+        };
+    }
+    let rig = Rig::start("p-cuts-raw", plan);
+    let etag = rig.upload(content, &BlobProps::default());
+    let (client, _) = rig.client(Duration::from_secs(5));
+    let path = rig.out().join("raw.bin");
+    let request = DownloadRequest::to_file(path.clone())
+        .gunzip(Gunzip::Off)
+        .connections(4);
+    let done = client
+        .download(&rig.link(), &request)
+        .expect("the download completes");
+    assert!(done.md5_checked, "Azurite sends Content-MD5");
+    assert_eq!(done.received, content.len() as u64);
+    check_file(&path, content);
+    assert_eq!(list(&rig.out()), ["raw.bin"]);
+    check_pieces(&rig.requests(), &etag, content.len() as u64);
+    assert!(!rig.proxy.injected().is_empty());
+}
+
+/// Links that expire after 2 s while 4 slow connections fetch pieces, with the
+/// library: each refused link (403) is renewed through the API — never more often than
+/// links were refused, since connections that find the same link refused share the
+/// fresh one — and each piece goes on from the byte it reached.
+#[test]
+fn expiring_links_are_renewed_once_for_every_connection() {
+    let (content, gz) = payload();
+    let rig = Rig::start(
+        "p-expiring",
+        Plan::clean().every(2 * MIB, Fault::Cut).throttle(MIB),
+    );
+    rig.set_link_lifetime(Duration::from_secs(2));
+    let etag = rig.upload_getfile(gz);
+    let (client, events) = rig.client(Duration::from_secs(5));
+    let request = DownloadRequest::to_dir(rig.out())
+        .gunzip(Gunzip::On)
+        .connections(4);
+    let done = client
+        .download_result(ACTION, 1, &request)
+        .expect("the download completes");
+    check_file(&done.path, content);
+    let refused = count(&events.all(), |e| {
+        matches!(
+            e,
+            Event::Exchange {
+                status: Some(403),
+                ..
+            }
+        )
+    });
+    assert!(refused >= 1, "no link expired");
+    assert!(rig.links_asked() > 1, "no link was renewed");
+    assert!(
+        rig.links_asked() <= refused + 1,
+        "{} links asked for after {refused} refusals",
+        rig.links_asked()
+    );
+    check_pieces(&rig.requests(), &etag, gz.len() as u64);
+}
+
+/// One connection of four (the one reading the reply of the whole blob from the
+/// front) stalls longer than `--timeout 1s`: it is given up after a second and its
+/// piece continues on a new connection, without waiting for the stall.
+#[test]
+fn a_stalled_piece_resumes() {
+    let (content, gz) = payload();
+    let stall = Duration::from_secs(8);
+    let rig = Rig::start(
+        "p-stall",
+        Plan::clean().nth(0, 4 * MIB, Fault::Stall(stall)),
+    );
+    let etag = rig.upload_getfile(gz);
+    let out = rig.result(&["--timeout", "1s", "--connections", "4"]).run();
+    out.status(0);
+    check_file(&rig.out().join(NAME), content);
+    assert!(
+        out.elapsed < stall,
+        "took {:?}: it waited for the stall",
+        out.elapsed
+    );
+    check_pieces(&rig.requests(), &etag, gz.len() as u64);
+    assert_eq!(rig.proxy.injected().len(), 1);
+}
+
+/// The blob changes while 4 connections fetch it: a piece asked for with `If-Match`
+/// is refused (412), the download fails as malformed (exit 65) and leaves nothing —
+/// never a file mixing both versions; a rerun gets the new version whole.
+#[test]
+fn a_blob_changed_under_the_pieces_is_never_mixed() {
+    let (_, gz) = payload();
+    let new_content = noise(98, 5 << 20);
+    let new_gz = gzip(&new_content);
+    let upload = {
+        let az = azurite();
+        let new_gz = new_gz.clone();
+        move |_: &Injected| {
+            az.put_blob("p-changed", BLOB, &new_gz, &BlobProps::attachment(GZ_NAME));
+        }
+    };
+    let rig = Rig::start(
+        "p-changed",
+        Plan::clean()
+            .every(2 * MIB, Fault::Cut)
+            .throttle(8 * MIB)
+            .on_fault(upload),
+    );
+    rig.upload_getfile(gz);
+    let out = rig.result(&["--connections", "4"]).run();
+    out.check_err(65, &["changed"]);
+    rig.check_no_secrets(&out);
+    assert_eq!(list(&rig.out()), Vec::<String>::new());
+    rig.proxy.set_plan(Plan::clean());
+    rig.result(&["--connections", "4"]).run().status(0);
+    check_file(&rig.out().join(NAME), &new_content);
+    assert_eq!(list(&rig.out()), [NAME]);
+}
+
+/// `mdlr result --connections 4` killed in the middle: the note records the pieces
+/// held; the rerun asks only for what is missing (plus the pieces that were half
+/// written), with `If-Match`, and finishes byte-identical.
+#[test]
+fn killed_download_in_pieces_continues_with_what_is_missing() {
+    for (container, gunzip) in [("p-kill", true), ("p-kill-raw", false)] {
+        let (content, gz) = payload();
+        let (name, want, raw): (&str, &[u8], &[&str]) = match gunzip {
+            true => (NAME, content, &[]),
+            false => (GZ_NAME, gz, &["--raw"]),
+        };
+        let args = [raw, &["--connections", "4"][..]].concat();
+        let rig = Rig::start(container, Plan::clean().throttle(2 * MIB));
+        let etag = rig.upload_getfile(gz);
+        let note = rig.out().join(format!(".{name}.mdlr-part.json"));
+        let held = || -> u64 {
+            let Ok(text) = std::fs::read(&note) else {
+                return 0;
+            };
+            let meta: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+            meta["held"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .map(|p| p[1].as_u64().unwrap_or(0) - p[0].as_u64().unwrap_or(0))
+                        .sum()
+                })
+                .unwrap_or(0)
+        };
+        let running = rig.result(&args).spawn();
+        wait_until(Duration::from_secs(30), "8 MiB of pieces held", || {
+            held() >= 8 * MIB
+        });
+        let killed = running.kill();
+        assert_eq!(killed.code, None, "mdlr ended before it was killed");
+        assert_eq!(list(&rig.out()), partial_files(name, gunzip));
+        let kept = held();
+        let meta: serde_json::Value =
+            serde_json::from_slice(&read(&note)).expect("the note is JSON");
+        assert_eq!(meta["etag"], etag.as_str());
+        assert!(!meta.to_string().contains("sig"), "{meta}");
+
+        rig.proxy.set_plan(Plan::clean());
+        let before_requests = rig.requests().len();
+        let before_bytes = rig.proxy.bytes_to_client();
+        let out = rig.result(&args).run();
+        out.check(
+            0,
+            &format!("saved out/{name} ({} bytes, from {GZ_NAME})\n", want.len()),
+            "",
+        );
+        check_file(&rig.out().join(name), want);
+        assert_eq!(list(&rig.out()), [name]);
+        let rerun = &rig.requests()[before_requests..];
+        assert_eq!(rerun[0].header("range"), Some("bytes=0-0"), "{rerun:?}");
+        for seen in &rerun[1..] {
+            assert_eq!(
+                seen.header("if-match"),
+                Some(etag.as_str()),
+                "{}",
+                seen.head
+            );
+        }
+        // Pieces are 1.5 MiB here: at most one half-written piece per connection is
+        // fetched again.
+        let fetched = rig.proxy.bytes_to_client() - before_bytes;
+        let remaining = gz.len() as u64 - kept;
+        assert!(
+            fetched < remaining + 4 * (3 * MIB / 2) + 256 * 1024,
+            "{container}: the rerun fetched {fetched} bytes for the {remaining} missing"
+        );
+    }
+}
+
+/// A stored `Content-MD5` that does not match, over 4 connections (one of them cut):
+/// exit 65 and nothing under the final name.
+#[test]
+fn content_md5_mismatch_in_pieces_is_malformed() {
+    let content = noise(6, 6 << 20);
+    let gz = gzip(&content);
+    let rig = Rig::start("p-md5", Plan::clean().nth(2, MIB, Fault::Cut));
+    let props = BlobProps {
+        content_md5: Some("AAAAAAAAAAAAAAAAAAAAAA==".to_owned()),
+        ..BlobProps::attachment(GZ_NAME)
+    };
+    rig.upload(&gz, &props);
+    let out = rig.result(&["--connections", "4"]).run();
+    out.check_err(65, &["MD5"]);
+    rig.check_no_secrets(&out);
+    assert_eq!(list(&rig.out()), Vec::<String>::new());
+}
+
+/// A result of 64 MiB or more is fetched over 4 connections without being asked.
+#[test]
+fn large_results_use_four_connections_by_default() {
+    let content = noise(64, 64 << 20);
+    let rig = Rig::start("p-default", Plan::clean());
+    let etag = rig.upload(&content, &BlobProps::attachment("big.bin"));
+    let out = rig.fetch(&[]).run();
+    out.check(
+        0,
+        &format!(
+            "saved out/big.bin ({} bytes, from big.bin)\n",
+            content.len()
+        ),
+        "",
+    );
+    check_file(&rig.out().join("big.bin"), &content);
+    check_pieces(&rig.requests(), &etag, content.len() as u64);
+    assert!(
+        rig.proxy.connections() >= 4,
+        "{} connections",
+        rig.proxy.connections()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // `mdlr fetch`: a bare link, no API, no credential
 
 /// A GetFile result through connections cut every 2 MiB, fetched from a bare link with
@@ -1028,22 +1351,74 @@ fn fetch_refuses_insecure_links_before_sending() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Slow: renewal ahead of expiry, and the 1 GiB figure
+// Renewal ahead of expiry (fast, and at the real margins: slow), and the 1 GiB figure
 
-/// Whether the slow tests run (`MDLR_SLOW_TESTS` set).
-fn slow_tests() -> bool {
-    std::env::var_os("MDLR_SLOW_TESTS").is_some_and(|v| !v.is_empty())
+/// Links are renewed ahead of their expiry (`se`), not only once refused, over one
+/// connection and over four: a link that lives 9 s, renewed 6 s before its end (so
+/// after 3 s), at the first request from then on; no request is ever refused. The
+/// same promise at its real margins (5 minutes) is [`links_are_renewed_ahead_of_expiry`].
+#[test]
+fn links_are_renewed_ahead_of_expiry_fast() {
+    let content = &payload().0[..4 << 20];
+    // About 4 s either way: 1 MiB/s over one connection, 256 KiB/s over each of four.
+    for (connections, container) in [(1, "t-ahead-fast"), (4, "p-ahead-fast")] {
+        let rig = Rig::start(
+            container,
+            Plan::clean()
+                .every(MIB / 2, Fault::Cut)
+                .throttle(MIB / connections as u64),
+        );
+        rig.set_link_lifetime(Duration::from_secs(9));
+        let etag = rig.upload(content, &BlobProps::attachment("raw.bin"));
+        let (events, record) = recorder();
+        let client = Client::builder(Credential::token(TOKEN))
+            .endpoints(Endpoints::default().with_api_base(&rig.api.url()))
+            .retry_policy(fast_retries())
+            .renew_links_before(Duration::from_secs(6))
+            .on_event(record)
+            .build()
+            .expect("client builds");
+        let request = DownloadRequest::to_dir(rig.out())
+            .gunzip(Gunzip::Off)
+            .connections(connections);
+        let started = Instant::now();
+        let done = client
+            .download_result(ACTION, 1, &request)
+            .expect("the download completes");
+        let elapsed = started.elapsed();
+        assert!(elapsed > Duration::from_secs(3), "too fast: {elapsed:?}");
+        check_file(&done.path, content);
+        let refused = count(&events.all(), |e| {
+            matches!(
+                e,
+                Event::Exchange {
+                    status: Some(403),
+                    ..
+                }
+            )
+        });
+        assert_eq!(
+            refused, 0,
+            "{connections} connection(s): a link was refused"
+        );
+        assert!(
+            rig.links_asked() >= 2,
+            "{connections} connection(s): no renewal in {elapsed:?}"
+        );
+        match connections {
+            1 => check_resumed(&rig.requests(), &etag),
+            _ => check_pieces(&rig.requests(), &etag, content.len() as u64),
+        }
+    }
 }
 
-/// Links are renewed ahead of their expiry (`se`), not only once refused: a link that
-/// lives 6 min 1 s is renewed 5 min before its end, that is after 61 s, at the first
+/// Links are renewed ahead of their expiry at the real margins: a link that lives
+/// 6 min 1 s is renewed 5 min before its end, that is after 61 s, at the first
 /// reconnection from then on, and no request is ever refused. The transfer is slowed
-/// down to last about 80 s, so this runs only with `MDLR_SLOW_TESTS`.
+/// down to last about 80 s: `cargo xtask test --slow` runs it.
 #[test]
+#[ignore = "slow: 80 s; cargo xtask test --slow"]
 fn links_are_renewed_ahead_of_expiry() {
-    if !slow_tests() {
-        return;
-    }
     let content = &payload().0[..];
     let rig = Rig::start(
         "t-ahead",
@@ -1159,13 +1534,12 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> usize {
 /// download again through the same proxy without faults, for comparison. Prints the
 /// figures. `MDLR_FAULTS_SIZE_MIB` sets another size.
 ///
-/// `MDLR_SLOW_TESTS=1 cargo test --release -p mdlr-tests --test e2e \
-///  transfer::one_gib_through_cuts_and_expiring_links -- --nocapture`
+/// `cargo test --release -p mdlr-tests --test e2e \
+///  transfer::one_gib_through_cuts_and_expiring_links -- --ignored --nocapture`
+/// (or `cargo xtask test --slow`).
 #[test]
+#[ignore = "slow: minutes; cargo xtask test --slow"]
 fn one_gib_through_cuts_and_expiring_links() {
-    if !slow_tests() {
-        return;
-    }
     let size: u64 = std::env::var("MDLR_FAULTS_SIZE_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
