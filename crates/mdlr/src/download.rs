@@ -69,6 +69,7 @@ pub struct DownloadRequest {
     fallback_name: Option<String>,
     on_progress: Option<OnProgress>,
     connections: Option<usize>,
+    sha256: bool,
 }
 
 /// The most connections one download uses.
@@ -83,6 +84,7 @@ impl std::fmt::Debug for DownloadRequest {
             .field("fallback_name", &self.fallback_name)
             .field("on_progress", &self.on_progress.is_some())
             .field("connections", &self.connections)
+            .field("sha256", &self.sha256)
             .finish()
     }
 }
@@ -107,6 +109,7 @@ impl DownloadRequest {
             fallback_name: None,
             on_progress: None,
             connections: None,
+            sha256: false,
         }
     }
 
@@ -142,6 +145,19 @@ impl DownloadRequest {
     pub fn connections(mut self, connections: usize) -> Self {
         self.connections = Some(connections.clamp(1, MAX_CONNECTIONS));
         self
+    }
+
+    /// Whether to compute the SHA-256 of the bytes as they are received and written
+    /// (default: no), for [`Downloaded::sha256`] and [`Downloaded::sha256_served`]:
+    /// while streaming, never in a second pass over the file.
+    pub fn sha256(mut self, sha256: bool) -> Self {
+        self.sha256 = sha256;
+        self
+    }
+
+    /// Whether SHA-256 digests are asked for.
+    pub fn sha256_wanted(&self) -> bool {
+        self.sha256
     }
 
     /// The connections asked for (`None`: chosen by size).
@@ -242,4 +258,10 @@ pub struct Downloaded {
     pub gunzipped: bool,
     /// Whether the host's `Content-MD5` was checked (it matched, or this is an error).
     pub md5_checked: bool,
+    /// The SHA-256 (lowercase hex) of the file as delivered, when asked for
+    /// ([`DownloadRequest::sha256`]).
+    pub sha256: Option<String>,
+    /// The SHA-256 of the bytes as the host served them (the `.gz` of a `GetFile`; the
+    /// same as [`sha256`](Self::sha256) when nothing was un-gzipped), when asked for.
+    pub sha256_served: Option<String>,
 }

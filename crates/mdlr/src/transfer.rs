@@ -251,9 +251,20 @@ pub(crate) fn transfer(
         on_progress: request.progress().cloned(),
     };
     pipeline.report();
-    let outcome = pipeline.run(first, connections, gunzip, md5.is_some());
+    let outcome = pipeline.run(
+        first,
+        connections,
+        gunzip,
+        md5.is_some(),
+        request.sha256_wanted(),
+    );
     match outcome {
-        Ok(Ran { written, md5: got }) => {
+        Ok(Ran {
+            written,
+            md5: got,
+            sha256_served,
+            sha256_written,
+        }) => {
             let received = pipeline.flow.lock().held.prefix();
             if let Some(expected) = total
                 && received != expected
@@ -278,6 +289,12 @@ pub(crate) fn transfer(
                 original_name,
                 gunzipped: gunzip,
                 md5_checked: md5.is_some(),
+                sha256: if gunzip {
+                    sha256_written
+                } else {
+                    sha256_served.clone()
+                },
+                sha256_served,
             })
         }
         Err(e) => {
@@ -291,11 +308,43 @@ pub(crate) fn transfer(
     }
 }
 
-/// What the pipeline did: the bytes written to the file, and the MD5 of the received
-/// bytes when one was asked for.
+/// What the pipeline did: the bytes written to the file, the MD5 of the received bytes
+/// when the host gave one to check, and the SHA-256 of the received and of the written
+/// bytes when asked for.
 struct Ran {
     written: u64,
     md5: Option<Md5>,
+    sha256_served: Option<String>,
+    sha256_written: Option<String>,
+}
+
+/// A digest a stage computes as the bytes go by.
+enum Digest {
+    Md5(Md5),
+    Sha256(ring::digest::Context),
+}
+
+impl Digest {
+    fn sha256() -> Digest {
+        Digest::Sha256(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Digest::Md5(m) => m.update(bytes),
+            Digest::Sha256(c) => c.update(bytes),
+        }
+    }
+}
+
+/// Lowercase hex of a SHA-256 context's digest.
+fn sha256_hex(context: ring::digest::Context) -> String {
+    context
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// What is held, shared by the stages: connections add to it, the others follow its
@@ -427,45 +476,57 @@ impl Pipeline<'_, '_> {
         connections: usize,
         gunzip: bool,
         md5: bool,
+        sha256: bool,
     ) -> Result<Ran> {
         // Dropped when the download is over: the syncer stops at once.
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let large = self.flow.lock().total.is_none_or(|t| t >= SYNC_EVERY);
         let written = AtomicU64::new(0);
         std::thread::scope(|s| {
-            let hasher = md5.then(|| s.spawn(|| self.hash()));
-            let decoder = gunzip.then(|| s.spawn(|| self.decode(&written)));
+            let hasher = md5.then(|| s.spawn(|| self.digest(Digest::Md5(Md5::new()))));
+            let digester = sha256.then(|| s.spawn(|| self.digest(Digest::sha256())));
+            let decoder = gunzip.then(|| s.spawn(|| self.decode(&written, sha256)));
             let written = &written;
-            let syncer = large
-                .then(|| s.spawn(move || self.sync_as_it_goes(gunzip, written, &stopped)));
+            let syncer =
+                large.then(|| s.spawn(move || self.sync_as_it_goes(gunzip, written, &stopped)));
             let fetched = self.fetch(first, connections);
             self.flow
                 .end(fetched.is_ok(), fetched.as_ref().ok().copied());
             let decoded = decoder.map(|d| d.join().unwrap_or(Err(panicked("decoder"))));
             let hashed = hasher.map(|h| h.join().unwrap_or(Err(panicked("MD5"))));
+            let digested = digester.map(|h| h.join().unwrap_or(Err(panicked("SHA-256"))));
             drop(stop);
             if let Some(syncer) = syncer {
                 let _ = syncer.join();
             }
             // The error of the stage that failed first: the others only stopped.
             let first = self.flow.lock().first_failure;
-            let (decoded, hashed) = match (first, decoded, hashed) {
-                (Some(Stage::Decode), Some(Err(e)), _) | (Some(Stage::Hash), _, Some(Err(e))) => {
-                    return Err(e);
-                }
-                (_, decoded, hashed) => (decoded, hashed),
+            let (decoded, hashed, digested) = match (first, decoded, hashed, digested) {
+                (Some(Stage::Decode), Some(Err(e)), _, _)
+                | (Some(Stage::Hash), _, Some(Err(e)), _)
+                | (Some(Stage::Hash), _, _, Some(Err(e))) => return Err(e),
+                (_, decoded, hashed, digested) => (decoded, hashed, digested),
             };
             let received = fetched?;
-            let written = match decoded {
-                Some(d) => d?.unwrap_or(0),
-                None => received,
+            let (written, sha256_written) = match decoded {
+                Some(d) => d?.unwrap_or((0, None)),
+                None => (received, None),
             };
-            let md5 = match hashed {
-                Some(h) => h?,
-                None => None,
+            let md5 = match hashed.transpose()?.flatten() {
+                Some(Digest::Md5(m)) => Some(m),
+                _ => None,
+            };
+            let sha256_served = match digested.transpose()?.flatten() {
+                Some(Digest::Sha256(c)) => Some(sha256_hex(c)),
+                _ => None,
             };
             self.parts.sync_output()?;
-            Ok(Ran { written, md5 })
+            Ok(Ran {
+                written,
+                md5,
+                sha256_served,
+                sha256_written,
+            })
         })
     }
 
@@ -623,20 +684,19 @@ impl Pipeline<'_, '_> {
         self.parts.write_meta(&meta)
     }
 
-    /// The MD5 of the received bytes, read back as their prefix grows (`None`: stopped
+    /// `digest` of the received bytes, read back as their prefix grows (`None`: stopped
     /// by another stage's failure).
-    fn hash(&self) -> Result<Option<Md5>> {
-        let hashed = self.hash_prefix();
+    fn digest(&self, digest: Digest) -> Result<Option<Digest>> {
+        let hashed = self.digest_prefix(digest);
         if hashed.is_err() {
             self.flow.fail(Stage::Hash);
         }
         hashed
     }
 
-    fn hash_prefix(&self) -> Result<Option<Md5>> {
+    fn digest_prefix(&self, mut digest: Digest) -> Result<Option<Digest>> {
         let raw = self.parts.raw_path();
         let mut file = File::open(raw).map_err(|e| Error::io(raw, "read", e))?;
-        let mut md5 = Md5::new();
         let mut buf = vec![0u8; BUFFER];
         let mut at = 0u64;
         while let Some(prefix) = self.flow.past(at) {
@@ -650,24 +710,29 @@ impl Pipeline<'_, '_> {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(Error::io(raw, "read", e)),
                 };
-                md5.update(&buf[..n]);
+                digest.update(&buf[..n]);
                 at += n as u64;
             }
         }
-        Ok((!self.flow.failed()).then_some(md5))
+        Ok((!self.flow.failed()).then_some(digest))
     }
 
     /// Un-gzips the received bytes into the output file as their prefix grows; returns
-    /// the bytes written (`None`: stopped by another stage's failure).
-    fn decode(&self, written: &AtomicU64) -> Result<Option<u64>> {
-        let decoded = self.decode_prefix(written);
+    /// the bytes written and, with `sha256`, their digest (`None`: stopped by another
+    /// stage's failure).
+    fn decode(&self, written: &AtomicU64, sha256: bool) -> Result<Option<(u64, Option<String>)>> {
+        let decoded = self.decode_prefix(written, sha256);
         if decoded.is_err() {
             self.flow.fail(Stage::Decode);
         }
         decoded
     }
 
-    fn decode_prefix(&self, written: &AtomicU64) -> Result<Option<u64>> {
+    fn decode_prefix(
+        &self,
+        written: &AtomicU64,
+        sha256: bool,
+    ) -> Result<Option<(u64, Option<String>)>> {
         let raw = self.parts.raw_path();
         let file = File::open(raw).map_err(|e| Error::io(raw, "read", e))?;
         let input = BufReader::with_capacity(
@@ -680,6 +745,7 @@ impl Pipeline<'_, '_> {
             },
         );
         let mut decoder = MultiGzDecoder::new(input);
+        let mut digest = sha256.then(|| ring::digest::Context::new(&ring::digest::SHA256));
         let out = &self.parts.out;
         let mut file = File::create(out).map_err(|e| Error::io(out, "create", e))?;
         let mut buf = vec![0u8; BUFFER];
@@ -693,12 +759,18 @@ impl Pipeline<'_, '_> {
             };
             file.write_all(&buf[..n])
                 .map_err(|e| Error::io(out, "write", e))?;
+            if let Some(d) = digest.as_mut() {
+                d.update(&buf[..n]);
+            }
             written.fetch_add(n as u64, Ordering::Relaxed);
         }
         if self.flow.failed() {
             return Ok(None);
         }
-        Ok(Some(written.load(Ordering::Relaxed)))
+        Ok(Some((
+            written.load(Ordering::Relaxed),
+            digest.map(sha256_hex),
+        )))
     }
 
     /// Pushes what is written to the output file to disk every [`SYNC_EVERY`] bytes,

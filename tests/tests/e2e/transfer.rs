@@ -996,11 +996,16 @@ fn raw_result_in_pieces_through_cuts_truncations_and_resets() {
     let path = rig.out().join("raw.bin");
     let request = DownloadRequest::to_file(path.clone())
         .gunzip(Gunzip::Off)
-        .connections(4);
+        .connections(4)
+        .sha256(true);
     let done = client
         .download(&rig.link(), &request)
         .expect("the download completes");
     assert!(done.md5_checked, "Azurite sends Content-MD5");
+    // The SHA-256, computed while the pieces arrived, is the file's.
+    let want = mdlr_tests::util::sha256_hex(content);
+    assert_eq!(done.sha256.as_deref(), Some(want.as_str()));
+    assert_eq!(done.sha256_served.as_deref(), Some(want.as_str()));
     assert_eq!(done.received, content.len() as u64);
     check_file(&path, content);
     assert_eq!(list(&rig.out()), ["raw.bin"]);
@@ -1024,11 +1029,17 @@ fn expiring_links_are_renewed_once_for_every_connection() {
     let (client, events) = rig.client(Duration::from_secs(5));
     let request = DownloadRequest::to_dir(rig.out())
         .gunzip(Gunzip::On)
-        .connections(4);
+        .connections(4)
+        .sha256(true);
     let done = client
         .download_result(ACTION, 1, &request)
         .expect("the download completes");
     check_file(&done.path, content);
+    // The SHA-256 of the file delivered and of the gzip stream served.
+    let delivered = mdlr_tests::util::sha256_hex(content);
+    let served = mdlr_tests::util::sha256_hex(gz);
+    assert_eq!(done.sha256.as_deref(), Some(delivered.as_str()));
+    assert_eq!(done.sha256_served.as_deref(), Some(served.as_str()));
     let refused = count(&events.all(), |e| {
         matches!(
             e,
