@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::api::{ApiCall, Client};
+use crate::api::{ApiCall, Client, Quota};
 use crate::error::{Error, Result};
 use crate::http::Method;
 use crate::ids::{check_action_id, check_machine_id};
@@ -121,7 +121,7 @@ impl Client {
             .endpoints()
             .api_url(&format!("machines/{machine_id}/runliveresponse"));
         let mut call = ApiCall::json(Method::Post, url, body);
-        call.starts = true;
+        call.quota = Some(Quota::Starts);
         let resp = self.call(&call)?;
         self.read_json(resp, "machine action")
     }

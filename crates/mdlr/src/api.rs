@@ -57,6 +57,7 @@ pub struct ClientBuilder {
     transport: TransportConfig,
     rate_limits: Vec<RateLimit>,
     start_limits: Vec<RateLimit>,
+    package_limits: Vec<RateLimit>,
     json_limit: u64,
     transcript_limit: u64,
     renew_links_before: Option<Duration>,
@@ -129,6 +130,14 @@ impl ClientBuilder {
         self
     }
 
+    /// The client-side quota on investigation package links (default:
+    /// [`RateLimit::package_defaults`], 2 a minute and 120 an hour), on top of the API
+    /// quotas.
+    pub fn package_limits(mut self, limits: Vec<RateLimit>) -> Self {
+        self.package_limits = limits;
+        self
+    }
+
     /// Largest API JSON reply accepted, in bytes (default 64 MiB).
     pub fn json_limit(mut self, bytes: u64) -> Self {
         self.json_limit = bytes;
@@ -176,6 +185,7 @@ impl ClientBuilder {
                 endpoints: self.endpoints,
                 auth: TokenCache::new(self.credential, &redactor),
                 start_limiter: RateLimiter::new(self.start_limits),
+                package_limiter: RateLimiter::new(self.package_limits),
                 http,
                 json_limit: self.json_limit,
                 transcript_limit: self.transcript_limit,
@@ -189,6 +199,7 @@ struct Inner {
     endpoints: Endpoints,
     auth: TokenCache,
     start_limiter: RateLimiter,
+    package_limiter: RateLimiter,
     http: Http,
     json_limit: u64,
     transcript_limit: u64,
@@ -220,8 +231,17 @@ pub(crate) struct ApiCall {
     pub content_type: Option<String>,
     pub body: Vec<u8>,
     pub idempotent: bool,
-    /// Whether it starts a live response session (and so counts against that quota).
-    pub starts: bool,
+    /// The quota it counts against on top of the API's, if any.
+    pub quota: Option<Quota>,
+}
+
+/// The quotas some calls count against on top of the API's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Quota {
+    /// Live response starts (10 a minute).
+    Starts,
+    /// Investigation package links (2 a minute, 120 an hour).
+    PackageLinks,
 }
 
 impl ApiCall {
@@ -232,7 +252,7 @@ impl ApiCall {
             content_type: None,
             body: Vec::new(),
             idempotent: true,
-            starts: false,
+            quota: None,
         }
     }
 
@@ -243,7 +263,7 @@ impl ApiCall {
             content_type: Some("application/json".to_owned()),
             body,
             idempotent: method != Method::Post,
-            starts: false,
+            quota: None,
         }
     }
 }
@@ -269,6 +289,7 @@ impl Client {
             transport: TransportConfig::default(),
             rate_limits: RateLimit::defaults(),
             start_limits: RateLimit::start_defaults(),
+            package_limits: RateLimit::package_defaults(),
             json_limit: DEFAULT_JSON_LIMIT,
             transcript_limit: DEFAULT_TRANSCRIPT_LIMIT,
             renew_links_before: None,
@@ -293,6 +314,11 @@ impl Client {
     /// The client-side quotas on live response starts, on top of the API quotas.
     pub fn start_quotas(&self) -> &[RateLimit] {
         self.inner.start_limiter.limits()
+    }
+
+    /// The client-side quotas on investigation package links, on top of the API quotas.
+    pub fn package_quotas(&self) -> &[RateLimit] {
+        self.inner.package_limiter.limits()
     }
 
     /// Signs in (if no token is held yet) and says what the token grants: tenant, app,
@@ -497,7 +523,10 @@ impl Client {
                 local: false,
                 idempotent: call.idempotent,
             };
-            let extra = call.starts.then_some(&inner.start_limiter);
+            let extra = call.quota.map(|q| match q {
+                Quota::Starts => &inner.start_limiter,
+                Quota::PackageLinks => &inner.package_limiter,
+            });
             inner.http.api(&req, extra)
         };
         let mut resp = send()?;

@@ -126,6 +126,14 @@ pub enum Error {
         /// The errors the service listed for the command.
         errors: Vec<String>,
     },
+    /// The action has not succeeded (yet), so what it collects — an investigation
+    /// package — is not there.
+    ActionNotSucceeded {
+        /// The action id.
+        action_id: String,
+        /// Its status.
+        status: ActionStatus,
+    },
     /// The body ended before the length the server announced.
     Incomplete {
         /// Bytes announced by `Content-Length`.
@@ -279,6 +287,11 @@ impl Error {
             | Error::UnresolvedMachines { .. }
             | Error::NoSuchCommand { .. } => K::NotFound,
             Error::NotFinished { .. } => K::NotFinished,
+            Error::ActionNotSucceeded { status, .. } => match status {
+                ActionStatus::TimeOut => K::TimedOut,
+                s if s.is_terminal() => K::Failed,
+                _ => K::NotFinished,
+            },
             Error::CommandFailed {
                 action_status: ActionStatus::TimeOut,
                 ..
@@ -295,9 +308,9 @@ impl Error {
         matches!(self, Error::Api { status: 400, code: Some(c), .. } if c == BUSY_CODE)
     }
 
-    /// Whether the command has not finished yet: ask again later.
+    /// Whether the command (or the action) has not finished yet: ask again later.
     pub fn is_not_finished(&self) -> bool {
-        matches!(self, Error::NotFinished { .. })
+        self.kind() == ErrorKind::NotFinished
     }
 
     /// This error with `scrub` applied to every text the service or the network put in
@@ -499,6 +512,13 @@ impl fmt::Display for Error {
                 command_status
                     .as_ref()
                     .map_or("unknown", CommandStatus::as_str)
+            ),
+            Error::ActionNotSucceeded { action_id, status } if status.is_terminal() => {
+                write!(f, "action {action_id} ended {status}: it collected nothing")
+            }
+            Error::ActionNotSucceeded { action_id, status } => write!(
+                f,
+                "action {action_id} is {status}: what it collects is not ready yet"
             ),
             Error::Incomplete { expected, received } => write!(
                 f,

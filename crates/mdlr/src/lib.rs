@@ -362,6 +362,7 @@ mod api;
 mod library;
 mod machines;
 mod odata;
+mod packages;
 // Layer 4, results: the download engine and the client's result methods.
 mod blob;
 mod download;

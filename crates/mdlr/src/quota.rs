@@ -28,6 +28,21 @@ impl RateLimit {
         }]
     }
 
+    /// The documented quota on investigation package links (`GetPackageUri`): 2 a
+    /// minute and 120 an hour.
+    pub fn package_defaults() -> Vec<RateLimit> {
+        vec![
+            RateLimit {
+                calls: 2,
+                per: Duration::from_secs(60),
+            },
+            RateLimit {
+                calls: 120,
+                per: Duration::from_secs(3600),
+            },
+        ]
+    }
+
     /// The API's documented quotas: 100 calls a minute and 1500 an hour.
     pub fn defaults() -> Vec<RateLimit> {
         vec![

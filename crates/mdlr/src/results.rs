@@ -166,6 +166,45 @@ impl Client {
         )
     }
 
+    /// Downloads the investigation package a collection gathered (see
+    /// [`Client::collect_investigation_package`]) as `request` says — a zip, kept as it
+    /// is unless the request says otherwise — with the same streaming, resume and link
+    /// renewal as any result. The action is read first: the link, whose quota is small
+    /// (2 a minute, 120 an hour), is asked for only when the action has succeeded
+    /// ([`Error::ActionNotSucceeded`] otherwise); a fresh one when it expires.
+    pub fn download_package(
+        &self,
+        action_id: &str,
+        request: &DownloadRequest,
+    ) -> Result<Downloaded> {
+        refuse_existing(request)?;
+        self.action(action_id)?.package_ready()?;
+        self.download_package_of(action_id, request)
+    }
+
+    /// Downloads the package of a collection known to have succeeded.
+    pub(crate) fn download_package_of(
+        &self,
+        action_id: &str,
+        request: &DownloadRequest,
+    ) -> Result<Downloaded> {
+        let gunzip = request.gunzip_setting() == Gunzip::On;
+        let request = request.with_default_name(format!("{action_id}-package.zip"));
+        refuse_existing(&request)?;
+        let link = self.package_link(action_id)?;
+        let mut refresh = || self.package_link(action_id);
+        transfer(
+            self.http(),
+            Links::renewable(
+                link,
+                &mut refresh,
+                self.renew_links_before().unwrap_or(RENEW_BEFORE),
+            ),
+            &request,
+            Some(gunzip),
+        )
+    }
+
     /// Runs `f` with a fresh link; when the result host answers 403 (an expired or
     /// refused link), asks for a new link and runs `f` once more.
     fn with_fresh_link<T>(

@@ -72,6 +72,22 @@ impl MachineAction {
         all
     }
 
+    /// Whether what the action collects (an investigation package) is there: it is
+    /// once the action has succeeded.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ActionNotSucceeded`] with the action's status otherwise.
+    pub fn package_ready(&self) -> Result<()> {
+        match self.status_or_unknown() {
+            ActionStatus::Succeeded => Ok(()),
+            status => Err(Error::ActionNotSucceeded {
+                action_id: self.id_or_unknown(),
+                status,
+            }),
+        }
+    }
+
     /// Whether the action has ended (`Succeeded`, `Failed`, `TimeOut`, `Cancelled`).
     pub fn is_finished(&self) -> bool {
         self.status_or_unknown().is_terminal()
