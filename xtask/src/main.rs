@@ -5,6 +5,7 @@
 mod bench;
 mod bench_batch;
 mod demo;
+mod deny;
 mod dist;
 mod fixtures;
 mod fuzz;
@@ -34,6 +35,10 @@ Tasks:
                       SHA256SUMS; checks that the binary is static, at most
                       3.5 MiB, and that `mdlr --version` runs with an empty
                       environment
+  deny [--advisories] the supply-chain checks of deny.toml on the binary's crates
+                      (licences, duplicate versions, sources) with cargo-deny,
+                      installed into target/tools if missing; --advisories adds
+                      RustSec's (needs GitHub)
   bench-batch [--sizes 10,100,1000] [--scale F[,F...]] [--no-write] [--mdlr PATH]
                       run the release mdlr binary on N simulated machines and set its
                       makespan against the quota bound; writes BENCHMARKS.md (not with
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
         ["demo"] => demo::run(&root()),
         ["test"] => test(&root()),
         ["dist", rest @ ..] => dist::run(&root(), rest),
+        ["deny", rest @ ..] => deny::run(&root(), rest),
         ["bench", rest @ ..] => bench::run(&root(), rest),
         ["bench-batch", rest @ ..] => bench_batch::run(&root(), rest),
         ["fuzz", rest @ ..] => fuzz::run(&root(), rest),

@@ -1,4 +1,4 @@
-//! The cargo subcommands the tasks run (cargo-auditable, cargo-fuzz),
+//! The cargo subcommands the tasks run (cargo-auditable, cargo-deny, cargo-fuzz),
 //! installed from crates.io into the project's tool directory, `target/tools`, when they
 //! are not there — as `cargo xtask test` installs Azurite there with npm.
 //!
@@ -23,6 +23,12 @@ pub struct CargoTool {
 pub const CARGO_AUDITABLE: CargoTool = CargoTool {
     name: "cargo-auditable",
     version: Some("0.7.7"),
+};
+
+/// Checks licences, bans and sources (`cargo xtask deny`).
+pub const CARGO_DENY: CargoTool = CargoTool {
+    name: "cargo-deny",
+    version: Some("0.20.2"),
 };
 
 /// Runs the fuzz targets (`cargo xtask fuzz`).
