@@ -120,8 +120,8 @@ fn exit_statuses() -> Vec<(String, &'static str)> {
         ),
         (
             code(output::EX_NOPERM),
-            "Sign-in or permission refused (401, 403, token endpoint errors), or an \
-             expired result link mdlr cannot renew.",
+            "Sign-in or permission refused: a 401 or 403 reply, an error from the token \
+             endpoint, or an expired result link mdlr cannot renew.",
         ),
         (
             code(output::EX_CONFIG),
