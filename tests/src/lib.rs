@@ -18,8 +18,10 @@
 //!   assertion, device code, refresh), Azure IMDS and the Azure CLI, which check and
 //!   record what they are sent and know the tokens they issued.
 //! - [`util`]: SHA-256, base64, gzip, timestamps and deterministic noise.
+//! - [`dist`]: the release `cargo xtask dist` makes, found or built for the tests of it.
 
 pub mod azurite;
+pub mod dist;
 pub mod faults;
 pub mod idp;
 pub mod pki;

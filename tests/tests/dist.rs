@@ -1,89 +1,26 @@
 //! The binary that goes to jump hosts (`cargo xtask dist`), tested as it is used there:
-//! static, at most 3 MiB, and working alone in an empty directory with nothing in its
-//! environment but what the user gives it.
+//! static, at most 3.5 MiB, and working alone in an empty directory with nothing in its
+//! environment but what the user gives it. (`release.rs` tests the rest of the release.)
 //!
 //! The binary is `$MDLR_DIST_BINARY` (`cargo xtask test` builds it first and sets it);
 //! without that variable this test builds it with `cargo run -p xtask -- dist`, so it
-//! never passes without having looked at a real dist binary.
+//! never passes without having looked at a real dist binary (`mdlr_tests::dist`).
 
-use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
+use mdlr_tests::dist::{binary as dist_binary, root, version as workspace_version};
 use mdlr_tests::server::{Request, Response, Server};
 use serde_json::json;
 
-/// The size goal of issue 5.
-const SIZE_LIMIT: u64 = 3 * 1024 * 1024;
+/// The size goal of issue 14 (3 MiB in issue 5, before the `.dep-v0` section).
+const SIZE_LIMIT: u64 = 7 * 512 * 1024;
 const TOKEN: &str = "dist-token-SECRET-7c1f";
 const SIG: &str = "distSIGSECRET";
 const GETFILE: &str = "0c2162c2-1a39-448b-8222-d11658b258f8";
 const RUNSCRIPT: &str = "988cc94e-7a8f-4b28-ab65-54970c5d5018";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
-}
-
-/// The dist binary: `$MDLR_DIST_BINARY`, or built now by the xtask.
-fn dist_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(path) = std::env::var_os("MDLR_DIST_BINARY").filter(|p| !p.is_empty()) {
-            let path = PathBuf::from(path);
-            assert!(
-                path.is_file(),
-                "MDLR_DIST_BINARY={} is not a file",
-                path.display()
-            );
-            return path;
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from(env!("CARGO")));
-        let mut build = Command::new(cargo);
-        build
-            .args([
-                "run",
-                "--quiet",
-                "--package",
-                "xtask",
-                "--",
-                "dist",
-                "--quiet",
-            ])
-            .current_dir(root())
-            .stdout(Stdio::null());
-        // The variables cargo sets for this test crate would make build scripts that
-        // read them (ring's) rebuild: hand cargo a clean slate.
-        mdlr_tests::clean_cargo_env(&mut build);
-        let status = build
-            .status()
-            .expect("run `cargo run -p xtask -- dist` to build the dist binary");
-        assert!(status.success(), "cargo xtask dist failed ({status})");
-        root().join("target").join("dist").join("mdlr")
-    })
-}
-
-/// `[workspace.package] version` of the root `Cargo.toml`.
-fn workspace_version() -> String {
-    let text = std::fs::read_to_string(root().join("Cargo.toml")).expect("read Cargo.toml");
-    let mut in_package = false;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            in_package = line == "[workspace.package]";
-        } else if in_package
-            && let Some((key, value)) = line.split_once('=')
-            && key.trim() == "version"
-        {
-            return value.trim().trim_matches('"').to_owned();
-        }
-    }
-    panic!("no [workspace.package] version in Cargo.toml");
-}
 
 /// A fresh, empty directory, removed on drop.
 struct TempDir(PathBuf);
@@ -169,7 +106,7 @@ fn elf_dynamic_parts(bytes: &[u8]) -> (bool, usize) {
 }
 
 #[test]
-fn static_and_at_most_3_mib() {
+fn static_and_at_most_3_5_mib() {
     let bytes = std::fs::read(dist_binary()).expect("read the dist binary");
     assert_eq!(
         elf_dynamic_parts(&bytes),

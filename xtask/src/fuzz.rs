@@ -108,7 +108,7 @@ struct Figures {
 pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
     let options = parse(args)?;
     let fuzz = root.join("fuzz");
-    ensure_cargo_fuzz(root)?;
+    crate::tools::ensure(root, &crate::tools::CARGO_FUZZ)?;
     println!("building the fuzz targets (release, debug assertions, no sanitizer)");
     let status = cargo_fuzz(&fuzz)
         .args(["build", "--sanitizer", "none", "--debug-assertions"])
@@ -178,34 +178,13 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// A `cargo` command in `fuzz/` (its own Cargo project, outside the workspace).
+/// A `cargo` command in `fuzz/` (its own Cargo project, outside the workspace), which
+/// finds cargo-fuzz in `target/tools` too.
 fn cargo_fuzz(fuzz: &Path) -> Command {
-    let mut command = crate::cargo(fuzz);
-    command.arg("fuzz");
+    let root = fuzz.parent().unwrap_or(fuzz);
+    let mut command = crate::tools::cargo(root);
+    command.current_dir(fuzz).arg("fuzz");
     command
-}
-
-/// Installs cargo-fuzz from crates.io when `cargo fuzz` is not there.
-fn ensure_cargo_fuzz(root: &Path) -> Result<(), String> {
-    let found = crate::cargo(root)
-        .args(["fuzz", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return Ok(());
-    }
-    println!("installing cargo-fuzz (cargo install cargo-fuzz --locked)");
-    let status = crate::cargo(root)
-        .args(["install", "cargo-fuzz", "--locked"])
-        .status()
-        .map_err(|e| format!("cannot run cargo install: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("cargo install cargo-fuzz failed ({status})"))
-    }
 }
 
 /// The read-only seed directories of `target`: `fuzz/seeds/TARGET` if there is one, and

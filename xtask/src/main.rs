@@ -5,9 +5,13 @@
 mod bench;
 mod bench_batch;
 mod demo;
+mod deny;
 mod dist;
 mod fixtures;
 mod fuzz;
+mod package;
+mod sbom;
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,11 +26,19 @@ Tasks:
                       Defender API and its result host (loopback only, no credentials)
   test                run every test of the workspace (what CI runs); installs
                       Azurite into target/tools with npm first if it is missing,
-                      tinyproxy, openssl, zsh and fish with apt-get as root, and
-                      builds the dist binary for the tests of it
-  dist                build the static release binary into target/dist/ with
-                      SHA256SUMS; checks that it is static, at most 3 MiB, and that
-                      `mdlr --version` runs with an empty environment
+                      tinyproxy, openssl, zsh, fish, man-db, groff, binutils and
+                      dpkg with apt-get as root, and builds the release (dist,
+                      with cargo-auditable) for the tests of it
+  dist                the release in target/dist/: the static binary (built with
+                      cargo-auditable, installed into target/tools if missing),
+                      its CycloneDX SBOM, a .deb, a tarball, the man page and
+                      SHA256SUMS; checks that the binary is static, at most
+                      3.5 MiB, and that `mdlr --version` runs with an empty
+                      environment
+  deny [--advisories] the supply-chain checks of deny.toml on the binary's crates
+                      (licences, duplicate versions, sources) with cargo-deny,
+                      installed into target/tools if missing; --advisories adds
+                      RustSec's (needs GitHub)
   bench-batch [--sizes 10,100,1000] [--scale F[,F...]] [--no-write] [--mdlr PATH]
                       run the release mdlr binary on N simulated machines and set its
                       makespan against the quota bound; writes BENCHMARKS.md (not with
@@ -58,6 +70,7 @@ fn main() -> ExitCode {
         ["demo"] => demo::run(&root()),
         ["test"] => test(&root()),
         ["dist", rest @ ..] => dist::run(&root(), rest),
+        ["deny", rest @ ..] => deny::run(&root(), rest),
         ["bench", rest @ ..] => bench::run(&root(), rest),
         ["bench-batch", rest @ ..] => bench_batch::run(&root(), rest),
         ["fuzz", rest @ ..] => fuzz::run(&root(), rest),
@@ -221,8 +234,9 @@ fn cargo(root: &Path) -> std::process::Command {
 
 /// Runs the workspace's tests with the cargo that runs us, with Azurite (the blob
 /// storage emulator the transfer tests need) installed and named by `MDLR_AZURITE`,
-/// tinyproxy, openssl, zsh and fish (proxy, private-CA and completion tests) installed,
-/// and the dist binary (`tests/tests/dist.rs`) built and named by `MDLR_DIST_BINARY`.
+/// the Debian packages of [`system_tools`] installed, and the release
+/// (`tests/tests/dist.rs`, `tests/tests/release.rs`) built and its binary named by
+/// `MDLR_DIST_BINARY`.
 fn test(root: &Path) -> Result<(), String> {
     system_tools()?;
     let azurite = azurite(root)?;
@@ -242,7 +256,9 @@ fn test(root: &Path) -> Result<(), String> {
 }
 
 /// The Debian packages the tests run: tinyproxy (a real proxy), openssl (it makes
-/// the test CA and certificates), zsh and fish (the completion tests run real shells).
+/// the test CA and certificates), zsh and fish (the completion tests run real shells),
+/// and for the release and its tests man-db and groff (the man page), binutils (objcopy
+/// reads the binary's dependency list) and dpkg (the .deb).
 /// Missing ones are installed with apt-get when we are root; otherwise we say how, and
 /// the tests that need them fail with the same hint.
 fn system_tools() -> Result<(), String> {
@@ -257,9 +273,18 @@ fn system_tools() -> Result<(), String> {
     if !tinyproxy_set && !on_path("tinyproxy") {
         missing.push("tinyproxy");
     }
-    for tool in ["openssl", "zsh", "fish"] {
+    // (command, the Debian package that has it)
+    for (tool, package) in [
+        ("openssl", "openssl"),
+        ("zsh", "zsh"),
+        ("fish", "fish"),
+        ("man", "man-db"),
+        ("groff", "groff-base"),
+        ("objcopy", "binutils"),
+        ("dpkg-deb", "dpkg"),
+    ] {
         if !on_path(tool) {
-            missing.push(tool);
+            missing.push(package);
         }
     }
     if missing.is_empty() {

@@ -122,6 +122,8 @@ pub enum Command {
     Auth,
     /// `mdlr completions SHELL`.
     Completions(Shell),
+    /// `mdlr man`: the manual page, in roff.
+    Man,
 }
 
 /// The shells `mdlr completions` writes scripts for.
@@ -703,6 +705,22 @@ mdlr knows: clouds, sign-in methods, --on-busy modes, action states and local fi
             "mdlr completions bash > ~/.local/share/bash-completion/completions/mdlr",
             "mdlr completions zsh > ~/.zfunc/_mdlr    # with fpath=(~/.zfunc $fpath) before compinit",
             "mdlr completions fish > ~/.config/fish/completions/mdlr.fish",
+        ],
+    },
+    CommandSpec {
+        name: "man",
+        synopsis: "man",
+        summary: "print the manual page, mdlr(1), in roff",
+        usage: &["man"],
+        args: &[],
+        subcommands: &[],
+        description: "\
+The page holds every command and option, the environment variables, exit statuses,
+files and examples, from the same table as this help. The .deb and the tarball of a
+release install it; with the bare binary, read it with `mdlr man | man -l -`.",
+        examples: &[
+            "mdlr man | man -l -",
+            "mdlr man > ~/.local/share/man/man1/mdlr.1",
         ],
     },
     CommandSpec {
@@ -1854,6 +1872,7 @@ fn build(name: &'static str, p: &mut Parsed, words: Vec<String>) -> Result<Comma
             }
             None => return Err(usage("completions needs a SHELL: bash, zsh or fish", c)),
         }),
+        "man" => Command::Man,
         other => return Err(usage(format!("unknown command {other:?}"), None)),
     };
     args.done()?;
@@ -2301,6 +2320,7 @@ mod tests {
             "logout" => "logout",
             "auth" => "auth",
             "completions" => "completions bash",
+            "man" => "man",
             "help" => "help",
             other => panic!("no minimal line for {other}: add one to this test"),
         }

@@ -10,6 +10,7 @@ mod completions;
 mod interrupt;
 mod journal;
 mod live;
+mod manpage;
 mod output;
 mod progress;
 mod settings;
@@ -67,6 +68,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Logout => "logout",
         Command::Auth => "auth",
         Command::Completions(_) => "completions",
+        Command::Man => "man",
     }
 }
 
@@ -91,6 +93,10 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
         }
         Command::Completions(shell) => {
             out.print(&completions::script(*shell))?;
+            return Ok(0);
+        }
+        Command::Man => {
+            out.print(&manpage::page())?;
             return Ok(0);
         }
         Command::Login { tenant, client_id } => {
@@ -177,7 +183,8 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
         | Command::Login { .. }
         | Command::Logout
         | Command::Fetch { .. }
-        | Command::Completions(_) => Ok(0),
+        | Command::Completions(_)
+        | Command::Man => Ok(0),
     }
 }
 
