@@ -362,6 +362,10 @@ struct FlowState {
     fetched: bool,
     /// A stage failed: the others stop.
     failed: bool,
+    /// Fetching ended in failure: the readers take the bytes held, then stop. (So a
+    /// decoder that fails on bytes already received is the error reported, the same
+    /// whichever thread got there first.)
+    cut: bool,
     /// The stage that failed first: its error is the one to report (the others only
     /// stopped because of it).
     first_failure: Option<Stage>,
@@ -370,7 +374,6 @@ struct FlowState {
 /// The stages of the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    Fetch,
     Decode,
     Hash,
 }
@@ -383,6 +386,7 @@ impl Flow {
                 total,
                 fetched: false,
                 failed: false,
+                cut: false,
                 first_failure: None,
             }),
             changed: Condvar::new(),
@@ -401,10 +405,7 @@ impl Flow {
     fn end(&self, fetched: bool, total: Option<u64>) {
         let mut st = self.lock();
         st.fetched = fetched;
-        if !fetched {
-            st.failed = true;
-            st.first_failure.get_or_insert(Stage::Fetch);
-        }
+        st.cut = !fetched;
         if st.total.is_none() {
             st.total = total;
         }
@@ -425,6 +426,12 @@ impl Flow {
         self.lock().failed
     }
 
+    /// A stage failed, or fetching ended in failure: nothing more will come.
+    fn stopped(&self) -> bool {
+        let st = self.lock();
+        st.failed || st.cut
+    }
+
     /// Waits until the prefix held goes past `at`; returns how far it goes, or `None`
     /// when the flow ended there (or failed).
     fn past(&self, at: u64) -> Option<u64> {
@@ -437,7 +444,7 @@ impl Flow {
             if prefix > at {
                 return Some(prefix);
             }
-            if st.fetched {
+            if st.fetched || st.cut {
                 return None;
             }
             st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -537,7 +544,7 @@ impl Pipeline<'_, '_> {
             let st = self.flow.lock();
             (st.held.clone(), st.total)
         };
-        let result = match total {
+        match total {
             Some(total) if connections > 1 => {
                 let size = piece_size(total, connections);
                 let mut pieces = VecDeque::new();
@@ -573,11 +580,7 @@ impl Pipeline<'_, '_> {
                 .map(|()| total)
             }
             _ => self.fetch_in_order(first, held.prefix(), total),
-        };
-        if result.is_err() {
-            self.flow.fail(Stage::Fetch);
         }
-        result
     }
 
     /// One connection at a time, from byte `from` to the end.
@@ -714,7 +717,7 @@ impl Pipeline<'_, '_> {
                 at += n as u64;
             }
         }
-        Ok((!self.flow.failed()).then_some(digest))
+        Ok((!self.flow.stopped()).then_some(digest))
     }
 
     /// Un-gzips the received bytes into the output file as their prefix grows; returns
@@ -742,6 +745,7 @@ impl Pipeline<'_, '_> {
                 flow: &self.flow,
                 at: 0,
                 end: 0,
+                stopped: false,
             },
         );
         let mut decoder = MultiGzDecoder::new(input);
@@ -754,7 +758,11 @@ impl Pipeline<'_, '_> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) if self.flow.failed() => return Ok(None),
+                // Stopped by another stage, or out of bytes because fetching failed
+                // (its error is the one to report); not on bytes received.
+                Err(_) if self.flow.failed() || decoder.get_ref().get_ref().stopped => {
+                    return Ok(None);
+                }
                 Err(e) => return Err(Error::malformed("gzip stream", e.to_string())),
             };
             file.write_all(&buf[..n])
@@ -764,7 +772,7 @@ impl Pipeline<'_, '_> {
             }
             written.fetch_add(n as u64, Ordering::Relaxed);
         }
-        if self.flow.failed() {
+        if self.flow.stopped() {
             return Ok(None);
         }
         Ok(Some((
@@ -823,6 +831,8 @@ struct Prefix<'f> {
     at: u64,
     /// How far the prefix went when last asked.
     end: u64,
+    /// The flow stopped before the end: the reader said so with an error.
+    stopped: bool,
 }
 
 impl Read for Prefix<'_> {
@@ -830,7 +840,10 @@ impl Read for Prefix<'_> {
         if self.at >= self.end {
             match self.flow.past(self.at) {
                 Some(end) => self.end = end,
-                None if self.flow.failed() => return Err(io::Error::other("stopped")),
+                None if self.flow.stopped() => {
+                    self.stopped = true;
+                    return Err(io::Error::other("stopped"));
+                }
                 None => return Ok(0),
             }
         }
