@@ -1377,12 +1377,9 @@ fn a_terminal_gets_a_live_count_and_a_pipe_does_not() {
         mdlr_bin().display().to_string(),
         "--api-url".to_owned(),
         sim.sim.api_url(),
-        "--api-quota".to_owned(),
-        format!("100/{},1500/{}", sim.dur(60.0), sim.dur(3600.0)),
-        "--start-quota".to_owned(),
-        format!("10/{}", sim.dur(60.0)),
-        "run".to_owned(),
     ];
+    line.extend(sim.quota_args());
+    line.push("run".to_owned());
     line.extend((1..=3).map(host));
     line.extend(["--script", "x.ps1", "--poll-interval"].map(str::to_owned));
     line.push(sim.dur(5.0));
