@@ -1308,12 +1308,10 @@ fn an_ideal_client_meets_the_bound_without_breaking_a_quota() {
 
 /// The simulator at benchmark scale: 1000 machines, 1000 s of service time a second,
 /// 25 client threads that start, poll with list queries and fetch every result.
-/// `MDLR_SLOW_TESTS=1 cargo test -p mdlr-tests --test sim -- --nocapture` (about 10 s).
+/// `cargo test -p mdlr-tests --test sim -- --ignored --nocapture` (about 10 s).
 #[test]
+#[ignore = "slow: 10 s; cargo xtask test --slow"]
 fn a_thousand_machines_with_many_client_threads() {
-    if std::env::var_os("MDLR_SLOW_TESTS").is_none() {
-        return;
-    }
     let n = 1000;
     let machines = SimMachine::many(n);
     let api = std::sync::Arc::new(Api::start(SimConfig {
