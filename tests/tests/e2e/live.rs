@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mdlr_tests::sim::{
-    LibraryFile, Outcome as SimOutcome, QuotaKind, SimConfig, SimMachine, SimStats,
+    LibraryFile, Outcome as SimOutcome, Quota, QuotaKind, SimConfig, SimMachine, SimStats,
 };
 use serde_json::Value;
 
@@ -316,6 +316,44 @@ fn check_quota_batch(config: SimConfig) -> SimStats {
 #[test]
 fn two_hundred_machines_within_the_quotas() {
     check_quota_batch(sim_config(SimMachine::many(200)));
+}
+
+/// The hour's quota binding, in seconds of wall time: the service's quotas with the
+/// hour cut to a fifth, 300 calls in any 12 minutes, make 200 machines what 1000 are
+/// to the real hour ([`five_hundred_machines_within_the_quotas`] runs the real quotas,
+/// slowly). At 10 starts a minute, a window's 120 starts and 120 links leave 60 of its
+/// 300 calls, and a look at the actions every 5 s (144 a window) would not fit.
+///
+/// mdlr must plan its polls (`poll_floor`: one every 16 s while machines wait to
+/// start) so that the window never fills; unplanned, it fills and calls wait for it
+/// (the makespan hardly shows it: the limiter holds back polls and links as well as
+/// starts). And its limiter must keep the longer window, or the service answers 429.
+/// (A tenth of the hour, 150 calls in 6 minutes and 100 machines, would take half the
+/// time, but its window's edges, links bunched behind a 16 s poll, come within a
+/// couple of calls of the twentieth the plan leaves spare.)
+#[test]
+fn the_hourly_quota_binds_and_polls_make_room_for_starts_and_links() {
+    let hour = Quota::new(300, Duration::from_secs(720));
+    let config = SimConfig {
+        api_per_hour: hour,
+        ..sim_config(SimMachine::many(200))
+    };
+    // The scenario binds: a window's starts and links, and polls every 5 s, are more
+    // than the quota.
+    let window = hour.window.as_secs() as usize;
+    let starts = window / 60 * config.starts_per_minute.limit;
+    assert!(2 * starts + window / 5 > hour.limit);
+    let stats = check_quota_batch(config);
+    let busiest = stats.busiest_window[&QuotaKind::ApiPerHour];
+    assert!(
+        busiest >= 2 * starts,
+        "the hour's quota never came close to binding: {busiest} calls at most in a window"
+    );
+    assert!(
+        busiest < hour.limit,
+        "the hour's window filled ({busiest} calls): calls waited for it, polls were not \
+         planned to leave starts and links room"
+    );
 }
 
 #[test]
