@@ -20,10 +20,11 @@ Tasks:
                       --check only compares, and fails when they are stale
   demo                run the real mdlr binary against a local stand-in for the
                       Defender API and its result host (loopback only, no credentials)
-  test                run every test of the workspace (what CI runs); installs
+  test [--slow]       run every test of the workspace (what CI runs); installs
                       Azurite into target/tools with npm first if it is missing,
                       tinyproxy, openssl, zsh and fish with apt-get as root, and
-                      builds the dist binary for the tests of it
+                      builds the dist binary for the tests of it; --slow then runs
+                      the #[ignore]d slow tests too, in release mode
   dist                build the static release binary into target/dist/ with
                       SHA256SUMS; checks that it is static, at most 3 MiB, and that
                       `mdlr --version` runs with an empty environment
@@ -56,7 +57,8 @@ fn main() -> ExitCode {
         ["fixtures"] => write_fixtures(&root()),
         ["fixtures", "--check"] => check_fixtures(&root()),
         ["demo"] => demo::run(&root()),
-        ["test"] => test(&root()),
+        ["test"] => test(&root(), false),
+        ["test", "--slow"] => test(&root(), true),
         ["dist", rest @ ..] => dist::run(&root(), rest),
         ["bench", rest @ ..] => bench::run(&root(), rest),
         ["bench-batch", rest @ ..] => bench_batch::run(&root(), rest),
@@ -223,22 +225,32 @@ fn cargo(root: &Path) -> std::process::Command {
 /// storage emulator the transfer tests need) installed and named by `MDLR_AZURITE`,
 /// tinyproxy, openssl, zsh and fish (proxy, private-CA and completion tests) installed,
 /// and the dist binary (`tests/tests/dist.rs`) built and named by `MDLR_DIST_BINARY`.
-fn test(root: &Path) -> Result<(), String> {
+///
+/// With `slow`, then the tests `#[ignore]`d for their time (500 and 1000 simulated
+/// machines, 1 GiB through faults), and only those, in release mode: the 1 GiB
+/// transfer needs it (BENCHMARKS.md).
+fn test(root: &Path, slow: bool) -> Result<(), String> {
     system_tools()?;
     let azurite = azurite(root)?;
     let dist = dist::build(root, false)?;
     println!("{}", dist::describe(root, &dist));
-    let status = cargo(root)
-        .args(["test", "--workspace"])
-        .env("MDLR_AZURITE", &azurite)
-        .env("MDLR_DIST_BINARY", &dist.binary)
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("cargo test --workspace failed ({status})"))
+    let mut runs = vec![vec!["test", "--workspace"]];
+    if slow {
+        runs.push(vec!["test", "--workspace", "--release", "--", "--ignored"]);
     }
+    for args in runs {
+        println!("xtask: cargo {}", args.join(" "));
+        let status = cargo(root)
+            .args(&args)
+            .env("MDLR_AZURITE", &azurite)
+            .env("MDLR_DIST_BINARY", &dist.binary)
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("cargo {} failed ({status})", args.join(" ")));
+        }
+    }
+    Ok(())
 }
 
 /// The Debian packages the tests run: tinyproxy (a real proxy), openssl (it makes
