@@ -238,6 +238,8 @@ fn test(root: &Path, slow: bool) -> Result<(), String> {
     if slow {
         runs.push(vec!["test", "--workspace", "--release", "--", "--ignored"]);
     }
+    // The slow tests run even when a fast one failed: their figures are worth having.
+    let mut failed = Vec::new();
     for args in runs {
         println!("xtask: cargo {}", args.join(" "));
         let status = cargo(root)
@@ -247,10 +249,13 @@ fn test(root: &Path, slow: bool) -> Result<(), String> {
             .status()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
         if !status.success() {
-            return Err(format!("cargo {} failed ({status})", args.join(" ")));
+            failed.push(format!("cargo {} failed ({status})", args.join(" ")));
         }
     }
-    Ok(())
+    match failed.is_empty() {
+        true => Ok(()),
+        false => Err(failed.join("; ")),
+    }
 }
 
 /// The Debian packages the tests run: tinyproxy (a real proxy), openssl (it makes
