@@ -500,6 +500,10 @@ pub struct SimStats {
     pub throttled: usize,
     /// `429` answers by the limit that caused them.
     pub throttled_by: BTreeMap<QuotaKind, usize>,
+    /// The most calls one window of each quota ever held ([`QuotaKind::ApiPerMinute`],
+    /// [`QuotaKind::ApiPerHour`], [`QuotaKind::StartsPerMinute`]): how close a client
+    /// came to the limit, which a `429` count of zero does not say.
+    pub busiest_window: BTreeMap<QuotaKind, usize>,
     /// `401` answers.
     pub unauthorized: usize,
     /// `400 ActiveRequestAlreadyExists` answers.
@@ -932,6 +936,11 @@ fn status_at(a: &Action, now: Instant) -> &'static str {
     }
 }
 
+/// How many of `calls` (oldest first) lie inside the window `(now - window, now]`.
+fn in_window(calls: &VecDeque<Instant>, now: Instant, window: Duration) -> usize {
+    calls.len() - calls.partition_point(|t| now.saturating_duration_since(*t) >= window)
+}
+
 /// Whether `id` is 40 hex characters.
 fn is_machine_id(id: &str) -> bool {
     id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit())
@@ -1172,8 +1181,25 @@ impl Shared {
         }
         state.api_calls.push_back(now);
         state.stats.api_calls += 1;
+        let mut counted = vec![
+            (QuotaKind::ApiPerMinute, state.cfg.api_per_minute.window),
+            (QuotaKind::ApiPerHour, state.cfg.api_per_hour.window),
+        ];
         if is_start && (state.cfg.count_rejected_starts || response.status < 300) {
             state.start_calls.push_back(now);
+            counted.push((
+                QuotaKind::StartsPerMinute,
+                state.cfg.starts_per_minute.window,
+            ));
+        }
+        for (kind, window) in counted {
+            let calls = match kind {
+                QuotaKind::StartsPerMinute => &state.start_calls,
+                _ => &state.api_calls,
+            };
+            let held = in_window(calls, now, self.real(window));
+            let busiest = state.stats.busiest_window.entry(kind).or_insert(0);
+            *busiest = (*busiest).max(held);
         }
         (endpoint, response)
     }
@@ -1216,12 +1242,11 @@ impl Shared {
                 return;
             }
             let window = self.real(quota.window);
-            // Calls inside (now - window, now].
-            let first = calls.partition_point(|t| now.saturating_duration_since(*t) >= window);
-            let count = calls.len() - first;
+            let count = in_window(calls, now, window);
             if count < quota.limit {
                 return;
             }
+            let first = calls.len() - count;
             // The call that must leave the window for one more to fit.
             let leaving = calls
                 .get(first + count - quota.limit)

@@ -311,6 +311,11 @@ fn the_minute_quota_throttles_only_past_its_limit() {
     assert_eq!(stats.throttled, 1);
     assert_eq!(stats.throttled_by.get(&QuotaKind::ApiPerMinute), Some(&1));
     assert_eq!(stats.api_calls, 15 + ok, "the 429 counts against nothing");
+    assert_eq!(
+        stats.busiest_window.get(&QuotaKind::ApiPerMinute),
+        Some(&10),
+        "the burst filled a window"
+    );
 
     // Waiting as told is enough.
     thread::sleep(Duration::from_millis(wait));
@@ -337,10 +342,9 @@ fn the_hour_quota_sends_retry_after_in_whole_seconds() {
         .parse()
         .expect("seconds");
     assert_eq!(secs, ms.div_ceil(1000));
-    assert_eq!(
-        api.sim.stats().throttled_by.get(&QuotaKind::ApiPerHour),
-        Some(&1)
-    );
+    let stats = api.sim.stats();
+    assert_eq!(stats.throttled_by.get(&QuotaKind::ApiPerHour), Some(&1));
+    assert_eq!(stats.busiest_window.get(&QuotaKind::ApiPerHour), Some(&5));
 }
 
 #[test]
@@ -373,6 +377,11 @@ fn the_start_quota_counts_refused_starts_too() {
     assert_eq!(
         stats.throttled_by.get(&QuotaKind::StartsPerMinute),
         Some(&1)
+    );
+    assert_eq!(
+        stats.busiest_window.get(&QuotaKind::StartsPerMinute),
+        Some(&10),
+        "the refused start filled a place"
     );
     assert_eq!(stats.requests_to("runliveresponse"), 12);
 }
@@ -1299,12 +1308,10 @@ fn an_ideal_client_meets_the_bound_without_breaking_a_quota() {
 
 /// The simulator at benchmark scale: 1000 machines, 1000 s of service time a second,
 /// 25 client threads that start, poll with list queries and fetch every result.
-/// `MDLR_SLOW_TESTS=1 cargo test -p mdlr-tests --test sim -- --nocapture` (about 10 s).
+/// `cargo test -p mdlr-tests --test sim -- --ignored --nocapture` (about 10 s).
 #[test]
+#[ignore = "slow: 10 s; cargo xtask test --slow"]
 fn a_thousand_machines_with_many_client_threads() {
-    if std::env::var_os("MDLR_SLOW_TESTS").is_none() {
-        return;
-    }
     let n = 1000;
     let machines = SimMachine::many(n);
     let api = std::sync::Arc::new(Api::start(SimConfig {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use httpmock::{Mock, MockServer, Then};
 use mdlr::{Client, Credential, Endpoints, Event, RetryPolicy, Timeouts};
-use mdlr_tests::sim::{SimConfig, SimMachine, SimStats, Simulator};
+use mdlr_tests::sim::{Quota, SimConfig, SimMachine, SimStats, Simulator};
 use serde_json::{Value, json};
 
 /// The action id of the seed page's example.
@@ -865,15 +865,37 @@ impl Sim {
         )
     }
 
+    /// The client-side quotas that match the simulator's, scaled like them: with the
+    /// service's quotas at 0.01, `--api-quota 100/600ms,1500/36000ms --start-quota
+    /// 10/600ms`. A quota the simulator does not enforce is left out.
+    pub fn quota_args(&self) -> Vec<String> {
+        let config = self.sim.config();
+        let spec = |quotas: &[Quota]| -> Option<String> {
+            let parts: Vec<String> = quotas
+                .iter()
+                .filter(|q| q.limit != usize::MAX)
+                .map(|q| format!("{}/{}", q.limit, self.dur(q.window.as_secs_f64())))
+                .collect();
+            (!parts.is_empty()).then(|| parts.join(","))
+        };
+        let mut args = Vec::new();
+        if let Some(api) = spec(&[config.api_per_minute, config.api_per_hour]) {
+            args.extend(["--api-quota".to_owned(), api]);
+        }
+        if let Some(starts) = spec(&[config.starts_per_minute]) {
+            args.extend(["--start-quota".to_owned(), starts]);
+        }
+        args
+    }
+
     /// The `mdlr` binary pointed at the simulator, with its token and the client-side
-    /// quotas scaled like the service's (`--api-quota 100/600ms,1500/36000ms
-    /// --start-quota 10/600ms` at 0.01), run in [`Sim::dir`].
+    /// quotas of [`Sim::quota_args`], run in [`Sim::dir`].
     pub fn mdlr(&self, args: &[&str]) -> Run {
-        let api_quota = format!("100/{},1500/{}", self.dur(60.0), self.dur(3600.0));
-        let start_quota = format!("10/{}", self.dur(60.0));
+        let quotas = self.quota_args();
+        let quotas: Vec<&str> = quotas.iter().map(String::as_str).collect();
         Run::new(args)
             .args(&["--api-url", &self.sim.api_url()])
-            .args(&["--api-quota", &api_quota, "--start-quota", &start_quota])
+            .args(&quotas)
             .env("MDLR_TOKEN", self.sim.token())
             .cwd(self.dir.path())
             .replace(self.sim.api_url(), "{API}")
