@@ -37,6 +37,7 @@ pub fn actions(
     machine: Option<&str>,
     status: Option<&str>,
     top: u32,
+    csv: bool,
 ) -> Result<u8, Failure> {
     let mut query = ActionQuery::new();
     query.top = Some(top.clamp(1, 10_000));
@@ -66,6 +67,35 @@ pub fn actions(
         }
         return Ok(0);
     }
+    if csv {
+        let mut text = crate::csv::header(&[
+            "id",
+            "status",
+            "type",
+            "machine",
+            "machine_id",
+            "requestor",
+            "comment",
+            "created",
+            "updated",
+        ]);
+        for a in &list {
+            let status = a.status_or_unknown();
+            text.push_str(&crate::csv::row(&[
+                crate::csv::text(a.id.as_deref()),
+                crate::csv::Cell::Text(status.as_str()),
+                crate::csv::text(a.action_type.as_deref()),
+                crate::csv::text(a.computer_dns_name.as_deref()),
+                crate::csv::text(a.machine_id.as_deref()),
+                crate::csv::text(a.requestor.as_deref()),
+                crate::csv::text(a.requestor_comment.as_deref()),
+                crate::csv::text(a.creation_date_time_utc.as_deref()),
+                crate::csv::text(a.last_update_date_time_utc.as_deref()),
+            ]));
+        }
+        out.print(&text)?;
+        return Ok(0);
+    }
     let mut text = String::new();
     for a in &list {
         text.push_str(&format!(
@@ -93,6 +123,7 @@ pub fn machines(
     out: &Output,
     name: Option<&str>,
     top: u32,
+    csv: bool,
 ) -> Result<u8, Failure> {
     let list = match name {
         Some(n) if is_machine_id(n) => vec![
@@ -120,6 +151,30 @@ pub fn machines(
         for m in &list {
             out.json_line(&serde_json::to_value(m).unwrap_or_default())?;
         }
+        return Ok(0);
+    }
+    if csv {
+        let mut text = crate::csv::header(&[
+            "id",
+            "computer_dns_name",
+            "os_platform",
+            "health_status",
+            "last_seen",
+            "last_ip_address",
+            "risk_score",
+        ]);
+        for m in &list {
+            text.push_str(&crate::csv::row(&[
+                crate::csv::text(m.id.as_deref()),
+                crate::csv::text(m.computer_dns_name.as_deref()),
+                crate::csv::text(m.os_platform.as_deref()),
+                crate::csv::text(m.health_status.as_deref()),
+                crate::csv::text(m.last_seen.as_deref()),
+                crate::csv::text(m.last_ip_address.as_deref()),
+                crate::csv::text(m.risk_score.as_deref()),
+            ]));
+        }
+        out.print(&text)?;
         return Ok(0);
     }
     let mut text = String::new();

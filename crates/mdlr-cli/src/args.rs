@@ -73,6 +73,11 @@ pub enum Command {
         force: bool,
         wait: Wait,
         connections: Option<usize>,
+        report: Option<PathBuf>,
+    },
+    /// `mdlr verify DIR`: the files of DIR against its manifest.
+    Verify {
+        dir: PathBuf,
     },
     Action {
         action_id: String,
@@ -95,10 +100,12 @@ pub enum Command {
         machine: Option<String>,
         status: Option<String>,
         top: u32,
+        csv: bool,
     },
     Machines {
         name: Option<String>,
         top: u32,
+        csv: bool,
     },
     LibraryList,
     LibraryUpload {
@@ -154,6 +161,8 @@ pub struct Live {
     pub force: bool,
     /// `--connections`: per GetFile result.
     pub connections: Option<usize>,
+    /// `--report FILE`: a CSV row per machine and command.
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -581,6 +590,26 @@ FILE_NAME is the name of a file in the live response library (`mdlr library list
         examples: &["mdlr putfile host1.contoso.com collect.ps1"],
     },
     CommandSpec {
+        name: "verify",
+        synopsis: "verify DIR",
+        summary: "check an output directory against its manifest",
+        usage: &["verify DIR"],
+        args: &[Value {
+            name: "DIR",
+            kind: Kind::Dir,
+        }],
+        subcommands: &[],
+        description: "\
+Every command that saves results under -o DIR lists each file it delivered in
+DIR/manifest.jsonl, with its SHA-256 (and that of the bytes as the service sent them),
+its size, the machine, action and command it came from, and when. verify re-hashes
+every listed file and names each one missing, changed or not listed; it exits 0 only
+when all match, 65 otherwise. With --json, one record per file. The manifest shows
+the files are the ones delivered; it is not a signature: whoever can write DIR can
+rewrite it too (keep a copy of its SHA-256 elsewhere).",
+        examples: &["mdlr verify evidence/", "mdlr --json verify evidence/"],
+    },
+    CommandSpec {
         name: "cancel",
         synopsis: "cancel ACTION_ID [--comment T]",
         summary: "cancel a machine action",
@@ -955,6 +984,15 @@ pub const OPTIONS: &[OptionSpec] = &[
         connections,
     )
     .default("4 for results of 64 MiB and more, else 1"),
+    valued(
+        "--report",
+        "FILE",
+        Kind::File,
+        "also write a CSV report: a row per command (status, exit code, file, SHA-256, \
+         error)",
+        RESULT,
+        |r, v| set_path(&mut r.report, v),
+    ),
     flag("--force", "overwrite an existing file", SAVES, |r| {
         r.force = true
     }),
@@ -1117,6 +1155,15 @@ pub const OPTIONS: &[OptionSpec] = &[
         |r| r.no_wait = true,
     ),
     valued(
+        "--report",
+        "FILE",
+        Kind::File,
+        "also write a CSV report: a row per machine and command (status, exit code, \
+         file, SHA-256, error)",
+        Scope::Batch,
+        |r, v| set_path(&mut r.report, v),
+    ),
+    valued(
         "--comment",
         "TEXT",
         Kind::Text,
@@ -1150,6 +1197,12 @@ pub const OPTIONS: &[OptionSpec] = &[
         |r, v| set(&mut r.comment, v),
     )
     .default("\"Cancelled with mdlr\""),
+    flag(
+        "--csv",
+        "CSV on stdout instead of a table (RFC 4180, formulas neutralised)",
+        Scope::Only(&["actions", "machines"]),
+        |r| r.csv = true,
+    ),
     valued(
         "--machine",
         "MACHINE",
@@ -1517,6 +1570,8 @@ pub struct Parsed {
     tenant: Option<String>,
     client_id: Option<String>,
     connections: Option<usize>,
+    report: Option<PathBuf>,
+    csv: bool,
 }
 
 fn set(slot: &mut Option<String>, value: &str) -> Result<(), String> {
@@ -1801,6 +1856,7 @@ fn build(name: &'static str, p: &mut Parsed, words: Vec<String>) -> Result<Comma
             force: p.force,
             wait,
             connections: p.connections,
+            report: p.report.take(),
         },
         "action" => Command::Action {
             action_id: args.needed("ACTION_ID")?,
@@ -1828,10 +1884,15 @@ fn build(name: &'static str, p: &mut Parsed, words: Vec<String>) -> Result<Comma
             machine: p.machine.take(),
             status: p.status.take(),
             top: p.top.unwrap_or(100),
+            csv: p.csv,
         },
         "machines" => Command::Machines {
             name: p.name.take(),
             top: p.top.unwrap_or(1000),
+            csv: p.csv,
+        },
+        "verify" => Command::Verify {
+            dir: PathBuf::from(args.needed("DIR")?),
         },
         "library" => match args.words.next().as_deref() {
             Some("list") => Command::LibraryList,
@@ -1932,6 +1993,7 @@ fn live(
         raw: p.raw,
         force: p.force,
         connections: p.connections,
+        report: p.report.take(),
     })
 }
 
@@ -2057,6 +2119,7 @@ mod tests {
                 force: false,
                 wait: no_wait(),
                 connections: None,
+                report: None,
             },
         );
         check(
@@ -2073,6 +2136,7 @@ mod tests {
                     poll: Duration::from_millis(200),
                 },
                 connections: None,
+                report: None,
             },
         );
     }
@@ -2159,6 +2223,7 @@ mod tests {
                 machine: None,
                 status: Some("Pending".into()),
                 top: 5,
+                csv: false,
             },
         );
         check(
@@ -2309,6 +2374,7 @@ mod tests {
             "result" => "result a",
             "action" => "action a",
             "fetch" => "fetch https://h/c/b",
+            "verify" => "verify out",
             "run" => "run h --script s.ps1",
             "getfile" => "getfile h C:\\x",
             "putfile" => "putfile h f.ps1",

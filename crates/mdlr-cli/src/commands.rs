@@ -9,6 +9,9 @@ use mdlr::{
 };
 use serde_json::json;
 
+use crate::csv;
+use crate::manifest::{Entry, Manifest, Origin};
+
 use crate::args::{Wait, Which};
 use crate::output::{self, Context, Failure, Output, clean};
 
@@ -64,6 +67,49 @@ pub struct ResultArgs<'a> {
     pub which: Which,
     pub save: Save<'a>,
     pub wait: Wait,
+    /// `--report FILE`.
+    pub report: Option<&'a Path>,
+}
+
+/// Where evidence of what was delivered goes: the manifest of `-o DIR`, the report.
+#[derive(Default)]
+struct Evidence {
+    manifest: Option<Manifest>,
+    report: Option<csv::Report>,
+}
+
+impl Evidence {
+    /// The manifest when results go into a directory named by `-o` (`always_dir`: any
+    /// `-o` names one), and the report when asked for.
+    fn open(save: &Save<'_>, always_dir: bool, report: Option<&Path>) -> Result<Evidence, Failure> {
+        let dir = save
+            .output
+            .filter(|p| always_dir || p.is_dir() || names_directory(p));
+        Ok(Evidence {
+            manifest: dir.map(Manifest::open).transpose()?,
+            report: report.map(csv::Report::create).transpose()?,
+        })
+    }
+
+    fn wanted(&self) -> bool {
+        self.manifest.is_some() || self.report.is_some()
+    }
+
+    /// Records a download in the manifest, if there is one.
+    fn delivered(&self, done: &Downloaded, origin: Origin) -> Result<(), Error> {
+        match &self.manifest {
+            Some(m) => m.record_all(&[Entry::of_download(m, done, origin)]),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds a row to the report, if there is one.
+    fn row(&self, row: &csv::ReportRow) -> Result<(), Error> {
+        match &self.report {
+            Some(r) => r.add(row),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Where and how a result is saved: `-o`, `--raw`, `--force`, `--connections`.
@@ -111,10 +157,23 @@ pub fn result(client: &Client, out: &Output, args: &ResultArgs<'_>) -> Result<u8
         }
         .into());
     }
+    let evidence = Evidence::open(&args.save, args.which == Which::All, args.report)?;
     let mut status = None;
     let mut first_error = None;
     for index in indexes {
-        match deliver(client, out, args, &action, index) {
+        let mut row = csv::ReportRow {
+            machine: action.computer_dns_name.clone().unwrap_or_default(),
+            machine_id: action.machine_id.clone().unwrap_or_default(),
+            action_id: Some(id.to_owned()),
+            status: action.status_or_unknown().to_string(),
+            ..csv::ReportRow::default()
+        };
+        let delivered = deliver(client, out, args, &action, index, &evidence, &mut row);
+        if let Err(Failure::Error { error, .. }) = &delivered {
+            row.error = Some(error.to_string());
+        }
+        evidence.row(&row)?;
+        match delivered {
             Ok(code) => {
                 status.get_or_insert(code);
                 if code != 0 && status == Some(0) {
@@ -144,13 +203,16 @@ fn poll_policy(wait: Wait) -> PollPolicy {
     PollPolicy::new(wait.poll, wait.poll.max(PollPolicy::default().max))
 }
 
-/// Fetches and delivers the result of one command.
+/// Fetches and delivers the result of one command, recording it in the evidence and
+/// in its report `row`.
 fn deliver(
     client: &Client,
     out: &Output,
     args: &ResultArgs<'_>,
     action: &MachineAction,
     index: u32,
+    evidence: &Evidence,
+    row: &mut csv::ReportRow,
 ) -> Result<u8, Failure> {
     let id = args.action_id;
     let context = || format!("command {index} of action {id}");
@@ -172,7 +234,7 @@ fn deliver(
         return Ok(0);
     }
     let (request, bar) = crate::progress::attach(
-        download_request(args)?,
+        download_request(args)?.sha256(evidence.wanted()),
         out.progress,
         &format!("{id} #{index}"),
     );
@@ -202,6 +264,7 @@ fn deliver(
             Ok(0)
         }
         CommandResult::Transcript { transcript: t, .. } => {
+            row.exit_code = Some(t.exit_code);
             if out.json {
                 out.json_line(&json!({
                     "action_id": id,
@@ -219,6 +282,9 @@ fn deliver(
             }
         }
         CommandResult::File(done) => {
+            evidence.delivered(&done, Origin::of(action, Some(index)))?;
+            row.file = Some(done.path.display().to_string());
+            row.sha256 = done.sha256.clone();
             saved(out, id, index, &kind, &done)?;
             Ok(0)
         }
@@ -287,6 +353,7 @@ pub fn fetch(
     }
     let link = ResultLink::new(url);
     let downloader = Downloader::new(transport)?;
+    let evidence = Evidence::open(save, false, None)?;
     let label = link
         .redacted()
         .split('?')
@@ -294,10 +361,16 @@ pub fn fetch(
         .and_then(|u| u.rsplit('/').next())
         .map(|n| clean(n).into_owned())
         .unwrap_or_default();
-    let (request, bar) = crate::progress::attach(save_as(save, false)?, out.progress, &label);
+    let (request, bar) = crate::progress::attach(
+        save_as(save, false)?.sha256(evidence.wanted()),
+        out.progress,
+        &label,
+    );
     let done = downloader.download(&link, &request);
     drop(bar);
     let done = done.context(|| format!("cannot download {}", link.redacted()))?;
+    // A bare link: no machine, action or command to say where it came from.
+    evidence.delivered(&done, Origin::default())?;
     if out.json {
         out.json_line(&json!({
             "path": done.path,

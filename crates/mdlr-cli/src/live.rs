@@ -15,8 +15,10 @@ use serde_json::{Value, json};
 
 use crate::admin::resolve;
 use crate::args::Live;
+use crate::csv;
 use crate::interrupt;
 use crate::journal::Journal;
+use crate::manifest::{Entry, Manifest, Origin, sha256_bytes};
 use crate::output::{self, Context, Failure, Output};
 
 /// `mdlr run | getfile | putfile`.
@@ -64,12 +66,22 @@ pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
     }
     let total = fresh.len() + resumed.len() + finished.len();
     let ticker = Ticker::new(out, total);
+    let manifest = match &args.output {
+        Some(dir) => Some(Manifest::open(dir)?),
+        None => None,
+    };
+    let report = match &args.report {
+        Some(path) => Some(csv::Report::create(path)?),
+        None => None,
+    };
     let delivery = Delivery {
         client,
         out,
         args,
         single,
         journal: journal.as_ref(),
+        manifest: manifest.as_ref(),
+        report: report.as_ref(),
         ticker: &ticker,
         worst: Mutex::new(0),
         printing: Mutex::new(()),
@@ -241,9 +253,22 @@ struct Delivery<'a> {
     args: &'a Live,
     single: bool,
     journal: Option<&'a Journal>,
+    /// With `-o DIR`: the evidence manifest of DIR.
+    manifest: Option<&'a Manifest>,
+    /// With `--report FILE`: a row per machine and command.
+    report: Option<&'a csv::Report>,
     ticker: &'a Ticker,
     worst: Mutex<u8>,
     printing: Mutex<()>,
+}
+
+/// One delivered result: its `--json` record, a script's exit code, and the file it
+/// went to with its SHA-256 (for the report).
+struct Delivered {
+    value: Value,
+    exit_code: Option<i64>,
+    file: Option<PathBuf>,
+    sha256: Option<String>,
 }
 
 /// What one machine prints, gathered so that it comes out in one piece.
@@ -267,6 +292,7 @@ impl Delivery<'_> {
         let target = report.target;
         let id = report.action_id.as_deref();
         let started_only = matches!(report.outcome, Outcome::Started);
+        let ended = matches!(report.outcome, Outcome::Ended);
         let mut clean = started_only;
         let mut block = Block::default();
         let (status, what, results) = match report.outcome {
@@ -313,6 +339,20 @@ impl Delivery<'_> {
             Outcome::PollFailed(e) => (output::exit_status(&e), one_line(&e), Vec::new()),
             _ => (1, "unknown outcome".to_owned(), Vec::new()),
         };
+        if !ended {
+            self.row(csv::ReportRow {
+                machine: target.name.clone(),
+                machine_id: target.machine_id.clone(),
+                action_id: id.map(str::to_owned),
+                status: match status {
+                    0 if started_only => "started".to_owned(),
+                    0 => "skipped".to_owned(),
+                    _ => "not done".to_owned(),
+                },
+                error: (status != 0).then(|| what.clone()),
+                ..csv::ReportRow::default()
+            });
+        }
         // Only an action whose results were delivered is done; one started and not
         // waited for, or still running, is for a later --resume to follow.
         if let (Some(j), Some(id)) = (self.journal, id)
@@ -359,21 +399,32 @@ impl Delivery<'_> {
         let mut put_files = Vec::new();
         for (i, entry) in action.commands.iter().enumerate() {
             let index = entry.index.unwrap_or(i as u32);
+            let mut row = csv::ReportRow {
+                machine: target.name.clone(),
+                machine_id: target.machine_id.clone(),
+                action_id: Some(id.to_owned()),
+                status: status.to_string(),
+                ..csv::ReportRow::default()
+            };
             match action.result_type(index) {
                 Ok(CommandType::PutFile) if self.out.json => results.push(json!({
                     "index": index, "type": "PutFile", "result": null,
                 })),
                 Ok(CommandType::PutFile) => put_files.push(index),
                 Ok(kind) => match self.one_result(target, action, index, &kind, block) {
-                    Ok((value, code)) => {
-                        script_code = script_code.or(code.filter(|c| *c != 0));
-                        results.push(value);
+                    Ok(d) => {
+                        script_code = script_code.or(d.exit_code.filter(|c| *c != 0));
+                        row.exit_code = d.exit_code;
+                        row.file = d.file.map(|f| f.display().to_string());
+                        row.sha256 = d.sha256;
+                        results.push(d.value);
                     }
                     Err(e) => {
                         let s = output::exit_status(&e);
                         if severity(s) > severity(worst) {
                             worst = s;
                         }
+                        row.error = Some(one_line(&e));
                         problems.push(format!("command {index}: {}", one_line(&e)));
                     }
                 },
@@ -382,6 +433,7 @@ impl Delivery<'_> {
                     command_status,
                     ..
                 }) => {
+                    row.error = Some(errors.join("; "));
                     if command_status == Some(CommandStatus::Failed) {
                         problems.push(format!(
                             "command {index} failed{}",
@@ -392,8 +444,12 @@ impl Delivery<'_> {
                         ));
                     }
                 }
-                Err(e) => problems.push(format!("command {index}: {}", one_line(&e))),
+                Err(e) => {
+                    row.error = Some(one_line(&e));
+                    problems.push(format!("command {index}: {}", one_line(&e)));
+                }
             }
+            self.row(row);
         }
         // A PutFile has no result: say so when nothing else was delivered.
         if results.is_empty() && problems.is_empty() && self.single && !self.out.quiet {
@@ -423,7 +479,17 @@ impl Delivery<'_> {
         (worst, what, results, clean)
     }
 
-    /// Fetches one result. Returns its --json record and, for a script, its exit code.
+    /// Adds a row to the report, if there is one (a failure to write it is said once
+    /// in the summary's status, not here: the results matter more).
+    fn row(&self, row: csv::ReportRow) {
+        if let Some(r) = self.report
+            && let Err(e) = r.add(&row)
+        {
+            self.ticker.note(&format!("cannot add to the report: {e}"));
+        }
+    }
+
+    /// Fetches one result: its --json record, a script's exit code, and the file.
     fn one_result(
         &self,
         target: &Target,
@@ -431,17 +497,25 @@ impl Delivery<'_> {
         index: u32,
         kind: &CommandType,
         block: &mut Block,
-    ) -> Result<(Value, Option<i64>), Error> {
+    ) -> Result<Delivered, Error> {
         let id = action.id.as_deref().unwrap_or_default();
         let base = json!({ "index": index, "type": kind.as_str() });
-        if let Some(path) = self.journal.and_then(|j| j.downloaded(id, index)) {
-            return Ok((
-                merge(
+        let earlier = self
+            .journal
+            .and_then(|j| j.downloaded(id, index))
+            .or_else(|| self.manifest.and_then(|m| m.delivered(id, Some(index))));
+        if let Some(path) = earlier {
+            // A run killed after the manifest line and before the journal's: say it now.
+            self.record(id, index, &path);
+            return Ok(Delivered {
+                value: merge(
                     base,
                     json!({ "path": path, "skipped": "downloaded before" }),
                 ),
-                None,
-            ));
+                exit_code: None,
+                sha256: None,
+                file: Some(path),
+            });
         }
         if *kind == CommandType::RunScript {
             // Transcripts are saved with -o, printed otherwise.
@@ -453,21 +527,45 @@ impl Delivery<'_> {
             let t = mdlr::Transcript::parse(&bytes)?;
             let code = Some(t.exit_code);
             if self.out.json && dir.is_none() {
-                return Ok((merge(base, json!(t)), code));
+                return Ok(Delivered {
+                    value: merge(base, json!(t)),
+                    exit_code: code,
+                    file: None,
+                    sha256: None,
+                });
             }
+            let (mut sha, mut file) = (None, None);
             let value = match &dir {
                 Some(dir) => {
                     let stem = format!("{index}-{}", file_stem(&t.script_name));
                     let json_path = dir.join(format!("{stem}.json"));
-                    let force = self.overwrite();
-                    write_file(&json_path, &bytes, force)?;
-                    let out_path = dir.join(format!("{stem}.out"));
-                    write_file(&out_path, t.script_output.as_bytes(), force)?;
+                    let mut files = vec![(json_path.clone(), &bytes[..])];
+                    files.push((dir.join(format!("{stem}.out")), t.script_output.as_bytes()));
                     if !t.script_errors.is_empty() {
-                        let err_path = dir.join(format!("{stem}.err"));
-                        write_file(&err_path, t.script_errors.as_bytes(), force)?;
+                        files.push((dir.join(format!("{stem}.err")), t.script_errors.as_bytes()));
+                    }
+                    for (path, content) in &files {
+                        write_file(path, content, self.overwrite())?;
+                    }
+                    if let Some(m) = self.manifest {
+                        let served = sha256_bytes(&bytes);
+                        let entries: Vec<Entry> = files
+                            .iter()
+                            .map(|(path, content)| Entry {
+                                path: m.relative(path),
+                                size: content.len() as u64,
+                                sha256: sha256_bytes(content),
+                                sha256_served: served.clone(),
+                                size_served: bytes.len() as u64,
+                                md5_checked: false,
+                                origin: Origin::of(action, Some(index)),
+                            })
+                            .collect();
+                        m.record_all(&entries)?;
                     }
                     self.record(id, index, &json_path);
+                    sha = Some(sha256_bytes(&bytes));
+                    file = Some(json_path.clone());
                     merge(base, json!({ "path": json_path, "exit_code": t.exit_code }))
                 }
                 None => {
@@ -487,16 +585,25 @@ impl Delivery<'_> {
                     merge(base, json!({ "exit_code": t.exit_code }))
                 }
             };
-            Ok((value, code))
+            Ok(Delivered {
+                value,
+                exit_code: code,
+                file,
+                sha256: sha,
+            })
         } else {
             let dir = self.dir_for(target)?.unwrap_or_else(|| PathBuf::from("."));
-            let request = DownloadRequest::to_dir(dir)
+            let mut request = DownloadRequest::to_dir(dir)
                 .gunzip(if self.args.raw {
                     Gunzip::Off
                 } else {
                     Gunzip::Auto
                 })
-                .overwrite(self.overwrite());
+                .overwrite(self.overwrite())
+                .sha256(self.manifest.is_some() || self.report.is_some());
+            if let Some(n) = self.args.connections {
+                request = request.connections(n);
+            }
             // One download at a time: a bar. In a batch the live count says enough.
             let (request, bar) = crate::progress::attach(
                 request,
@@ -506,9 +613,23 @@ impl Delivery<'_> {
             let done = match self.client.result_of(action, index, &request)? {
                 CommandResult::File(done) => done,
                 // Only a RunScript (above) or a PutFile (never asked for) give other results.
-                _ => return Ok((base, None)),
+                _ => {
+                    return Ok(Delivered {
+                        value: base,
+                        exit_code: None,
+                        file: None,
+                        sha256: None,
+                    });
+                }
             };
             drop(bar);
+            if let Some(m) = self.manifest {
+                m.record_all(&[Entry::of_download(
+                    m,
+                    &done,
+                    Origin::of(action, Some(index)),
+                )])?;
+            }
             self.record(id, index, &done.path);
             if self.single && !self.out.json {
                 block.out.push_str(&format!(
@@ -517,10 +638,12 @@ impl Delivery<'_> {
                     done.written
                 ));
             }
-            Ok((
-                merge(base, json!({ "path": done.path, "bytes": done.written })),
-                None,
-            ))
+            Ok(Delivered {
+                value: merge(base, json!({ "path": done.path, "bytes": done.written })),
+                exit_code: None,
+                sha256: done.sha256,
+                file: Some(done.path),
+            })
         }
     }
 

@@ -7,9 +7,11 @@ mod args;
 mod auth;
 mod commands;
 mod completions;
+mod csv;
 mod interrupt;
 mod journal;
 mod live;
+mod manifest;
 mod manpage;
 mod output;
 mod progress;
@@ -55,6 +57,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Version => "version",
         Command::Link { .. } => "link",
         Command::Result { .. } => "result",
+        Command::Verify { .. } => "verify",
         Command::Action { .. } => "action",
         Command::Fetch { .. } => "fetch",
         Command::Live(live) => live.command,
@@ -103,6 +106,7 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
             return auth::login(args, out, tenant.as_deref(), client_id.as_deref());
         }
         Command::Logout => return auth::logout(out),
+        Command::Verify { dir } => return manifest::verify(out, dir),
         Command::Fetch {
             url,
             output,
@@ -136,6 +140,7 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
             force,
             wait,
             connections,
+            report,
         } => commands::result(
             &client,
             out,
@@ -149,6 +154,7 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
                     connections: *connections,
                 },
                 wait: *wait,
+                report: report.as_deref(),
             },
         ),
         Command::Action { action_id, wait } => commands::action(&client, out, action_id, *wait),
@@ -158,8 +164,18 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
             machine,
             status,
             top,
-        } => admin::actions(&client, out, machine.as_deref(), status.as_deref(), *top),
-        Command::Machines { name, top } => admin::machines(&client, out, name.as_deref(), *top),
+            csv,
+        } => admin::actions(
+            &client,
+            out,
+            machine.as_deref(),
+            status.as_deref(),
+            *top,
+            *csv,
+        ),
+        Command::Machines { name, top, csv } => {
+            admin::machines(&client, out, name.as_deref(), *top, *csv)
+        }
         Command::LibraryList => admin::library_list(&client, out),
         Command::LibraryUpload {
             path,
@@ -183,6 +199,7 @@ fn run(args: &args::Args, out: &Output) -> Result<u8, Failure> {
         | Command::Login { .. }
         | Command::Logout
         | Command::Fetch { .. }
+        | Command::Verify { .. }
         | Command::Completions(_)
         | Command::Man => Ok(0),
     }

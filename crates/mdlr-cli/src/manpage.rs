@@ -367,6 +367,15 @@ fn files() -> Vec<(String, String)> {
                 .to_owned(),
         ),
         (
+            format!("DIR/{}", crate::manifest::FILE_NAME),
+            "The evidence manifest of what was delivered into DIR: one JSON line a \
+             file, with its SHA-256 as written and as served, its size, the machine, \
+             action, command and requestor, and when it was downloaded. Appended and \
+             synced as each file lands; a rerun with --resume adds nothing twice. mdlr \
+             verify DIR checks every file against it. It is a record, not a signature."
+                .to_owned(),
+        ),
+        (
             ".NAME.mdlr-part".to_owned(),
             "A download in progress, beside its target NAME, moved into place only when \
              complete and verified. When un-gzipping, .NAME.gz.mdlr-part holds the bytes \
@@ -736,6 +745,7 @@ mod tests {
             "$XDG_CONFIG_HOME/mdlr/login.json",
             "~/.config/mdlr/login.json",
             ".mdlr-journal.jsonl",
+            "manifest.jsonl",
             ".NAME.mdlr-part",
         ] {
             assert!(files.contains(f), "{f}");

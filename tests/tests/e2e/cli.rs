@@ -342,7 +342,13 @@ fn hostile_names_land_as_plain_names() {
         "attachment; filename*=UTF-8''..%2F..%2Fx.gz",
     ] {
         check_getfile(Some(disposition), &[], 0, &["x"]);
-        check_getfile(Some(disposition), &["-o", "sub"], 0, &["sub/x"]);
+        // Into a directory named by -o: its evidence manifest beside the file.
+        check_getfile(
+            Some(disposition),
+            &["-o", "sub"],
+            0,
+            &["sub/x", "sub/manifest.jsonl"],
+        );
     }
     assert!(!Path::new("/etc/x").exists());
 }

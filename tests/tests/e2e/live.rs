@@ -309,7 +309,8 @@ fn check_quota_batch(config: SimConfig) -> SimStats {
         0,
         "states come from list queries"
     );
-    assert_eq!(files_under(&sim.dir.join("out")).len(), 2 * n + 1);
+    // Two files a machine, the journal and the evidence manifest.
+    assert_eq!(files_under(&sim.dir.join("out")).len(), 2 * n + 2);
     stats
 }
 
@@ -985,6 +986,8 @@ fn results_go_under_the_output_directory_per_machine() {
             "host0002.contoso.test/0-x.json",
             "host0002.contoso.test/0-x.out",
             "host0002.contoso.test/a.txt",
+            // What was delivered, with its SHA-256 (see evidence.rs).
+            "manifest.jsonl",
         ]
     );
     for n in [1, 2] {

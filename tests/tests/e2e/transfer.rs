@@ -431,7 +431,7 @@ fn gzip_result_through_cuts_every_3_mib() {
     check_retries(&out, requests.len() - 1);
     rig.check_no_secrets(&out);
     check_file(&rig.out().join(NAME), content);
-    assert_eq!(list(&rig.out()), [NAME]);
+    assert_eq!(list(&rig.out()), delivered(NAME));
     check_resumed(&requests, &etag);
     assert!(requests.len() >= 8, "{} requests", requests.len());
     check_fetched_twice(&rig, gz.len());
@@ -624,8 +624,21 @@ fn changed_blob_between_tries_is_never_mixed() {
                 .expect("the rerun completes");
         }
         check_file(&rig.out().join(NAME), &new_content);
-        assert_eq!(list(&rig.out()), [NAME]);
+        let want = if binary {
+            delivered(NAME)
+        } else {
+            vec![NAME.to_owned()]
+        };
+        assert_eq!(list(&rig.out()), want);
     }
+}
+
+/// What a directory holds after the CLI delivered `name` into it: the file, and the
+/// evidence manifest that records it.
+fn delivered(name: &str) -> Vec<String> {
+    let mut names = vec![name.to_owned(), "manifest.jsonl".to_owned()];
+    names.sort();
+    names
 }
 
 /// The partial files of a download killed in the middle: the bytes received (when
@@ -715,7 +728,7 @@ fn check_killed_and_rerun(container: &str, gunzip: bool, via: Via) {
         "",
     );
     check_file(&rig.out().join(name), want);
-    assert_eq!(list(&rig.out()), [name]);
+    assert_eq!(list(&rig.out()), delivered(name));
     let rerun = &rig.requests()[before_requests..];
     let ranged: Vec<&Seen> = rerun.iter().filter(|s| range_start(s) > 0).collect();
     assert_eq!(ranged.len(), 1, "{rerun:?}");
@@ -793,7 +806,7 @@ fn complete_download_blocked_at_the_end_is_not_fetched_again() {
     let out = rig.result(&[]).run();
     out.check(0, &saved(content.len()), "");
     check_file(&rig.out().join(NAME), content);
-    assert_eq!(list(&rig.out()), [NAME]);
+    assert_eq!(list(&rig.out()), delivered(NAME));
     // One request, whose reply names the file (and is dropped after its head): no
     // byte of the blob is asked for again.
     let rerun = &rig.requests()[before_requests..];
@@ -826,7 +839,7 @@ fn killed_download_of_a_changed_blob_starts_over() {
     let before = rig.requests().len();
     rig.result(&[]).run().status(0);
     check_file(&rig.out().join(NAME), &new_content);
-    assert_eq!(list(&rig.out()), [NAME]);
+    assert_eq!(list(&rig.out()), delivered(NAME));
     let rerun = &rig.requests()[before..];
     assert!(
         rerun.iter().all(|s| range_start(s) == 0),
@@ -965,7 +978,7 @@ fn gzip_result_in_pieces_through_cuts() {
     assert_eq!(out.normalize(&out.stdout), saved(content.len()));
     rig.check_no_secrets(&out);
     check_file(&rig.out().join(NAME), content);
-    assert_eq!(list(&rig.out()), [NAME]);
+    assert_eq!(list(&rig.out()), delivered(NAME));
     check_pieces(&rig.requests(), &etag, gz.len() as u64);
     assert!(
         rig.proxy.connections() >= 4,
@@ -1113,7 +1126,7 @@ fn a_blob_changed_under_the_pieces_is_never_mixed() {
     rig.proxy.set_plan(Plan::clean());
     rig.result(&["--connections", "4"]).run().status(0);
     check_file(&rig.out().join(NAME), &new_content);
-    assert_eq!(list(&rig.out()), [NAME]);
+    assert_eq!(list(&rig.out()), delivered(NAME));
 }
 
 /// `mdlr result --connections 4` killed in the middle: the note records the pieces
@@ -1168,7 +1181,7 @@ fn killed_download_in_pieces_continues_with_what_is_missing() {
             "",
         );
         check_file(&rig.out().join(name), want);
-        assert_eq!(list(&rig.out()), [name]);
+        assert_eq!(list(&rig.out()), delivered(name));
         let rerun = &rig.requests()[before_requests..];
         assert_eq!(rerun[0].header("range"), Some("bytes=0-0"), "{rerun:?}");
         for seen in &rerun[1..] {
@@ -1251,7 +1264,7 @@ fn fetch_needs_no_credential_and_resumes_through_cuts() {
     check_retries(&out, requests.len() - 1);
     rig.check_no_secrets(&out);
     check_file(&rig.out().join(NAME), content);
-    assert_eq!(list(&rig.out()), [NAME]);
+    assert_eq!(list(&rig.out()), delivered(NAME));
     check_resumed(&requests, &etag);
     assert!(requests.len() >= 4, "{} requests", requests.len());
     assert_eq!(rig.links_asked(), 0, "fetch asked the API for a link");
