@@ -60,6 +60,20 @@
 //! `Authorization` header (`400 InvalidAuthenticationInfo`), serves `Range: bytes=`
 //! (`206`, `416` past the end) and counts against no API quota.
 //!
+//! # Investigation packages
+//!
+//! `POST /api/machines/{id}/collectInvestigationPackage` (body `{"Comment": ...}`)
+//! starts an action of type `CollectInvestigationPackage` with no commands: `Pending`
+//! for `pending_for`, `InProgress` for [`SimConfig::package_for`], then its machine's
+//! [`Outcome`] (a `Failed` one fails it). A collection already running on the machine
+//! gets `400 ActiveRequestAlreadyExists`; live response sessions neither block it nor
+//! count it toward their concurrency limit, nor does it count against the start quota.
+//! `GET /api/machineactions/{id}/GetPackageUri` answers `{"value": link}` once the
+//! action has `Succeeded` (`400 BadRequest` before, or for an action of another type);
+//! besides the API quotas it has its own, [`SimConfig::package_links_per_minute`] (2 /
+//! 60 s) and [`SimConfig::package_links_per_hour`] (120 / 3600 s), over every call. The
+//! link serves [`SimMachine::package`], a zip, with no `Content-Disposition`.
+//!
 //! # Choices where the real service is undocumented
 //!
 //! - Over the concurrency limit: `429 TooManyRequests` (see above), not a `400`.
@@ -139,6 +153,10 @@ pub enum QuotaKind {
     StartsPerMinute,
     /// [`SimConfig::max_concurrent`].
     Concurrency,
+    /// [`SimConfig::package_links_per_minute`].
+    PackageLinksPerMinute,
+    /// [`SimConfig::package_links_per_hour`].
+    PackageLinksPerHour,
 }
 
 /// How a machine's live response actions end.
@@ -216,6 +234,9 @@ pub struct SimMachine {
     /// `analyst@contoso.test`) is `InProgress` on it when the simulator starts and
     /// `Succeeded` after `d`; it counts toward the concurrency limit.
     pub busy_for: Option<Duration>,
+    /// `Some(d)`: somebody else's investigation package collection is `InProgress` on
+    /// it when the simulator starts and `Succeeded` after `d`.
+    pub collecting_for: Option<Duration>,
 }
 
 impl SimMachine {
@@ -235,6 +256,7 @@ impl SimMachine {
             pending_for: None,
             run_for: None,
             busy_for: None,
+            collecting_for: None,
         }
     }
 
@@ -258,6 +280,29 @@ impl SimMachine {
                 _ => format!("{}: {script}\n", self.dns_name),
             },
         }
+    }
+
+    /// Its investigation package: a zip of a few text files that name the machine, one
+    /// of them large enough (about 1.2 MiB, little of it compressible) for a download
+    /// that takes several reads.
+    pub fn package(&self) -> Vec<u8> {
+        let name = &self.dns_name;
+        let processes: String = (0..300)
+            .map(|i| format!("{i},svchost.exe,{name}\r\n"))
+            .collect();
+        let seed = self
+            .id
+            .bytes()
+            .fold(0x504b, |h, b| util::mix(h ^ u64::from(b)));
+        let noise = util::noise(seed, 1_200_000);
+        util::zip(&[
+            (
+                "README.txt",
+                format!("Investigation package of {name}\r\n").into_bytes(),
+            ),
+            ("Processes/processes.csv", processes.into_bytes()),
+            ("Prefetch files/prefetch.bin", noise),
+        ])
     }
 
     /// What its GetFile of `path` collects.
@@ -321,6 +366,12 @@ pub struct SimConfig {
     pub api_per_hour: Quota,
     /// `runliveresponse` calls per minute (default 10 / 60 s).
     pub starts_per_minute: Quota,
+    /// `GetPackageUri` calls per minute (default 2 / 60 s).
+    pub package_links_per_minute: Quota,
+    /// `GetPackageUri` calls per hour (default 120 / 3600 s).
+    pub package_links_per_hour: Quota,
+    /// How long an investigation package collection runs after `Pending` (default 60 s).
+    pub package_for: Duration,
     /// Whether a start refused with a 4xx other than 429 counts against
     /// `starts_per_minute` (default true: the gateway counts calls, not successes).
     pub count_rejected_starts: bool,
@@ -365,6 +416,9 @@ impl Default for SimConfig {
             api_per_minute: Quota::new(100, Duration::from_secs(60)),
             api_per_hour: Quota::new(1500, Duration::from_secs(3600)),
             starts_per_minute: Quota::new(10, Duration::from_secs(60)),
+            package_links_per_minute: Quota::new(2, Duration::from_secs(60)),
+            package_links_per_hour: Quota::new(120, Duration::from_secs(3600)),
+            package_for: Duration::from_secs(60),
             count_rejected_starts: true,
             max_concurrent: 25,
             pending_for: Duration::from_secs(10),
@@ -508,6 +562,8 @@ pub struct SimStats {
     pub unauthorized: usize,
     /// `400 ActiveRequestAlreadyExists` answers.
     pub active_request_already_exists: usize,
+    /// Investigation package collections started through the API (`201`).
+    pub package_starts: usize,
     /// Most non-terminal actions at once (machines busy at start included).
     pub peak_concurrent: usize,
     /// Non-terminal actions now.
@@ -752,6 +808,8 @@ struct CommandPlan {
 #[derive(Debug, Clone)]
 struct Action {
     id: String,
+    /// `LiveResponse` or `CollectInvestigationPackage`.
+    kind: &'static str,
     machine: usize,
     requestor: String,
     comment: Option<String>,
@@ -771,7 +829,8 @@ struct Action {
 #[derive(Debug, Clone)]
 struct Link {
     action: usize,
-    index: usize,
+    /// The command whose result it is (`None`: the action's investigation package).
+    index: Option<usize>,
     path: String,
     expires: Instant,
 }
@@ -794,10 +853,13 @@ struct State {
     open: Vec<usize>,
     /// The action each machine got last.
     last_action: HashMap<usize, usize>,
+    /// The investigation package collection each machine got last.
+    last_package: HashMap<usize, usize>,
     library: BTreeMap<String, LibraryEntry>,
     links: HashMap<String, Link>,
     api_calls: VecDeque<Instant>,
     start_calls: VecDeque<Instant>,
+    package_link_calls: VecDeque<Instant>,
     counter: u64,
     correlations: u64,
     log: Vec<SimRequest>,
@@ -833,10 +895,12 @@ impl State {
             action_index: HashMap::new(),
             open: Vec::new(),
             last_action: HashMap::new(),
+            last_package: HashMap::new(),
             library,
             links: HashMap::new(),
             api_calls: VecDeque::new(),
             start_calls: VecDeque::new(),
+            package_link_calls: VecDeque::new(),
             counter: 0,
             correlations: 0,
             log: Vec::new(),
@@ -855,6 +919,7 @@ impl State {
             let end = epoch + busy.mul_f64(scale);
             let action = Action {
                 id: id.clone(),
+                kind: "LiveResponse",
                 machine: m,
                 requestor: "analyst@contoso.test".to_owned(),
                 comment: Some("Somebody else's session".to_owned()),
@@ -881,6 +946,32 @@ impl State {
             state.action_index.insert(id, i);
             state.last_action.insert(m, i);
             state.open.push(i);
+        }
+        for m in 0..state.cfg.machines.len() {
+            let Some(busy) = state.cfg.machines[m].collecting_for else {
+                continue;
+            };
+            let id = state.next_guid();
+            let end = epoch + busy.mul_f64(scale);
+            let i = state.actions.len();
+            state.actions.push(Action {
+                id: id.clone(),
+                kind: PACKAGE,
+                machine: m,
+                requestor: "analyst@contoso.test".to_owned(),
+                comment: Some("Somebody else's collection".to_owned()),
+                external_id: None,
+                commands: Vec::new(),
+                plan: Vec::new(),
+                created: epoch,
+                pending_end: epoch,
+                terminal_at: end,
+                final_status: "Succeeded",
+                cancellation: None,
+                api: false,
+            });
+            state.action_index.insert(id, i);
+            state.last_package.insert(m, i);
         }
         state.stats.peak_concurrent = state.open.len();
         state
@@ -916,6 +1007,9 @@ impl State {
         stats
     }
 }
+
+/// The `type` of an investigation package collection.
+const PACKAGE: &str = "CollectInvestigationPackage";
 
 struct Shared {
     scale: f64,
@@ -1123,6 +1217,8 @@ impl Shared {
         let segments: Vec<&str> = rest.split('/').collect();
         let endpoint: &'static str = match (req.method.as_str(), segments.as_slice()) {
             (_, ["machines", _, "runliveresponse"]) => "runliveresponse",
+            (_, ["machines", _, "collectInvestigationPackage"]) => "package",
+            (_, ["machineactions", _, "GetPackageUri"]) => "package.link",
             (_, ["machineactions"]) => "actions",
             (_, ["machineactions", _]) => "action",
             (_, ["machineactions", _, "cancel"]) => "cancel",
@@ -1155,11 +1251,14 @@ impl Shared {
             return (endpoint, api_error(401, "Unauthorized", message, &target));
         }
         let is_start = endpoint == "runliveresponse" && req.method == "POST";
-        if let Some((kind, wait)) = self.over_quota(&mut state, now, is_start) {
+        let is_package_link = endpoint == "package.link";
+        if let Some((kind, wait)) = self.over_quota(&mut state, now, is_start, is_package_link) {
             return (endpoint, self.throttle(&mut state, kind, wait, &target));
         }
         let response = match endpoint {
             "runliveresponse" => self.start_action(&mut state, req, segments[1], now, &target),
+            "package" => self.start_package(&mut state, req, segments[1], now, &target),
+            "package.link" => self.package_link(&mut state, req, segments[1], now, &target),
             "actions" => self.list_actions(&state, req, now, &target),
             "action" => self.get_action(&state, req, segments[1], now, &target),
             "cancel" => self.cancel(&mut state, req, segments[1], now, &target),
@@ -1192,9 +1291,23 @@ impl Shared {
                 state.cfg.starts_per_minute.window,
             ));
         }
+        if is_package_link {
+            state.package_link_calls.push_back(now);
+            counted.push((
+                QuotaKind::PackageLinksPerMinute,
+                state.cfg.package_links_per_minute.window,
+            ));
+            counted.push((
+                QuotaKind::PackageLinksPerHour,
+                state.cfg.package_links_per_hour.window,
+            ));
+        }
         for (kind, window) in counted {
             let calls = match kind {
                 QuotaKind::StartsPerMinute => &state.start_calls,
+                QuotaKind::PackageLinksPerMinute | QuotaKind::PackageLinksPerHour => {
+                    &state.package_link_calls
+                }
                 _ => &state.api_calls,
             };
             let held = in_window(calls, now, self.real(window));
@@ -1217,6 +1330,7 @@ impl Shared {
         state: &mut State,
         now: Instant,
         is_start: bool,
+        is_package_link: bool,
     ) -> Option<(QuotaKind, Duration)> {
         let longest = self
             .real(state.cfg.api_per_minute.window)
@@ -1235,6 +1349,16 @@ impl Shared {
             .is_some_and(|t| now.saturating_duration_since(*t) >= start_window)
         {
             state.start_calls.pop_front();
+        }
+        let package_window = self
+            .real(state.cfg.package_links_per_minute.window)
+            .max(self.real(state.cfg.package_links_per_hour.window));
+        while state
+            .package_link_calls
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= package_window)
+        {
+            state.package_link_calls.pop_front();
         }
         let mut worst: Option<(QuotaKind, Duration)> = None;
         let mut check = |kind: QuotaKind, quota: Quota, calls: &VecDeque<Instant>| {
@@ -1272,6 +1396,18 @@ impl Shared {
                 QuotaKind::StartsPerMinute,
                 state.cfg.starts_per_minute,
                 &state.start_calls,
+            );
+        }
+        if is_package_link {
+            check(
+                QuotaKind::PackageLinksPerMinute,
+                state.cfg.package_links_per_minute,
+                &state.package_link_calls,
+            );
+            check(
+                QuotaKind::PackageLinksPerHour,
+                state.cfg.package_links_per_hour,
+                &state.package_link_calls,
             );
         }
         worst
@@ -1356,7 +1492,7 @@ impl Shared {
             };
         json!({
             "id": a.id,
-            "type": "LiveResponse",
+            "type": a.kind,
             "title": null,
             "requestor": a.requestor,
             "requestorComment": a.comment,
@@ -1389,22 +1525,9 @@ impl Shared {
         if req.method != "POST" {
             return method_not_allowed(req, target);
         }
-        let machine_id = percent_decode(machine_id);
-        if !is_machine_id(&machine_id) {
-            return api_error(
-                400,
-                "InvalidInput",
-                &format!("Invalid machine id {machine_id:?}: expected 40 hexadecimal characters"),
-                target,
-            );
-        }
-        let Some(&m) = state.machine_index.get(&machine_id.to_ascii_lowercase()) else {
-            return api_error(
-                404,
-                "ResourceNotFound",
-                &format!("Machine {machine_id} was not found"),
-                target,
-            );
+        let m = match self.machine_of(state, machine_id, target) {
+            Ok(m) => m,
+            Err(refusal) => return refusal,
         };
         let commands = match parse_commands(&req.body) {
             Ok(c) => c,
@@ -1470,6 +1593,7 @@ impl Shared {
         let id = state.next_guid();
         let action = Action {
             id: id.clone(),
+            kind: "LiveResponse",
             machine: m,
             requestor: state.cfg.requestor.clone(),
             comment,
@@ -1826,6 +1950,175 @@ impl Shared {
             index,
             crate::server::percent_encode(&file)
         );
+        let url = self.sign(state, req, i, Some(index), path, now);
+        Response::json(
+            200,
+            &json!({"@odata.context": format!("{}/api/$metadata#Edm.String", self.base_url(req)), "value": url}),
+        )
+    }
+
+    /// The index of the machine `machine_id` (as it came in the path) names, or the
+    /// refusal: `400 InvalidInput` when it is not 40 hex characters, `404` when unknown.
+    fn machine_of(&self, state: &State, machine_id: &str, target: &str) -> Result<usize, Response> {
+        let machine_id = percent_decode(machine_id);
+        if !is_machine_id(&machine_id) {
+            return Err(api_error(
+                400,
+                "InvalidInput",
+                &format!("Invalid machine id {machine_id:?}: expected 40 hexadecimal characters"),
+                target,
+            ));
+        }
+        match state.machine_index.get(&machine_id.to_ascii_lowercase()) {
+            Some(&m) => Ok(m),
+            None => Err(api_error(
+                404,
+                "ResourceNotFound",
+                &format!("Machine {machine_id} was not found"),
+                target,
+            )),
+        }
+    }
+
+    /// `POST machines/{id}/collectInvestigationPackage`.
+    fn start_package(
+        &self,
+        state: &mut State,
+        req: &Request,
+        machine_id: &str,
+        now: Instant,
+        target: &str,
+    ) -> Response {
+        if req.method != "POST" {
+            return method_not_allowed(req, target);
+        }
+        let m = match self.machine_of(state, machine_id, target) {
+            Ok(m) => m,
+            Err(refusal) => return refusal,
+        };
+        let body: Value = match serde_json::from_slice(&req.body) {
+            Ok(v) => v,
+            Err(_) => {
+                return api_error(400, "InvalidRequestBody", "The body is not JSON", target);
+            }
+        };
+        let Some(comment) = body["Comment"].as_str() else {
+            return api_error(
+                400,
+                "MissingRequiredParameter",
+                "Comment is required",
+                target,
+            );
+        };
+        if let Some(&last) = state.last_package.get(&m)
+            && state.actions[last].terminal_at > now
+        {
+            state.stats.active_request_already_exists += 1;
+            return api_error(
+                400,
+                "ActiveRequestAlreadyExists",
+                "Action is already in progress: an investigation package is being collected on this machine",
+                target,
+            );
+        }
+        let machine = state.cfg.machines[m].clone();
+        let pending_end = now + self.real(machine.pending_for.unwrap_or(state.cfg.pending_for));
+        let collect = self.real(state.cfg.package_for);
+        let terminal_at = pending_end
+            + match machine.outcome {
+                Outcome::TimeOut => self.real(state.cfg.timeout_after),
+                Outcome::Cancelled => self.real(state.cfg.cancel_after).min(collect / 2),
+                _ => collect,
+            };
+        let id = state.next_guid();
+        let i = state.actions.len();
+        state.actions.push(Action {
+            id: id.clone(),
+            kind: PACKAGE,
+            machine: m,
+            requestor: state.cfg.requestor.clone(),
+            comment: Some(comment.to_owned()),
+            external_id: None,
+            commands: Vec::new(),
+            plan: Vec::new(),
+            created: now,
+            pending_end,
+            terminal_at,
+            final_status: machine.outcome.status(),
+            cancellation: (machine.outcome == Outcome::Cancelled).then(|| {
+                (
+                    "analyst@contoso.test".to_owned(),
+                    "Cancelled by an analyst (simulated scenario)".to_owned(),
+                )
+            }),
+            api: true,
+        });
+        state.action_index.insert(id, i);
+        state.last_package.insert(m, i);
+        state.stats.package_starts += 1;
+        Response::json(201, &self.view(state, i, now))
+    }
+
+    /// `GET machineactions/{id}/GetPackageUri`.
+    fn package_link(
+        &self,
+        state: &mut State,
+        req: &Request,
+        id: &str,
+        now: Instant,
+        target: &str,
+    ) -> Response {
+        if req.method != "GET" {
+            return method_not_allowed(req, target);
+        }
+        let Some(&i) = state.action_index.get(&percent_decode(id)) else {
+            return api_error(
+                404,
+                "ResourceNotFound",
+                &format!("Machine action {id} was not found"),
+                target,
+            );
+        };
+        let a = &state.actions[i];
+        if a.kind != PACKAGE {
+            return api_error(
+                400,
+                "BadRequest",
+                &format!("Machine action {id} is not an investigation package collection"),
+                target,
+            );
+        }
+        let status = status_at(a, now);
+        if status != "Succeeded" {
+            return api_error(
+                400,
+                "BadRequest",
+                &format!("The investigation package is not available: the action is {status}"),
+                target,
+            );
+        }
+        let path = format!(
+            "/blob/packages/{}/{}.zip",
+            state.cfg.machines[a.machine].id, a.id
+        );
+        let url = self.sign(state, req, i, None, path, now);
+        Response::json(
+            200,
+            &json!({"@odata.context": format!("{}/api/$metadata#Edm.String", self.base_url(req)), "value": url}),
+        )
+    }
+
+    /// A fresh SAS link to `path` (the result of command `index` of action `action`, or
+    /// its package), valid for [`SimConfig::link_ttl`] from `now`.
+    fn sign(
+        &self,
+        state: &mut State,
+        req: &Request,
+        action: usize,
+        index: Option<usize>,
+        path: String,
+        now: Instant,
+    ) -> String {
         state.counter += 1;
         let sig = util::base64(&util::noise(
             util::mix(state.cfg.seed ^ 0x5349_4753 ^ state.counter),
@@ -1842,16 +2135,13 @@ impl Shared {
         state.links.insert(
             sig,
             Link {
-                action: i,
+                action,
                 index,
                 path,
                 expires,
             },
         );
-        Response::json(
-            200,
-            &json!({"@odata.context": format!("{}/api/$metadata#Edm.String", self.base_url(req)), "value": url}),
-        )
+        url
     }
 
     fn machine_json(&self, m: &SimMachine, n: usize) -> Value {
@@ -2144,7 +2434,10 @@ impl Shared {
             }
             let a = &state.actions[link.action];
             let m = state.cfg.machines[a.machine].clone();
-            let spec = a.commands[link.index].clone();
+            let Some(index) = link.index else {
+                return self.ranged(req, m.package(), None);
+            };
+            let spec = a.commands[index].clone();
             match spec.kind {
                 "GetFile" => {
                     let path = spec.param("Path").unwrap_or_default().to_owned();
@@ -2170,6 +2463,11 @@ impl Shared {
             Content::Gzip(raw) => util::gzip(&raw),
             Content::Plain(b) => b,
         };
+        self.ranged(req, bytes, disposition)
+    }
+
+    /// The result host's reply of `bytes`: all of them, or the range asked for.
+    fn ranged(&self, req: &Request, bytes: Vec<u8>, disposition: Option<String>) -> Response {
         let total = bytes.len();
         let mut response = Response::new(200, "application/octet-stream", Vec::new())
             .header("Accept-Ranges", "bytes")

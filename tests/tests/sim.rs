@@ -1370,3 +1370,103 @@ fn a_thousand_machines_with_many_client_threads() {
     assert_eq!(stats.max_starts_per_machine(), 1);
     assert!(makespan >= bound.mul_f64(0.99));
 }
+
+// ---------------------------------------------------------------------------------------
+// Investigation packages (SPEC A7)
+
+/// A collection is an action with no commands; a second one on the same machine is
+/// refused while the first runs (a live response session is not); its link is refused
+/// until it has succeeded, then serves a zip that Python's zipfile reads; the link call
+/// has its own quota of 2 a minute (the API's allow far more).
+#[test]
+fn investigation_packages_have_a_link_quota_of_their_own() {
+    let machines = SimMachine::many(2);
+    let api = Api::start(SimConfig {
+        machines: machines.clone(),
+        // Long enough windows for a loaded machine: 2 links in 6 s real.
+        package_links_per_minute: Quota::new(2, Duration::from_secs(600)),
+        ..fast()
+    });
+    let collect = |m: &str| {
+        api.post(
+            &format!("/api/machines/{m}/collectInvestigationPackage"),
+            &json!({"Comment": "case 42"}),
+        )
+    };
+    let r = collect(&machines[0].id);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let action = r.json();
+    assert_eq!(action["type"], "CollectInvestigationPackage");
+    assert_eq!(action["requestorComment"], "case 42");
+    assert_eq!(action["commands"], json!([]));
+    let id = action["id"].as_str().expect("an id").to_owned();
+    let again = collect(&machines[0].id);
+    assert_eq!(
+        again.code(),
+        "ActiveRequestAlreadyExists",
+        "{}",
+        again.text()
+    );
+    api.started(&machines[0].id, run_script("x.ps1"));
+    let no_comment = api.post(
+        &format!(
+            "/api/machines/{}/collectInvestigationPackage",
+            machines[1].id
+        ),
+        &json!({}),
+    );
+    assert_eq!(no_comment.code(), "MissingRequiredParameter");
+
+    let link = |id: &str| api.get(&format!("/api/machineactions/{id}/GetPackageUri"));
+    let early = link(&id);
+    assert_eq!((early.status, early.code()), (400, "BadRequest".to_owned()));
+    let done = api.wait_terminal(&id, Duration::from_secs(10));
+    assert_eq!(done["status"], "Succeeded");
+    // The early call counted: one more fits in the window, then 429.
+    let r = link(&id);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let url = r.json()["value"].as_str().expect("a link").to_owned();
+    let throttled = link(&id);
+    assert_eq!(throttled.status, 429, "{}", throttled.text());
+    assert_eq!(
+        throttled.header("x-sim-quota"),
+        Some("PackageLinksPerMinute")
+    );
+    // Other API calls are not limited by it.
+    assert_eq!(api.get("/api/machineactions").status, 200);
+
+    let blob = send("GET", &url, &[], b"");
+    assert_eq!(blob.status, 200);
+    assert_eq!(blob.header("content-disposition"), None);
+    assert_eq!(blob.body, machines[0].package());
+    let dir = std::env::temp_dir().join(format!("mdlr-sim-zip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch dir");
+    let zip = dir.join("package.zip");
+    std::fs::write(&zip, &blob.body).expect("write the zip");
+    let check = std::process::Command::new("python3")
+        .args(["-c", "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; print(*z.namelist(), sep='\\n')"])
+        .arg(&zip)
+        .output()
+        .expect("python3 runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout),
+        "README.txt\nProcesses/processes.csv\nPrefetch files/prefetch.bin\n"
+    );
+    let stats = api.sim.stats();
+    assert_eq!(stats.package_starts, 1);
+    assert_eq!(stats.starts, 1, "the session was not refused");
+    assert_eq!(
+        stats.throttled_by.get(&QuotaKind::PackageLinksPerMinute),
+        Some(&1)
+    );
+    assert_eq!(
+        stats.busiest_window.get(&QuotaKind::PackageLinksPerMinute),
+        Some(&2)
+    );
+}
