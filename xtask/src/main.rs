@@ -31,12 +31,15 @@ Tasks:
                       run the release mdlr binary on N simulated machines and set its
                       makespan against the quota bound; writes BENCHMARKS.md (not with
                       --mdlr, which benchmarks another build; default scale: per N)
-  bench [--quick] [--reps N] [--no-write] [--mdlr PATH] [--baseline PATH]
-        [--only gzip,raw,small,startup]
-                      the dist binary against curl on loopback: download speed, memory
-                      and CPU (64 MiB to 1 GiB; --quick: to 256 MiB), a small RunScript
-                      result against curl + jq, start-up, size; writes BENCHMARKS.md
-                      (not with --mdlr, another build, --baseline, a second build run
+  bench [--quick] [--rounds N] [--no-write] [--mdlr PATH] [--baseline PATH]
+        [--only md5,getfile,capped,sizes,small,startup]
+                      the dist binary's `mdlr fetch` against curl, curl | gzip -dc and
+                      aria2c on loopback, in interleaved rounds judged at mdlr's upper
+                      quartile, on the disk and on tmpfs: raw 512 MiB with Content-MD5,
+                      un-gzipped GetFile, a link capped per connection (--connections
+                      when the binary has it; installs aria2 as root), memory from
+                      64 MiB to 1 GiB, start-up, size; writes BENCHMARKS.md (not with
+                      --quick, --mdlr, another build, --baseline, a second build run
                       beside it for before/after figures, or --only)
   fuzz [--seconds N] [--target NAME]... [--no-write]
                       run every cargo-fuzz target of fuzz/ for N seconds (default
