@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_batch;
+mod bench_inflate;
 mod demo;
 mod dist;
 mod fixtures;
@@ -41,6 +42,12 @@ Tasks:
                       64 MiB to 1 GiB, start-up, size; writes BENCHMARKS.md (not with
                       --quick, --mdlr, another build, --baseline, a second build run
                       beside it for before/after figures, or --only)
+  bench-inflate [--rounds N] [--no-write]
+                      flate2's zlib-rs backend against miniz_oxide: inflate speed of a
+                      256 MiB GetFile-like payload (a probe built twice under target/)
+                      and the size of the dist binary built from a copy of the tree
+                      with zlib-rs; says whether it passes issue 11's rule (≥ 1.5×,
+                      ≤ 3.5 MiB) and writes BENCHMARKS.md; changes nothing else
   fuzz [--seconds N] [--target NAME]... [--no-write]
                       run every cargo-fuzz target of fuzz/ for N seconds (default
                       60), installing cargo-fuzz if missing; prints executions and
@@ -63,6 +70,7 @@ fn main() -> ExitCode {
         ["dist", rest @ ..] => dist::run(&root(), rest),
         ["bench", rest @ ..] => bench::run(&root(), rest),
         ["bench-batch", rest @ ..] => bench_batch::run(&root(), rest),
+        ["bench-inflate", rest @ ..] => bench_inflate::run(&root(), rest),
         ["fuzz", rest @ ..] => fuzz::run(&root(), rest),
         _ => {
             eprint!(
