@@ -387,13 +387,24 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
     let mut machine = Machine::detect(root, &places, &env.tools, dropped, &bin_sha);
     machine.load = format!("{} before, {} after", load_before, load_average());
     let verdicts = run.verdicts();
-    let repeat = Repeat::check(root, &bin_sha, &verdicts);
+    // Verdicts compare only between runs of the same binary with the same sizes and
+    // round counts.
+    let method = format!(
+        "{}-{}-{}-{}",
+        if options.quick { "quick" } else { "full" },
+        plan.big_rounds,
+        plan.capped_rounds,
+        plan.sizes_rounds
+    );
+    let repeat = Repeat::check(root, &format!("{bin_sha} {method}"), &verdicts);
     let goals = goals_table(&verdicts);
     let tables = run.tables(&places);
     println!();
     print!("{goals}");
     println!();
     println!("{}", repeat.line());
+    println!();
+    print!("{}", repeat.table());
     println!();
     print!("{tables}");
     println!();
@@ -1445,6 +1456,9 @@ struct Row {
     measured: String,
     /// `None`: no goal, or not measurable.
     met: Option<bool>,
+    /// The figure the verdict is taken on, short (`2.08×`, `4.0 MiB`), for the repeat
+    /// check.
+    value: String,
 }
 
 impl Run {
@@ -1478,6 +1492,7 @@ impl Run {
                     v.judged, m.wall.p75, o.wall.median, v.at_medians, v.best
                 ),
                 met: Some(v.met),
+                value: format!("{:.2}×", v.judged),
             })
         };
         for place in [Where::Disk, Where::Tmpfs] {
@@ -1526,6 +1541,7 @@ impl Run {
                     .collect::<Vec<_>>()
                     .join(", "),
                 met: Some(worst <= GOAL_RSS_MIB && worst - least <= FLAT_MIB),
+                value: format!("{least:.1}–{worst:.1} MiB"),
             });
         }
         rows.push(Row {
@@ -1537,6 +1553,7 @@ impl Run {
             ),
             measured: format!("{} bytes ({})", self.size, crate::dist::mib(self.size)),
             met: Some(self.size <= crate::dist::SIZE_LIMIT),
+            value: format!("{} bytes", self.size),
         });
         if let Some(s) = &self.startup {
             rows.push(Row {
@@ -1556,6 +1573,7 @@ impl Run {
                     s.rss_kib as f64 / 1024.0
                 ),
                 met: None,
+                value: String::new(),
             });
         }
         if let Some(s) = &self.small {
@@ -1577,6 +1595,7 @@ impl Run {
                     s.mdlr.n
                 ),
                 met: None,
+                value: String::new(),
             });
         }
         rows
@@ -1620,6 +1639,7 @@ impl Run {
                     _ => none.to_owned(),
                 },
                 met: None,
+                value: String::new(),
             })
             .collect();
         }
@@ -1634,6 +1654,7 @@ impl Run {
                 goal: GOAL_CAPPED_ARIA2.describe(),
                 measured: "not measured: no aria2c (see above)".to_owned(),
                 met: None,
+                value: String::new(),
             });
         }
         rows.push(Row {
@@ -1647,6 +1668,7 @@ impl Run {
             ),
             // A difference stops the bench before this.
             met: Some(true),
+            value: format!("{} equal", c.hashed),
         });
         let rss = c.mdlr().and_then(|(_, m)| m.max_rss_kib);
         rows.push(Row {
@@ -1657,6 +1679,7 @@ impl Run {
                 format!("{:.1} MiB", k as f64 / 1024.0)
             }),
             met: rss.map(|k| k as f64 / 1024.0 <= GOAL_RSS_MIB),
+            value: rss.map_or(String::new(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
         });
         rows
     }
@@ -1729,62 +1752,100 @@ fn goals_table(rows: &[Row]) -> String {
 
 /// The verdicts of the previous run of the same binary, against this run's.
 struct Repeat {
-    /// `(when, agreeing, compared, the ids that differ)`; `None`: no earlier run of this
-    /// binary to compare with.
-    against: Option<(String, usize, usize, Vec<String>)>,
+    /// When the previous run was (`DATE at COMMIT`); `None`: no earlier run of this
+    /// binary and method to compare with.
+    when: Option<String>,
+    /// `(id, previous verdict and figure, this run's)` of every goal judged in both.
+    pairs: Vec<(String, String, String)>,
+    /// The ids whose verdicts differ.
+    differ: Vec<String>,
 }
 
 impl Repeat {
-    /// Compares with `target/bench-verdicts.txt` and writes this run's there.
-    fn check(root: &Path, bin_sha: &str, rows: &[Row]) -> Repeat {
+    /// Compares with `target/bench-verdicts.txt` when it holds a run of the same `key`
+    /// (binary and method), and writes this run's there.
+    fn check(root: &Path, key: &str, rows: &[Row]) -> Repeat {
         let path = root.join("target").join("bench-verdicts.txt");
-        let now = crate::utc_date(SystemTime::now());
         let previous = std::fs::read_to_string(&path).unwrap_or_default();
-        let mut lines = previous.lines();
-        let header = lines.next().unwrap_or_default();
-        let against = header.strip_prefix(&format!("{bin_sha} ")).map(|when| {
-            let old: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once('\t')).collect();
-            let mut compared = 0;
-            let mut differ = Vec::new();
-            for r in rows {
-                let Some(met) = r.met else { continue };
-                let Some((_, was)) = old.iter().find(|(id, _)| *id == r.id) else {
-                    continue;
-                };
-                compared += 1;
-                if *was != verdict_word(met) {
-                    differ.push(r.id.clone());
-                }
-            }
-            (when.to_owned(), compared - differ.len(), compared, differ)
-        });
-        let mut text = format!("{bin_sha} {now} at {}\n", crate::commit_description(root));
+        let mut repeat = Repeat::compare(&previous, key, rows);
+        let now = crate::utc_date(SystemTime::now());
+        let mut text = format!("{key} {now} at {}\n", crate::commit_description(root));
         for r in rows {
             if let Some(met) = r.met {
-                text.push_str(&format!("{}\t{}\n", r.id, verdict_word(met)));
+                text.push_str(&format!("{}\t{}\t{}\n", r.id, verdict_word(met), r.value));
             }
         }
-        let _ = std::fs::write(&path, text);
-        Repeat { against }
+        if std::fs::write(&path, text).is_err() {
+            repeat.when = None;
+        }
+        repeat
+    }
+
+    fn compare(previous: &str, key: &str, rows: &[Row]) -> Repeat {
+        let mut lines = previous.lines();
+        let header = lines.next().unwrap_or_default();
+        let Some(when) = header.strip_prefix(&format!("{key} ")) else {
+            return Repeat {
+                when: None,
+                pairs: Vec::new(),
+                differ: Vec::new(),
+            };
+        };
+        let old: Vec<Vec<&str>> = lines.map(|l| l.split('\t').collect()).collect();
+        let mut pairs = Vec::new();
+        let mut differ = Vec::new();
+        for r in rows {
+            let Some(met) = r.met else { continue };
+            let Some(was) = old.iter().find(|f| f.first() == Some(&r.id.as_str())) else {
+                continue;
+            };
+            let was_word = was.get(1).copied().unwrap_or_default();
+            if was_word != verdict_word(met) {
+                differ.push(r.id.clone());
+            }
+            pairs.push((
+                r.id.clone(),
+                format!("{was_word}, {}", was.get(2).copied().unwrap_or_default()),
+                format!("{}, {}", verdict_word(met), r.value),
+            ));
+        }
+        Repeat {
+            when: Some(when.to_owned()),
+            pairs,
+            differ,
+        }
     }
 
     fn line(&self) -> String {
-        match &self.against {
-            None => "Repeat check: no earlier run of this binary to compare the verdicts with \
-                     (run the bench again to check them)."
+        let compared = self.pairs.len();
+        match &self.when {
+            None => "Repeat check: no earlier run of this binary with these rounds to compare \
+                     the verdicts with (run the bench again to check them)."
                 .to_owned(),
-            Some((when, agree, compared, differ)) if differ.is_empty() => format!(
-                "Repeat check: all {agree} of {compared} verdicts are the same as in the \
-                 previous run of this binary ({when})."
+            Some(when) if self.differ.is_empty() => format!(
+                "Repeat check: all {compared} verdicts are the same as in the previous run of \
+                 this binary with these rounds ({when})."
             ),
-            Some((when, agree, compared, differ)) => format!(
+            Some(when) => format!(
                 "Repeat check: **{} of {compared} verdicts differ** from the previous run of \
-                 this binary ({when}): {}; {agree} agree. Those goals sit within the noise: \
-                 more rounds (`--rounds`) or a quieter machine.",
-                differ.len(),
-                differ.join(", ")
+                 this binary ({when}): {}. Those goals sit within the noise: more rounds \
+                 (`--rounds`) or a quieter machine.",
+                self.differ.len(),
+                self.differ.join(", ")
             ),
         }
+    }
+
+    /// The two runs' verdicts side by side.
+    fn table(&self) -> String {
+        if self.pairs.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from("| goal | previous run | this run |\n|---|---|---|\n");
+        for (id, was, now) in &self.pairs {
+            out.push_str(&format!("| `{id}` | {was} | {now} |\n"));
+        }
+        out
     }
 }
 
@@ -1971,7 +2032,10 @@ fn section(
          {HISTORY}\n\
          {END_MARK}\n",
         machine.line(),
-        repeat.line(),
+        match repeat.table().is_empty() {
+            true => repeat.line(),
+            false => format!("{}\n\n{}", repeat.line(), repeat.table().trim_end()),
+        },
         plan.warmup,
         plan.big_rounds,
         human(plan.big),
@@ -2062,6 +2126,41 @@ mod tests {
         let mut noise = Vec::new();
         assert!(write_noise(&mut noise, 3 * 1024 * 1024 + 5).is_ok());
         assert_eq!(noise.len(), 3 * 1024 * 1024 + 5);
+    }
+
+    #[test]
+    fn repeats() {
+        let row = |id: &str, met, value: &str| Row {
+            id: id.to_owned(),
+            figure: String::new(),
+            goal: String::new(),
+            measured: String::new(),
+            met,
+            value: value.to_owned(),
+        };
+        let previous = "abc full-9 2026-12-04 at x\na\tmet\t0.90×\nb\tmissed\t2.00×\n";
+        let rows = [
+            row("a", Some(true), "0.95×"),
+            row("b", Some(true), "0.99×"),
+            row("c", None, ""),
+        ];
+        let r = Repeat::compare(previous, "abc full-9", &rows);
+        assert_eq!(r.when.as_deref(), Some("2026-12-04 at x"));
+        assert_eq!(r.differ, ["b"]);
+        assert_eq!(r.pairs.len(), 2);
+        assert!(r.line().contains("1 of 2 verdicts differ"), "{}", r.line());
+        assert!(r.table().contains("| `a` | met, 0.90× | met, 0.95× |"));
+        // Another binary or another method: nothing to compare.
+        assert!(
+            Repeat::compare(previous, "abc quick-3", &rows)
+                .when
+                .is_none()
+        );
+        assert!(
+            Repeat::compare("", "abc full-9", &rows)
+                .line()
+                .contains("no earlier run")
+        );
     }
 
     #[test]

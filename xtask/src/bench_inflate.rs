@@ -147,7 +147,7 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
 
     let adopt = gain_judged >= GAIN_NEEDED && zlib_size <= SIZE_ALLOWED;
     let rows = format!(
-        "| backend | inflate MiB/s (median) | p75 of the time → MiB/s | min–max (s) | static `mdlr` binary |\n\
+        "| backend | inflate MiB/s (median) | MiB/s at the upper-quartile time | min–max (s) | static `mdlr` binary |\n\
          |---|---:|---:|---:|---:|\n\
          | `rust_backend` (`miniz_oxide` {miniz_version}, opt-level 3): today | {:.0} | {:.0} | {:.3}–{:.3} | {} bytes ({}) |\n\
          | `zlib-rs` (`zlib-rs` {zlib_rs_version}, opt-level 3) | {:.0} | {:.0} | {:.3}–{:.3} | {} bytes ({}, {:+} bytes) |\n",
