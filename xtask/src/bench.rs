@@ -606,10 +606,9 @@ impl Places {
                 .as_ref()
                 .map_or("an unknown filesystem".to_owned(), Mount::describe)
         );
-        if let (Some(t), Some(m)) = (&self.tmpfs, &self.tmpfs_mount) {
+        if let (Some(_), Some(m)) = (&self.tmpfs, &self.tmpfs_mount) {
             text.push_str(&format!(
-                "; tmpfs: `{}/` on {}",
-                t.path().display(),
+                "; tmpfs: `/dev/shm/mdlr-bench-PID/` on {}",
                 m.describe()
             ));
         }
@@ -1943,6 +1942,25 @@ impl Machine {
         }
     }
 
+    /// A warning when other work kept the cores busy during the run.
+    fn busy(&self) -> String {
+        let loads: Vec<f64> = self
+            .load
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let cores: f64 = self.cores.parse().unwrap_or(1.0);
+        match loads.iter().copied().fold(0.0, f64::max) > cores {
+            true => format!(
+                " **The machine was busy** (load average above its {} cores): walls include \
+                 waiting for a core, CPU times do not; the verdicts hold for such a machine, \
+                 and a quiet one gives shorter walls to every client.",
+                self.cores
+            ),
+            false => String::new(),
+        }
+    }
+
     fn line(&self) -> String {
         format!(
             "Measured {} at {} (binary SHA-256 {}…) on {} core(s) (load average {}), {}, {}, \
@@ -1975,9 +1993,12 @@ fn section(
         "{START_MARK}\n{SECTION_TITLE}\n\n\
          ```console\n$ {command}\n```\n\n\
          {}\n\n\
+         ### Goals\n\n\
          {goals}\n\
          {}\n\n\
+         ### Every client\n\n\
          {tables}\n\
+         ### How\n\n\
          - **Verdicts.** Each goal is judged on mdlr's *upper quartile* against the other \
          client's *median* (for \"≥ N× curl\": curl's median ÷ mdlr's upper quartile): mdlr \
          must meet it in three rounds of four against the other's typical round, so noise in \
@@ -2031,7 +2052,7 @@ fn section(
          this measures process start-ups, not downloading: it is shown, not judged.\n\n\
          {HISTORY}\n\
          {END_MARK}\n",
-        machine.line(),
+        machine.line() + &machine.busy(),
         match repeat.table().is_empty() {
             true => repeat.line(),
             false => format!("{}\n\n{}", repeat.line(), repeat.table().trim_end()),
