@@ -223,7 +223,16 @@ fn parse(args: &[&str]) -> Result<Options, String> {
 
 /// Runs the benchmark; `args` are what follows `bench` on the command line.
 pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
-    let options = parse(args)?;
+    let mut options = parse(args)?;
+    // The clients run in their output directories: a relative path would not be found.
+    for path in [&mut options.mdlr, &mut options.baseline]
+        .into_iter()
+        .flatten()
+    {
+        *path = path
+            .canonicalize()
+            .map_err(|e| format!("cannot find {}: {e}", path.display()))?;
+    }
     let plan = Plan::new(options.quick, options.rounds);
     let command = std::iter::once("cargo xtask bench")
         .chain(args.iter().copied().filter(|a| *a != "--write"))
