@@ -1,110 +1,160 @@
-//! `cargo xtask bench`: the dist binary (`cargo xtask dist`) against `curl` (and `jq`,
-//! `gzip`) on loopback, each figure measured against its reference in the same run,
-//! interleaved, as the median of several repetitions (issue 6).
+//! `cargo xtask bench`: the dist binary (`cargo xtask dist`) against `curl`, `gzip` and
+//! `aria2c` on loopback (issue 11), with figures that cannot flatter it:
 //!
-//! - A std-only HTTP server in this process stands in for the Defender API and the result
-//!   host. Results are files under `target/bench-data/` (generated once); the blob being
-//!   measured is held in memory and sent with one `write` per reply (std's `io::copy`
-//!   does not `sendfile` to a socket), so the server carries more than either client
-//!   takes, and every client gets the same bytes and the same headers.
-//! - `mdlr result` runs the real flow: `GET /api/machineactions/{id}`, the result link,
-//!   the blob. `curl` fetches the link only (as `curl -o "$(mdlr link ... --reveal)"`).
-//! - Wall time is measured here; CPU time and peak resident memory come from the
-//!   `wait4` rusage that GNU `time` reports (`/usr/bin/time -f '%U %S %M'`).
-//! - Downloads are written to `/dev/shm` (memory), so that the figures are the clients'
-//!   and not the disk's; mdlr's `fsync` of what it wrote is inside its time.
+//! - Every comparison runs its clients in interleaved rounds (mdlr, curl, [aria2c],
+//!   then the next round starting one further on), after a warm-up round that is not
+//!   counted. Each client's walls are summarised by median, upper quartile and range.
+//! - A goal is judged on mdlr's upper quartile against the other client's median (see
+//!   `stats`): it is not won by mdlr's best round. Verdicts are kept in
+//!   `target/bench-verdicts.txt`, and a rerun of the same binary says whether every
+//!   verdict came out the same.
+//! - Downloads are written to the disk `-o` would write to (a directory under
+//!   `target/`, on the working tree's filesystem), and again to tmpfs as a second row.
+//!   Each round's file is fresh: the output directory is emptied and `sync` run before
+//!   the clock starts, so what one client left dirty is not written back in another's
+//!   time. mdlr's `fsync` is inside its time; curl and aria2c never sync.
+//! - The result host is the std-only stand-in of `bench::host`, in this process, with
+//!   the blobs in memory; the capped link is the same host pausing on every connection.
+
+mod host;
+mod measure;
+pub(crate) mod stats;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use host::{Blob, Host, Shape};
 use mdlr_tests::util::mix;
+use measure::Mount;
+use stats::{Goal, Sample, Spread, Summary};
 
-/// What profiling found and fixed, with the figures measured when each fix was made
-/// (part of the section, unchanged by a rerun).
-const FIXES: &str = "\
-### What profiling fixed (figures from when each fix was made)
-
-`perf record` of the release binary with symbols (`CARGO_PROFILE_RELEASE_STRIP=false`, \
-`--mdlr` to run it here) showed where mdlr's CPU went; each fix was then measured with \
-`--baseline` (the previous build, interleaved with the new one in the same run).
-
-| fix | what the profile showed | figure | before | after |
-|---|---|---|---:|---:|
-| MD5 only when the host sends one to check (07bbc27) | `Md5::block` 42% of mdlr's CPU, for a digest then thrown away | raw 256 MiB, CPU | 1.40 s | 0.30 s |
-| flate2 `runtime_detection` back on (254868e) | `default-features = false` had dropped it: table-driven CRC-32, 11% | GetFile 256 MiB, CPU | 1.17 s | 0.96 s |
-| `miniz_oxide` at opt-level 3 (5dfb0e3) | at `z`, inflate's helpers out of line | GetFile 256 MiB, CPU | 1.01 s | 0.90 s |
-| MD5 four steps per turn, constant shifts (6108c68) | one step per turn ran ~240 MB/s | raw 256 MiB with `Content-MD5`, CPU | 1.36 s | 0.91 s |
-| all four, against the build before them (bbdd878), 5 rounds | | raw 1 GiB: wall, CPU | 6.31 s, 6.19 s | 1.34 s, 1.17 s |
-| | | GetFile 1 GiB: wall, CPU | 4.89 s, 4.75 s | 3.23 s, 3.10 s |
-| | | raw 1 GiB with `Content-MD5`: wall, CPU | 5.55 s, 5.39 s | 3.71 s, 3.56 s |
-| reads of 512 KiB, ureq's input buffer and mdlr's (68724c8), 7 rounds | 128 KiB reads from the socket | raw 1 GiB: wall, CPU | 1.22 s, 1.17 s | 1.06 s, 0.97 s |
-| | | raw 256 MiB: wall, CPU | 0.29 s, 0.26 s | 0.23 s, 0.20 s |
-
-The binary stayed under 3 MiB throughout these (3 121 168 bytes before, 3 120 272 \
-after). Issue 5's sign-in methods, proxies and completions then took it to 3 403 216 \
-bytes; it came back to 3 088 048 with a TLS provider of AES-GCM and P-256/P-384 only \
-(-134 KiB: no ChaCha20, X25519, Ed25519), the Mozilla roots kept as trust anchors \
-(-57 KiB against whole certificates), and a non-PIE static link (-121 KiB of \
-relocations). The 512 KiB reads cost 1 MiB of peak memory (3.4 -> 4.5 MiB) and about \
-3 ms on the small RunScript result (page faults of the larger buffers). \
-Tried and left out: `flate2` at opt-level 3 (no faster), `-C force-unwind-tables=no` \
-(no smaller). The stand-in server's first version was a bottleneck of its own (std's \
-`io::copy` does not `sendfile` to a socket: 8 KiB copies capped `curl -o /dev/null` at \
-~430 MiB/s); it now sends the blob from memory in one `write`. What is left in the \
-GetFile profile is `miniz_oxide`'s `decompress_fast` and the copy out of its 32 KiB \
-window; a faster inflater (the `zlib-rs` backend of flate2) was not tried: it would \
-bring unsafe code into the download path and the binary is 57 KiB under its limit.
-
-";
+/// Figures of earlier runs, dated, kept in the section below this run's.
+const HISTORY: &str = include_str!("bench/history.md");
 
 const START_MARK: &str = "<!-- bench:start -->";
 const END_MARK: &str = "<!-- bench:end -->";
-const SECTION_TITLE: &str = "## Downloads and start-up: mdlr against curl";
+const SECTION_TITLE: &str = "## Downloads and start-up: mdlr against curl and aria2c";
 
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--reps N] [--no-write] [--mdlr PATH] \
-                     [--baseline PATH] [--only gzip,raw,small,startup]";
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--rounds N] [--no-write] [--mdlr PATH] \
+                     [--baseline PATH] [--only md5,getfile,capped,sizes,small,startup]";
 /// The parts `--only` can pick.
-const PARTS: [&str; 4] = ["gzip", "raw", "small", "startup"];
+const PARTS: [&str; 6] = ["md5", "getfile", "capped", "sizes", "small", "startup"];
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
-/// The sizes of the memory figure; the largest is the throughput case.
-const SIZES: [u64; 3] = [64 * MIB, 256 * MIB, GIB];
-const QUICK_SIZES: [u64; 2] = [64 * MIB, 256 * MIB];
 
-/// The bearer token the stand-in API takes. Not a secret.
-const TOKEN: &str = "bench-token-0d5c";
-const CURL: &str = "/usr/bin/curl";
-const JQ: &str = "/usr/bin/jq";
-const TIME: &str = "/usr/bin/time";
 /// Bumped when the generated data changes, so that stale caches are not used.
 const DATA_VERSION: u32 = 1;
-/// The longest any one client run may take.
-const RUN_LIMIT: Duration = Duration::from_secs(300);
 
-/// Goals of issue 6.
-const GOAL_SPEED: f64 = 1.0;
+/// Goals of issue 11.
+const GOAL_MD5: Goal = Goal::AtMost(1.0);
+const GOAL_GETFILE: Goal = Goal::AtMost(0.6);
+const GOAL_CAPPED_CURL: Goal = Goal::FasterBy(3.0);
+const GOAL_CAPPED_ARIA2: Goal = Goal::AtMost(1.1);
 const GOAL_RSS_MIB: f64 = 8.0;
-const GOAL_SMALL: f64 = 1.1;
+/// "Flat": the peaks over sizes differ by at most this much.
+const FLAT_MIB: f64 = 1.0;
+/// Connections `mdlr fetch --connections` and `aria2c -x -s` use on the capped link.
+const CONNECTIONS: u32 = 4;
+
+/// The capped link: ~8 MiB/s on each connection, 20 ms before each reply's head.
+const CAPPED: Shape = Shape {
+    chunk: 64 * 1024,
+    pause: Duration::from_millis(8),
+    latency: Duration::from_millis(20),
+};
+
+/// Sizes and round counts of a run.
+struct Plan {
+    /// Raw with `Content-MD5` (a) and un-gzipped GetFile (b).
+    big: u64,
+    big_rounds: usize,
+    capped: u64,
+    capped_rounds: usize,
+    sizes: Vec<u64>,
+    sizes_rounds: usize,
+    small_rounds: usize,
+    startup_rounds: usize,
+    /// Rounds run first and not counted: caches, the host's first connections.
+    warmup: usize,
+}
+
+impl Plan {
+    fn new(quick: bool, rounds: Option<usize>) -> Plan {
+        let mut plan = match quick {
+            false => Plan {
+                big: 512 * MIB,
+                // 9 rounds: the median is the 5th round and the upper quartile the 7th,
+                // exactly; two runs agreed on every verdict with it (BENCHMARKS.md).
+                big_rounds: 9,
+                capped: 64 * MIB,
+                // The capped link is paced by the host's sleeps: its rounds vary little.
+                capped_rounds: 5,
+                sizes: vec![64 * MIB, 256 * MIB, GIB],
+                sizes_rounds: 5,
+                small_rounds: 61,
+                startup_rounds: 101,
+                warmup: 1,
+            },
+            true => Plan {
+                big: 128 * MIB,
+                big_rounds: 3,
+                capped: 16 * MIB,
+                capped_rounds: 3,
+                sizes: vec![64 * MIB, 256 * MIB],
+                sizes_rounds: 3,
+                small_rounds: 21,
+                startup_rounds: 41,
+                warmup: 1,
+            },
+        };
+        if let Some(n) = rounds {
+            plan.big_rounds = n;
+            plan.capped_rounds = n;
+            plan.sizes_rounds = n;
+        }
+        plan
+    }
+
+    /// Every size of noise (raw) and of log text (GetFile) the run needs.
+    fn data_sizes(&self, options: &Options) -> (Vec<u64>, Vec<u64>) {
+        let mut noise = Vec::new();
+        let mut text = Vec::new();
+        if options.runs("md5") {
+            noise.push(self.big);
+        }
+        if options.runs("capped") {
+            noise.push(self.capped);
+        }
+        if options.runs("getfile") {
+            text.push(self.big);
+        }
+        if options.runs("sizes") {
+            noise.extend(&self.sizes);
+            text.extend(&self.sizes);
+        }
+        for v in [&mut noise, &mut text] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        (noise, text)
+    }
+}
 
 struct Options {
     quick: bool,
-    /// Repetitions of the largest downloads (the smaller ones get as many; the small
-    /// RunScript result and the start-up ten and twenty times more).
-    reps: usize,
+    rounds: Option<usize>,
     write: bool,
     /// Benchmark this binary instead of the dist one (never written to BENCHMARKS.md).
     mdlr: Option<PathBuf>,
     /// `--only`: the parts to run (never written to BENCHMARKS.md unless all of them).
     only: Vec<String>,
-    /// `--baseline PATH`: another mdlr binary, run interleaved with the first on every
-    /// download, for before/after figures of a change (never written).
+    /// `--baseline PATH`: another mdlr binary, run interleaved with the first wherever
+    /// mdlr downloads, for before/after figures of a change (never written).
     baseline: Option<PathBuf>,
 }
 
@@ -117,7 +167,7 @@ impl Options {
 fn parse(args: &[&str]) -> Result<Options, String> {
     let mut options = Options {
         quick: false,
-        reps: 0,
+        rounds: None,
         write: true,
         mdlr: None,
         only: PARTS.iter().map(|p| (*p).to_owned()).collect(),
@@ -142,13 +192,16 @@ fn parse(args: &[&str]) -> Result<Options, String> {
             "--quick" if inline.is_none() => options.quick = true,
             "--no-write" if inline.is_none() => options.write = false,
             "--write" if inline.is_none() => options.write = true,
-            "--reps" => {
+            "--rounds" => {
                 let v = value()?;
-                options.reps = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=100).contains(n))
-                    .ok_or_else(|| format!("--reps: {v:?} is not a number in 1..=100\n{USAGE}"))?;
+                options.rounds = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| (1..=100).contains(n))
+                        .ok_or_else(|| {
+                            format!("--rounds: {v:?} is not a number in 1..=100\n{USAGE}")
+                        })?,
+                );
             }
             "--mdlr" => options.mdlr = Some(PathBuf::from(value()?)),
             "--baseline" => options.baseline = Some(PathBuf::from(value()?)),
@@ -165,20 +218,26 @@ fn parse(args: &[&str]) -> Result<Options, String> {
             _ => return Err(format!("unknown option {arg}\n{USAGE}")),
         }
     }
-    if options.reps == 0 {
-        options.reps = if options.quick { 3 } else { 7 };
-    }
     Ok(options)
 }
 
 /// Runs the benchmark; `args` are what follows `bench` on the command line.
 pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
-    let options = parse(args)?;
+    let mut options = parse(args)?;
+    // The clients run in their output directories: a relative path would not be found.
+    for path in [&mut options.mdlr, &mut options.baseline]
+        .into_iter()
+        .flatten()
+    {
+        *path = path
+            .canonicalize()
+            .map_err(|e| format!("cannot find {}: {e}", path.display()))?;
+    }
+    let plan = Plan::new(options.quick, options.rounds);
     let command = std::iter::once("cargo xtask bench")
         .chain(args.iter().copied().filter(|a| *a != "--write"))
         .collect::<Vec<_>>()
         .join(" ");
-    let tools = Tools::find()?;
     let (bin, size) = match &options.mdlr {
         Some(path) => {
             let size = std::fs::metadata(path)
@@ -193,78 +252,226 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
             (dist.binary, dist.size)
         }
     };
-    let sizes: &[u64] = if options.quick { &QUICK_SIZES } else { &SIZES };
-    let data = Data::prepare(&root.join("target").join("bench-data"), sizes)?;
-    let scratch = Scratch::new()?;
-    let world = Arc::new(World::new(&data));
-    let server = BenchServer::start(Arc::clone(&world))?;
-    let env = ClientEnv {
+    let bin_sha = measure::sha256_file(&bin)?;
+    let connections = has_connections(&bin)?;
+    let tools = Tools::find(options.runs("capped"))?;
+    let places = Places::new(root)?;
+    println!("bench: downloads go to {}", places.describe());
+    let dropped = measure::can_drop_caches();
+    let load_before = load_average();
+
+    let (noise, text) = plan.data_sizes(&options);
+    let data = Data::prepare(&root.join("target").join("bench-data"), &noise, &text)?;
+    let small = SmallResult::new();
+    let host = Host::start(small.transcript.clone())?;
+    let env = Env {
         mdlr: bin.clone(),
         baseline: options.baseline.clone(),
-        api: server.url(),
-        out: scratch.path().join("out"),
+        api: host.url(),
         tools,
+        report: places.disk.join(".time"),
+        scratch: places.disk.join("scratch"),
     };
-    std::fs::create_dir_all(&env.out)
-        .map_err(|e| format!("cannot create {}: {e}", env.out.display()))?;
-    env.sanity(&world)?;
+    std::fs::create_dir_all(&env.scratch)
+        .map_err(|e| format!("cannot create {}: {e}", env.scratch.display()))?;
 
-    let mut figures = Figures {
+    let mut run = Run {
         size,
-        ..Figures::default()
+        connections,
+        ..Run::default()
     };
-    let largest = *sizes.last().unwrap_or(&GIB);
-    for &s in sizes {
-        let reps = options.reps;
-        for (part, gzip) in [("gzip", true), ("raw", false)] {
-            if options.runs(part) {
-                println!("{part} {}: {reps} rounds ...", human(s));
-                figures
-                    .downloads
-                    .push(env.bench_download(&world, s, gzip, reps, s == largest)?);
+    let both = [Where::Disk, Where::Tmpfs];
+    if options.runs("md5") {
+        let source = data.noise(plan.big)?;
+        for place in both.iter().filter(|p| places.has(**p)) {
+            let case = CaseSpec {
+                id: "md5",
+                title: format!("raw {}, the host sends `Content-MD5`", human(plan.big)),
+                place: *place,
+                tools: env.with_baseline(vec![Tool::mdlr_raw(None), Tool::CurlO]),
+                rounds: plan.big_rounds,
+                warmup: plan.warmup,
+                hash_every_round: false,
+            };
+            let blob = source.blob(true, None)?;
+            run.cases
+                .push(env.run_case(&host, &places, &case, blob, &source)?);
+        }
+    }
+    if options.runs("getfile") {
+        let source = data.text(plan.big)?;
+        for place in both.iter().filter(|p| places.has(**p)) {
+            let case = CaseSpec {
+                id: "getfile",
+                title: format!(
+                    "GetFile {} (gzip blob {}), un-gzipped",
+                    human(plan.big),
+                    human_exact(source.blob_len)
+                ),
+                place: *place,
+                tools: env.with_baseline(vec![Tool::mdlr_gunzip(), Tool::CurlGunzip]),
+                rounds: plan.big_rounds,
+                warmup: plan.warmup,
+                hash_every_round: false,
+            };
+            let blob = source.blob(false, None)?;
+            run.cases
+                .push(env.run_case(&host, &places, &case, blob, &source)?);
+        }
+    }
+    if options.runs("capped") {
+        let source = data.noise(plan.capped)?;
+        let mut tools = match connections {
+            true => vec![Tool::mdlr_raw(Some(CONNECTIONS))],
+            false => vec![Tool::mdlr_raw(None)],
+        };
+        tools.push(Tool::CurlO);
+        match &env.tools.aria2c {
+            Ok(_) => tools.push(Tool::Aria2c),
+            Err(why) => println!("bench: no aria2c row: {why}"),
+        }
+        let case = CaseSpec {
+            id: "capped",
+            title: format!(
+                "raw {} over a capped link ({:.1} MiB/s a connection, {} ms before each reply)",
+                human(plan.capped),
+                CAPPED.mib_per_s(),
+                CAPPED.latency.as_millis()
+            ),
+            place: Where::Disk,
+            tools: env.with_baseline(tools),
+            rounds: plan.capped_rounds,
+            warmup: plan.warmup,
+            hash_every_round: true,
+        };
+        let blob = source.blob(true, Some(CAPPED))?;
+        run.cases
+            .push(env.run_case(&host, &places, &case, blob, &source)?);
+    }
+    if options.runs("sizes") {
+        for &s in &plan.sizes {
+            for gzip in [false, true] {
+                let (source, tools, title) = match gzip {
+                    false => (
+                        data.noise(s)?,
+                        vec![Tool::mdlr_raw(None), Tool::CurlO],
+                        format!("raw {}", human(s)),
+                    ),
+                    true => {
+                        let source = data.text(s)?;
+                        let title = format!(
+                            "GetFile {} (gzip blob {}), un-gzipped",
+                            human(s),
+                            human_exact(source.blob_len)
+                        );
+                        (source, vec![Tool::mdlr_gunzip(), Tool::CurlGunzip], title)
+                    }
+                };
+                let case = CaseSpec {
+                    id: if gzip { "sizes-getfile" } else { "sizes-raw" },
+                    title,
+                    place: Where::Disk,
+                    tools: env.with_baseline(tools),
+                    rounds: plan.sizes_rounds,
+                    warmup: plan.warmup,
+                    hash_every_round: false,
+                };
+                let blob = source.blob(false, None)?;
+                let mut done = env.run_case(&host, &places, &case, blob, &source)?;
+                done.size = s;
+                run.cases.push(done);
             }
         }
     }
     if options.runs("small") {
-        let small_reps = options.reps * 10;
-        println!("small RunScript result: {small_reps} rounds ...");
-        figures.small = Some(env.bench_small(&world, small_reps)?);
+        println!("small RunScript result: {} rounds ...", plan.small_rounds);
+        run.small = Some(env.bench_small(&small, plan.small_rounds)?);
     }
     if options.runs("startup") {
-        let start_reps = options.reps * 20;
-        println!("start-up: {start_reps} rounds ...");
-        figures.startup = Some(env.bench_startup(start_reps)?);
+        println!("start-up: {} rounds ...", plan.startup_rounds);
+        run.startup = Some(env.bench_startup(plan.startup_rounds)?);
     }
-    drop(server);
+    drop(host);
 
-    let machine = Machine::detect(root, scratch.path());
-    let tables = figures.tables();
-    let goals = figures.goals();
-    println!();
-    print!("{tables}");
+    let mut machine = Machine::detect(root, &places, &env.tools, dropped, &bin_sha);
+    machine.load = format!("{} before, {} after", load_before, load_average());
+    let verdicts = run.verdicts();
+    // Verdicts compare only between runs of the same binary with the same sizes and
+    // round counts.
+    let method = format!(
+        "{}-{}-{}-{}",
+        if options.quick { "quick" } else { "full" },
+        plan.big_rounds,
+        plan.capped_rounds,
+        plan.sizes_rounds
+    );
+    let repeat = Repeat::check(root, &format!("{bin_sha} {method}"), &verdicts);
+    let goals = goals_table(&verdicts);
+    let tables = run.tables(&places);
     println!();
     print!("{goals}");
     println!();
+    println!("{}", repeat.line());
+    println!();
+    print!("{}", repeat.table());
+    println!();
+    print!("{tables}");
+    println!();
     println!("{}", machine.line());
-    if options.mdlr.is_some() {
-        println!("BENCHMARKS.md not written: --mdlr names a binary not built from this tree");
+    let not_written = if options.mdlr.is_some() {
+        Some("--mdlr names a binary not built from this tree")
     } else if options.baseline.is_some() {
-        println!("BENCHMARKS.md not written: --baseline adds rows of another binary");
+        Some("--baseline adds rows of another binary")
     } else if options.only.len() < PARTS.len() {
-        println!("BENCHMARKS.md not written: --only leaves figures out");
-    } else if options.write {
-        let section = section(&command, &tables, &goals, &machine, &figures);
-        crate::write_section(&root.join("BENCHMARKS.md"), START_MARK, END_MARK, &section)?;
-        println!(
-            "wrote   BENCHMARKS.md (section \"{}\")",
-            &SECTION_TITLE[3..]
-        );
+        Some("--only leaves figures out")
+    } else if options.quick {
+        Some("--quick measures other sizes than the goals name")
+    } else if !options.write {
+        Some("--no-write")
+    } else {
+        None
+    };
+    match not_written {
+        Some(why) => println!("BENCHMARKS.md not written: {why}"),
+        None => {
+            let section = section(&command, &goals, &repeat, &tables, &machine, &run, &plan);
+            crate::write_section(&root.join("BENCHMARKS.md"), START_MARK, END_MARK, &section)?;
+            println!(
+                "wrote   BENCHMARKS.md (section \"{}\")",
+                &SECTION_TITLE[3..]
+            );
+        }
     }
     Ok(())
 }
 
+/// The 1-minute load average (`/proc/loadavg`), as text.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// Whether `mdlr help fetch` offers `--connections` (the parallel engine of issue 11).
+fn has_connections(bin: &Path) -> Result<bool, String> {
+    let output = Command::new(bin)
+        .args(["help", "fetch"])
+        .env_clear()
+        .output()
+        .map_err(|e| format!("cannot run {} help fetch: {e}", bin.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`{} help fetch` failed ({}): this bench needs `mdlr fetch`",
+            bin.display(),
+            output.status
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).contains("--connections"))
+}
+
 // ---------------------------------------------------------------------------------------
-// Tools
+// Tools and places
 
 struct Tools {
     curl: PathBuf,
@@ -272,47 +479,155 @@ struct Tools {
     time: PathBuf,
     sh: PathBuf,
     gzip: PathBuf,
+    /// `Err`: why there is no aria2c row.
+    aria2c: Result<PathBuf, String>,
 }
 
 impl Tools {
-    fn find() -> Result<Tools, String> {
-        let find = |fixed: &str, name: &str, why: &str| -> Result<PathBuf, String> {
-            let fixed = PathBuf::from(fixed);
-            if fixed.is_file() {
-                return Ok(fixed);
-            }
-            std::env::var_os("PATH")
-                .and_then(|p| {
-                    std::env::split_paths(&p)
-                        .map(|d| d.join(name))
-                        .find(|p| p.is_file())
-                })
-                .ok_or_else(|| {
-                    let package = if name == "sh" { "dash" } else { name };
-                    format!(
-                        "{name} is missing: {why}; install it (Debian: apt-get install {package})"
-                    )
-                })
+    fn find(capped: bool) -> Result<Tools, String> {
+        let need = |fixed: &str, name: &str, package: &str, why: &str| {
+            measure::find_tool(name, &[fixed]).ok_or_else(|| {
+                format!("{name} is missing: {why}; install it (Debian: apt-get install {package})")
+            })
         };
         Ok(Tools {
-            curl: find(
-                CURL,
+            curl: need(
+                "/usr/bin/curl",
+                "curl",
                 "curl",
                 "it is the reference the downloads are measured against",
             )?,
-            jq: find(JQ, "jq", "the small RunScript reference extracts with it")?,
-            time: find(
-                TIME,
+            jq: need(
+                "/usr/bin/jq",
+                "jq",
+                "jq",
+                "the small RunScript reference extracts with it",
+            )?,
+            time: need(
+                "/usr/bin/time",
+                "time",
                 "time",
                 "GNU time reports the CPU time and peak memory of each run",
             )?,
-            sh: find("/bin/sh", "sh", "the references with pipes run under it")?,
-            gzip: find(
+            sh: need("/bin/sh", "sh", "dash", "the pipelines run under it")?,
+            gzip: need(
                 "/usr/bin/gzip",
+                "gzip",
                 "gzip",
                 "it makes the GetFile results and un-gzips for a reference",
             )?,
+            aria2c: match capped {
+                true => measure::aria2c(),
+                false => Err("the capped link is not measured (--only)".to_owned()),
+            },
         })
+    }
+}
+
+/// Where a case's files go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Where {
+    /// A directory under `target/`: the filesystem `-o` writes to from the working tree.
+    Disk,
+    /// `/dev/shm`: memory, where an `fsync` costs nothing.
+    Tmpfs,
+}
+
+impl Where {
+    fn label(self) -> &'static str {
+        match self {
+            Where::Disk => "disk",
+            Where::Tmpfs => "tmpfs",
+        }
+    }
+}
+
+struct Places {
+    /// `target/bench-out/`, emptied now and removed at the end.
+    disk: PathBuf,
+    disk_mount: Option<Mount>,
+    /// `/dev/shm/mdlr-bench-PID/` when `/dev/shm` is a tmpfs.
+    tmpfs: Option<crate::TempDir>,
+    tmpfs_mount: Option<Mount>,
+    /// The working tree's path, to say the disk directory is on its filesystem.
+    root: PathBuf,
+}
+
+impl Places {
+    fn new(root: &Path) -> Result<Places, String> {
+        let disk = root.join("target").join("bench-out");
+        let _ = std::fs::remove_dir_all(&disk);
+        std::fs::create_dir_all(&disk)
+            .map_err(|e| format!("cannot create {}: {e}", disk.display()))?;
+        if measure::device(&disk) != measure::device(root) {
+            return Err(format!(
+                "{} is not on the working tree's filesystem (target/ is a mount of its \
+                 own?): the disk row would not measure the disk `-o` writes to",
+                disk.display()
+            ));
+        }
+        let disk_mount = Mount::of(&disk);
+        let shm = Mount::of(Path::new("/dev/shm")).filter(|m| m.fstype == "tmpfs");
+        let tmpfs = match shm {
+            Some(_) => {
+                let path = PathBuf::from(format!("/dev/shm/mdlr-bench-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&path);
+                std::fs::create_dir_all(&path)
+                    .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+                Some(crate::TempDir(path))
+            }
+            None => {
+                println!("bench: /dev/shm is not a tmpfs here: no tmpfs rows");
+                None
+            }
+        };
+        Ok(Places {
+            disk,
+            disk_mount,
+            tmpfs,
+            tmpfs_mount: shm,
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn has(&self, place: Where) -> bool {
+        place == Where::Disk || self.tmpfs.is_some()
+    }
+
+    /// The directory a case at `place` writes to.
+    fn dir(&self, place: Where) -> PathBuf {
+        match (place, &self.tmpfs) {
+            (Where::Tmpfs, Some(t)) => t.path().join("out"),
+            _ => self.disk.join("out"),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let disk = self
+            .disk
+            .strip_prefix(&self.root)
+            .unwrap_or(&self.disk)
+            .display()
+            .to_string();
+        let mut text = format!(
+            "disk: `{disk}/` on {}",
+            self.disk_mount
+                .as_ref()
+                .map_or("an unknown filesystem".to_owned(), Mount::describe)
+        );
+        if let (Some(_), Some(m)) = (&self.tmpfs, &self.tmpfs_mount) {
+            text.push_str(&format!(
+                "; tmpfs: `/dev/shm/mdlr-bench-PID/` on {}",
+                m.describe()
+            ));
+        }
+        text
+    }
+}
+
+impl Drop for Places {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.disk);
     }
 }
 
@@ -321,62 +636,118 @@ impl Tools {
 
 /// The result files, generated once under `target/bench-data/`.
 struct Data {
-    /// `(size, log text, its gzip, noise)` per size.
-    sets: Vec<DataSet>,
+    noise: Vec<Source>,
+    text: Vec<Source>,
 }
 
-struct DataSet {
+/// One result as the host stores it and as a client must deliver it.
+#[derive(Clone)]
+struct Source {
     size: u64,
-    text: PathBuf,
-    gz: PathBuf,
-    noise: PathBuf,
-    /// Base64 MD5 of `noise`, for the largest size only.
-    noise_md5: Option<String>,
+    /// The blob's file (noise, or the gzip of the text).
+    blob: PathBuf,
+    blob_len: u64,
+    /// `Content-Disposition` file name.
+    name: String,
+    /// The length of the file a client must write: the blob's, or for a GetFile
+    /// un-gzipped the text's.
+    delivered_len: u64,
+    /// SHA-256 of `blob` and of `delivered`.
+    blob_sha: String,
+    delivered_sha: String,
+}
+
+impl Source {
+    /// The blob for the host, with its MD5 when `md5`.
+    fn blob(&self, md5: bool, shape: Option<Shape>) -> Result<Blob, String> {
+        let bytes = std::fs::read(&self.blob)
+            .map_err(|e| format!("cannot read {}: {e}", self.blob.display()))?;
+        Ok(Blob {
+            bytes: Arc::new(bytes),
+            disposition: Some(format!("attachment; filename=\"{}\"", self.name)),
+            content_md5: match md5 {
+                true => Some(md5_of(&self.blob)?),
+                false => None,
+            },
+            shape,
+        })
+    }
 }
 
 impl Data {
-    fn prepare(dir: &Path, sizes: &[u64]) -> Result<Data, String> {
+    fn prepare(dir: &Path, noise: &[u64], text: &[u64]) -> Result<Data, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let mut sets = Vec::new();
-        for &size in sizes {
-            let tag = format!("v{DATA_VERSION}-{}", size / MIB);
-            let text = dir.join(format!("log-{tag}M.txt"));
-            let gz = dir.join(format!("log-{tag}M.txt.gz"));
-            let noise = dir.join(format!("noise-{tag}M.bin"));
-            if !text.is_file() {
+        let mut data = Data {
+            noise: Vec::new(),
+            text: Vec::new(),
+        };
+        for &size in noise {
+            let path = dir.join(format!("noise-v{DATA_VERSION}-{}M.bin", size / MIB));
+            if !path.is_file() {
                 println!(
                     "bench: generating {} ({}, once) ...",
-                    text.display(),
+                    path.display(),
                     human(size)
                 );
-                generate(&text, size, write_log)?;
+                generate(&path, size, write_noise)?;
             }
-            if !gz.is_file() {
-                println!("bench: gzip -6 {} (once) ...", text.display());
-                gzip(&text, &gz)?;
-            }
-            if !noise.is_file() {
-                println!(
-                    "bench: generating {} ({}, once) ...",
-                    noise.display(),
-                    human(size)
-                );
-                generate(&noise, size, write_noise)?;
-            }
-            let noise_md5 = match Some(&size) == sizes.last() {
-                true => Some(md5_of(&noise)?),
-                false => None,
-            };
-            sets.push(DataSet {
+            let sha = sha256_cached(&path)?;
+            data.noise.push(Source {
                 size,
-                text,
-                gz,
-                noise,
-                noise_md5,
+                blob: path,
+                blob_len: size,
+                name: format!("evidence-{}M.bin", size / MIB),
+                delivered_len: size,
+                blob_sha: sha.clone(),
+                delivered_sha: sha,
             });
         }
-        Ok(Data { sets })
+        for &size in text {
+            let path = dir.join(format!("log-v{DATA_VERSION}-{}M.txt", size / MIB));
+            let gz = dir.join(format!("log-v{DATA_VERSION}-{}M.txt.gz", size / MIB));
+            if !path.is_file() {
+                println!(
+                    "bench: generating {} ({}, once) ...",
+                    path.display(),
+                    human(size)
+                );
+                generate(&path, size, write_log)?;
+            }
+            if !gz.is_file() {
+                println!("bench: gzip -6 {} (once) ...", path.display());
+                gzip(&path, &gz)?;
+            }
+            let blob_len = std::fs::metadata(&gz)
+                .map_err(|e| format!("cannot read {}: {e}", gz.display()))?
+                .len();
+            data.text.push(Source {
+                size,
+                blob_sha: sha256_cached(&gz)?,
+                blob: gz,
+                blob_len,
+                name: format!("evidence-{}M.log.gz", size / MIB),
+                delivered_sha: sha256_cached(&path)?,
+                delivered_len: size,
+            });
+        }
+        Ok(data)
+    }
+
+    fn noise(&self, size: u64) -> Result<Source, String> {
+        self.noise
+            .iter()
+            .find(|s| s.size == size)
+            .cloned()
+            .ok_or_else(|| format!("no noise of {}", human(size)))
+    }
+
+    fn text(&self, size: u64) -> Result<Source, String> {
+        self.text
+            .iter()
+            .find(|s| s.size == size)
+            .cloned()
+            .ok_or_else(|| format!("no log text of {}", human(size)))
     }
 }
 
@@ -397,8 +768,8 @@ fn generate(
 }
 
 /// Log lines with noise: timestamps, hosts, processes, a message from a small set and a
-/// random id — compressible like real logs (gzip -6 keeps about a tenth), not trivially.
-fn write_log(out: &mut dyn Write, size: u64) -> std::io::Result<()> {
+/// random id — compressible like real logs (gzip -6 keeps about a sixth), not trivially.
+pub(crate) fn write_log(out: &mut dyn Write, size: u64) -> std::io::Result<()> {
     const MESSAGES: [&str; 16] = [
         "Accepted publickey for svc-backup from 10.20.4.17 port 51522 ssh2",
         "session opened for user root by (uid=0)",
@@ -458,7 +829,7 @@ fn write_log(out: &mut dyn Write, size: u64) -> std::io::Result<()> {
 }
 
 /// Incompressible bytes, as a raw transfer of a zip or an already compressed blob.
-fn write_noise(out: &mut dyn Write, size: u64) -> std::io::Result<()> {
+pub(crate) fn write_noise(out: &mut dyn Write, size: u64) -> std::io::Result<()> {
     let mut block = vec![0u8; 1 << 20];
     let mut x = 0x006e_6f69_7365_u64;
     let mut written = 0u64;
@@ -474,16 +845,30 @@ fn write_noise(out: &mut dyn Write, size: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The base64 MD5 of `path`, from `md5sum` once, then from `PATH.md5`.
+/// The lowercase hex SHA-256 of `path`, from `sha256sum` once, then from `PATH.sha256`.
+fn sha256_cached(path: &Path) -> Result<String, String> {
+    let cache = PathBuf::from(format!("{}.sha256", path.display()));
+    if let Ok(hex) = std::fs::read_to_string(&cache)
+        && hex.len() == 64
+    {
+        return Ok(hex);
+    }
+    println!("bench: sha256sum {} (once) ...", path.display());
+    let hex = measure::sha256_file(path)?;
+    std::fs::write(&cache, &hex).map_err(|e| format!("cannot write {}: {e}", cache.display()))?;
+    Ok(hex)
+}
+
+/// The base64 MD5 of `path`, from `md5sum` once, then from `PATH.md5`: the host's
+/// `Content-MD5` is computed once, not per request.
 fn md5_of(path: &Path) -> Result<String, String> {
-    let cache = path.with_extension("md5");
+    let cache = PathBuf::from(format!("{}.md5", path.display()));
     let hex = match std::fs::read_to_string(&cache) {
         Ok(hex) => hex,
         Err(_) => {
             println!("bench: md5sum {} (once) ...", path.display());
             let output = Command::new("md5sum")
                 .arg(path)
-                .stderr(Stdio::inherit())
                 .output()
                 .map_err(|e| format!("cannot run md5sum (coreutils): {e}"))?;
             if !output.status.success() {
@@ -515,7 +900,7 @@ fn md5_of(path: &Path) -> Result<String, String> {
 }
 
 /// `gzip -6 -n -c TEXT > GZ` (through a temporary name).
-fn gzip(text: &Path, gz: &Path) -> Result<(), String> {
+pub(crate) fn gzip(text: &Path, gz: &Path) -> Result<(), String> {
     let part = gz.with_extension("part");
     let file = File::create(&part).map_err(|e| format!("cannot create {}: {e}", part.display()))?;
     let status = Command::new("gzip")
@@ -530,115 +915,14 @@ fn gzip(text: &Path, gz: &Path) -> Result<(), String> {
     std::fs::rename(&part, gz).map_err(|e| format!("cannot rename {}: {e}", part.display()))
 }
 
-/// Where the clients write: `/dev/shm` when there is one, else the system's temporary
-/// directory. Removed on drop.
-struct Scratch(crate::TempDir);
-
-impl Scratch {
-    fn new() -> Result<Scratch, String> {
-        let name = format!("mdlr-bench-{}", std::process::id());
-        let shm = Path::new("/dev/shm");
-        let dir = if shm.is_dir() {
-            let path = shm.join(&name);
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path)
-                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-            crate::TempDir(path)
-        } else {
-            crate::TempDir::new(&name)?
-        };
-        Ok(Scratch(dir))
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The stand-in service
-
-/// One result the stand-in serves.
-struct Blob {
-    action_id: String,
-    kind: &'static str,
-    /// The blob's name in its URL.
-    name: String,
-    path: PathBuf,
-    /// What a client that un-gzips must write (`path` itself for raw bytes).
-    original: PathBuf,
-    disposition: Option<String>,
-    /// `Content-MD5` (base64), for the variant of the largest raw blob that has one.
-    content_md5: Option<String>,
-}
-
-struct World {
-    blobs: Vec<Blob>,
-    /// The small RunScript transcript, and its `script_output`.
+/// The small RunScript result: a transcript, and the `script_output` mdlr prints.
+struct SmallResult {
     transcript: Vec<u8>,
     script_output: String,
-    /// What every result name means: `(size, gzip?)` → index in `blobs`.
-    index: Vec<(u64, bool, usize)>,
-    /// The largest raw blob with a `Content-MD5`, index in `blobs`.
-    md5_blob: Option<usize>,
-    /// Set once the server knows its address.
-    base: std::sync::OnceLock<String>,
-    /// The blob being benchmarked, in memory: `(name, bytes)`.
-    loaded: Mutex<Option<(PathBuf, Arc<Vec<u8>>)>>,
 }
 
-const SMALL_ID: &str = "988cc94e-7a8f-4b28-ab65-54970c5d5018";
-
-impl World {
-    fn new(data: &Data) -> World {
-        let mut blobs = Vec::new();
-        let mut index = Vec::new();
-        for (n, set) in data.sets.iter().enumerate() {
-            for (gzip, path, original, name) in [
-                (
-                    true,
-                    &set.gz,
-                    &set.text,
-                    format!("evidence-{}M.log.gz", set.size / MIB),
-                ),
-                (
-                    false,
-                    &set.noise,
-                    &set.noise,
-                    format!("evidence-{}M.bin.gz", set.size / MIB),
-                ),
-            ] {
-                let id = mdlr_tests::util::guid(0xbe_4c, (2 * n + usize::from(gzip)) as u64);
-                index.push((set.size, gzip, blobs.len()));
-                blobs.push(Blob {
-                    action_id: id,
-                    kind: "GetFile",
-                    name: format!("{:032x}", mix(blobs.len() as u64 + 1) as u128),
-                    path: path.clone(),
-                    original: original.clone(),
-                    disposition: Some(format!("attachment; filename=\"{name}\"")),
-                    content_md5: None,
-                });
-            }
-        }
-        // The largest raw blob again, this time with the MD5 that mdlr then verifies.
-        let md5_blob = data.sets.last().and_then(|set| {
-            let md5 = set.noise_md5.clone()?;
-            let n = blobs.len();
-            blobs.push(Blob {
-                action_id: mdlr_tests::util::guid(0xbe_4d, n as u64),
-                kind: "GetFile",
-                name: format!("{:032x}", mix(n as u64 + 1) as u128),
-                path: set.noise.clone(),
-                original: set.noise.clone(),
-                disposition: Some(format!(
-                    "attachment; filename=\"evidence-{}M.bin.gz\"",
-                    set.size / MIB
-                )),
-                content_md5: Some(md5),
-            });
-            Some(n)
-        });
+impl SmallResult {
+    fn new() -> SmallResult {
         let mut output = String::from(
             "Transcript started, output file is C:\\ProgramData\\Microsoft\\Windows Defender \
              Advanced Threat Protection\\Temp\\PSScriptOutputs\\PSScript_Transcript_{5E8D}.txt\n",
@@ -658,1191 +942,588 @@ impl World {
         })
         .to_string()
         .into_bytes();
-        World {
-            blobs,
+        SmallResult {
             transcript,
             script_output: output,
-            index,
-            md5_blob,
-            base: std::sync::OnceLock::new(),
-            loaded: Mutex::new(None),
-        }
-    }
-
-    /// Holds `blob` in memory (and no other), so that serving it costs one `write` of
-    /// the whole body: std's `io::copy` does not `sendfile` to a socket, and copying
-    /// through a small buffer would make the server the bottleneck.
-    fn load(&self, blob: &Blob) -> Result<(), String> {
-        let mut loaded = self.loaded.lock().map_err(|_| "a server thread panicked")?;
-        if loaded.as_ref().is_some_and(|(path, _)| *path == blob.path) {
-            return Ok(());
-        }
-        *loaded = None;
-        let bytes = std::fs::read(&blob.path)
-            .map_err(|e| format!("cannot read {}: {e}", blob.path.display()))?;
-        *loaded = Some((blob.path.clone(), Arc::new(bytes)));
-        Ok(())
-    }
-
-    fn loaded(&self, path: &Path) -> Option<Arc<Vec<u8>>> {
-        let loaded = self.loaded.lock().ok()?;
-        loaded
-            .as_ref()
-            .filter(|(p, _)| p == path)
-            .map(|(_, bytes)| Arc::clone(bytes))
-    }
-
-    fn blob(&self, size: u64, gzip: bool) -> Option<&Blob> {
-        self.index
-            .iter()
-            .find(|(s, g, _)| *s == size && *g == gzip)
-            .and_then(|(_, _, i)| self.blobs.get(*i))
-    }
-
-    /// The result link of `blob` (signature and expiry as a real one has them).
-    fn link(&self, name: &str) -> String {
-        let base = self.base.get().map(String::as_str).unwrap_or_default();
-        format!("{base}/blob/{name}?se=2099-01-01T00%3A00%3A00Z&sp=r&sv=2019-07-07&sr=b&sig=bench")
-    }
-
-    fn action_json(id: &str, kind: &str) -> Vec<u8> {
-        let params = match kind {
-            "RunScript" => serde_json::json!([{"key": "ScriptName", "value": "triage.ps1"}]),
-            _ => serde_json::json!([{"key": "Path", "value": "C:\\evidence.log"}]),
-        };
-        serde_json::json!({
-            "id": id,
-            "type": "LiveResponse",
-            "requestor": "analyst@contoso.com",
-            "status": "Succeeded",
-            "machineId": "1e5bc9d7e413ddd7902c2932e418702b84d0cc07",
-            "computerDnsName": "desktop-4f2k7.contoso.com",
-            "creationDateTimeUtc": "2026-11-27T10:00:05.7100000Z",
-            "lastUpdateDateTimeUtc": "2026-11-27T10:01:02.3366667Z",
-            "commands": [{
-                "index": 0,
-                "startTime": "2026-11-27T10:00:19.8400000Z",
-                "endTime": "2026-11-27T10:01:02.3366667Z",
-                "commandStatus": "Completed",
-                "errors": [],
-                "command": {"type": kind, "params": params},
-            }],
-        })
-        .to_string()
-        .into_bytes()
-    }
-
-    /// Answers one request on `stream`.
-    fn serve(&self, mut stream: TcpStream) -> std::io::Result<()> {
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        stream.set_nodelay(true)?;
-        let mut reader = BufReader::new(stream.try_clone()?);
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let mut parts = line.split_whitespace();
-        let (method, target) = (
-            parts.next().unwrap_or_default().to_owned(),
-            parts.next().unwrap_or_default().to_owned(),
-        );
-        let mut authorization = None;
-        let mut range = None;
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                let value = value.trim().to_owned();
-                if name.eq_ignore_ascii_case("authorization") {
-                    authorization = Some(value);
-                } else if name.eq_ignore_ascii_case("range") {
-                    range = Some(value);
-                }
-            }
-        }
-        let path = target.split('?').next().unwrap_or_default();
-        if method != "GET" {
-            return reply(&mut stream, 405, "text/plain", b"GET only\n", &[]);
-        }
-        if let Some(name) = path.strip_prefix("/blob/") {
-            if authorization.is_some() {
-                return reply(
-                    &mut stream,
-                    400,
-                    "text/plain",
-                    b"no bearer token here\n",
-                    &[],
-                );
-            }
-            return match self.blobs.iter().find(|b| b.name == name) {
-                Some(blob) => {
-                    send_blob(&mut stream, blob, self.loaded(&blob.path), range.as_deref())
-                }
-                None if name == "small" => reply(
-                    &mut stream,
-                    200,
-                    "application/octet-stream",
-                    &self.transcript,
-                    &[("ETag", "\"0x8DEADBEEF\"")],
-                ),
-                None => reply(&mut stream, 404, "text/plain", b"BlobNotFound\n", &[]),
-            };
-        }
-        if authorization.as_deref() != Some(&format!("Bearer {TOKEN}")) {
-            return reply(
-                &mut stream,
-                401,
-                "application/json",
-                b"{\"error\":{\"code\":\"Unauthorized\",\"message\":\"no token\"}}",
-                &[],
-            );
-        }
-        let Some(rest) = path.strip_prefix("/api/machineactions/") else {
-            return reply(&mut stream, 404, "text/plain", b"not found\n", &[]);
-        };
-        let (id, link) = match rest.split_once('/') {
-            Some((id, "GetLiveResponseResultDownloadLink(index=0)")) => (id, true),
-            Some(_) => return reply(&mut stream, 404, "text/plain", b"not found\n", &[]),
-            None => (rest, false),
-        };
-        let found = if id == SMALL_ID {
-            Some(("RunScript", "small".to_owned()))
-        } else {
-            self.blobs
-                .iter()
-                .find(|b| b.action_id == id)
-                .map(|b| (b.kind, b.name.clone()))
-        };
-        let Some((kind, name)) = found else {
-            return reply(
-                &mut stream,
-                404,
-                "application/json",
-                b"{\"error\":{\"code\":\"ResourceNotFound\",\"message\":\"no such action\"}}",
-                &[],
-            );
-        };
-        let body = if link {
-            serde_json::json!({
-                "@odata.context": "https://api.securitycenter.microsoft.com/api/$metadata#Edm.String",
-                "value": self.link(&name),
-            })
-            .to_string()
-            .into_bytes()
-        } else {
-            World::action_json(id, kind)
-        };
-        reply(
-            &mut stream,
-            200,
-            "application/json; charset=utf-8",
-            &body,
-            &[],
-        )
-    }
-}
-
-fn reply(
-    stream: &mut TcpStream,
-    status: u16,
-    content_type: &str,
-    body: &[u8],
-    headers: &[(&str, &str)],
-) -> std::io::Result<()> {
-    let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
-        mdlr_tests::server::reason(status),
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("Connection: close\r\n\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    stream.flush()
-}
-
-/// The blob as Azure sends one (whole, or a `Range`), from memory when it is loaded.
-fn send_blob(
-    stream: &mut TcpStream,
-    blob: &Blob,
-    loaded: Option<Arc<Vec<u8>>>,
-    range: Option<&str>,
-) -> std::io::Result<()> {
-    let mut file = File::open(&blob.path)?;
-    let len = file.metadata()?.len();
-    // `bytes=N-` or `bytes=N-M`; anything else is ignored, as Azure does.
-    let range = range
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.split_once('-'))
-        .and_then(|(a, b)| {
-            let from = a.trim().parse::<u64>().ok()?;
-            let to = match b.trim() {
-                "" => u64::MAX,
-                b => b.parse::<u64>().ok()?,
-            };
-            (from <= to).then_some((from, to.min(len.saturating_sub(1))))
-        });
-    let etag = format!("\"0x8DC{len:X}\"");
-    let mut head = String::new();
-    let status = match range {
-        Some((from, _)) if from >= len => {
-            return reply(
-                stream,
-                416,
-                "application/xml",
-                b"<Error><Code>InvalidRange</Code></Error>",
-                &[],
-            );
-        }
-        Some((from, to)) => {
-            head.push_str(&format!(
-                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {from}-{to}/{len}\r\n"
-            ));
-            to - from + 1
-        }
-        None => {
-            head.push_str("HTTP/1.1 200 OK\r\n");
-            len
-        }
-    };
-    head.push_str(&format!(
-        "Content-Length: {status}\r\nContent-Type: application/octet-stream\r\n\
-         Last-Modified: Fri, 27 Nov 2026 10:01:02 GMT\r\nAccept-Ranges: bytes\r\n\
-         ETag: {etag}\r\nx-ms-blob-type: BlockBlob\r\nx-ms-version: 2019-07-07\r\n"
-    ));
-    if let Some(d) = &blob.disposition {
-        head.push_str(&format!("Content-Disposition: {d}\r\n"));
-    }
-    // As Azure: the whole blob's MD5, on whole replies only.
-    if let (Some(md5), None) = (&blob.content_md5, range) {
-        head.push_str(&format!("Content-MD5: {md5}\r\n"));
-    }
-    head.push_str("Connection: close\r\n\r\n");
-    stream.write_all(head.as_bytes())?;
-    let from = range.map_or(0, |(from, _)| from);
-    match loaded {
-        Some(bytes) => {
-            let from = usize::try_from(from).unwrap_or(usize::MAX);
-            let to = usize::try_from(from as u64 + status).unwrap_or(usize::MAX);
-            match bytes.get(from..to) {
-                // One write: the kernel copies it into the socket as the client reads.
-                Some(body) => stream.write_all(body)?,
-                None => return Err(std::io::Error::other("the loaded blob changed")),
-            }
-        }
-        None => {
-            file.seek(SeekFrom::Start(from))?;
-            std::io::copy(&mut file.take(status), stream)?;
-        }
-    }
-    stream.flush()
-}
-
-/// The stand-in's listener; stops on drop.
-struct BenchServer {
-    addr: std::net::SocketAddr,
-    stop: Arc<AtomicBool>,
-    accept: Option<std::thread::JoinHandle<()>>,
-}
-
-impl BenchServer {
-    fn start(world: Arc<World>) -> Result<BenchServer, String> {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
-            .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| format!("cannot read the listening address: {e}"))?;
-        let _ = world.base.set(format!("http://{addr}"));
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        let accept = std::thread::Builder::new()
-            .name("bench-accept".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if stopping.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = conn else { continue };
-                    let world = Arc::clone(&world);
-                    let _ =
-                        std::thread::Builder::new()
-                            .name("bench-conn".into())
-                            .spawn(move || {
-                                // A client that goes away mid-reply is not our problem.
-                                let _ = world.serve(stream);
-                            });
-                }
-            })
-            .map_err(|e| format!("cannot start the server thread: {e}"))?;
-        Ok(BenchServer {
-            addr,
-            stop,
-            accept: Some(accept),
-        })
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for BenchServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(handle) = self.accept.take() {
-            let _ = handle.join();
         }
     }
 }
 
 // ---------------------------------------------------------------------------------------
-// Running the clients
+// Clients and cases
 
-/// What one run cost.
-#[derive(Debug, Clone, Copy, Default)]
-struct Sample {
-    wall: f64,
-    /// User + system CPU seconds (`None` when not measured).
-    cpu: Option<f64>,
-    /// Peak resident set, KiB.
-    max_rss_kib: Option<u64>,
+/// One client of a case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tool {
+    /// `mdlr fetch URL [--raw] [--connections N] -o DIR/`; `baseline`: the `--baseline`
+    /// binary.
+    Mdlr {
+        raw: bool,
+        connections: Option<u32>,
+        baseline: bool,
+    },
+    /// `curl -s -o FILE URL`.
+    CurlO,
+    /// `curl -s URL | gzip -dc > FILE`, the whole pipeline timed.
+    CurlGunzip,
+    /// `aria2c -q -x4 -s4 -k1M -d DIR -o FILE URL`.
+    Aria2c,
 }
 
-struct ClientEnv {
+impl Tool {
+    fn mdlr_raw(connections: Option<u32>) -> Tool {
+        Tool::Mdlr {
+            raw: true,
+            connections,
+            baseline: false,
+        }
+    }
+
+    fn mdlr_gunzip() -> Tool {
+        Tool::Mdlr {
+            raw: false,
+            connections: None,
+            baseline: false,
+        }
+    }
+
+    fn is_mdlr(&self) -> bool {
+        matches!(
+            self,
+            Tool::Mdlr {
+                baseline: false,
+                ..
+            }
+        )
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Tool::Mdlr {
+                raw,
+                connections,
+                baseline,
+            } => format!(
+                "{}`mdlr fetch URL{}{} -o DIR/`{}",
+                if *baseline { "baseline: " } else { "" },
+                if *raw { " --raw" } else { "" },
+                connections.map_or(String::new(), |n| format!(" --connections {n}")),
+                if *raw { "" } else { " (un-gzips)" },
+            ),
+            Tool::CurlO => "`curl -s -o FILE URL`".to_owned(),
+            Tool::CurlGunzip => "`curl -s URL \\| gzip -dc > FILE`".to_owned(),
+            Tool::Aria2c => format!("`aria2c -q -x{CONNECTIONS} -s{CONNECTIONS} -k1M`"),
+        }
+    }
+
+    /// Whether it writes the un-gzipped text rather than the blob.
+    fn gunzips(&self) -> bool {
+        matches!(self, Tool::Mdlr { raw: false, .. } | Tool::CurlGunzip)
+    }
+}
+
+/// What to run.
+struct CaseSpec {
+    id: &'static str,
+    title: String,
+    place: Where,
+    tools: Vec<Tool>,
+    rounds: usize,
+    warmup: usize,
+    /// SHA-256 of every output of every round (else of the warm-up and the last round,
+    /// and the length of every one).
+    hash_every_round: bool,
+}
+
+/// What a case measured.
+struct Case {
+    id: &'static str,
+    title: String,
+    place: Where,
+    /// The size of the result (for the sizes rows).
+    size: u64,
+    /// Bytes on the wire, and bytes of the file a client that un-gzips writes.
+    blob_len: u64,
+    delivered_len: u64,
+    rounds: usize,
+    warmup: usize,
+    /// Each client's samples of the counted rounds, and the requests the host saw of it
+    /// in its last round.
+    tools: Vec<(Tool, Vec<Sample>, host::Counts)>,
+    /// Outputs whose SHA-256 was compared with the source's, all equal (else `Err`).
+    hashed: usize,
+}
+
+impl Case {
+    fn summary(&self, tool: &Tool) -> Option<Summary> {
+        self.tools
+            .iter()
+            .find(|(t, _, _)| t == tool)
+            .and_then(|(_, s, _)| Summary::of(s))
+    }
+
+    fn mdlr(&self) -> Option<(&Tool, Summary)> {
+        self.tools
+            .iter()
+            .find(|(t, _, _)| t.is_mdlr())
+            .and_then(|(t, s, _)| Some((t, Summary::of(s)?)))
+    }
+}
+
+struct Env {
     mdlr: PathBuf,
     baseline: Option<PathBuf>,
     api: String,
-    out: PathBuf,
     tools: Tools,
+    /// GNU time's report.
+    report: PathBuf,
+    /// Where the small result's stdout goes.
+    scratch: PathBuf,
 }
 
-/// One client of a case.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Client {
-    /// `mdlr result ID -o OUT/` (un-gzips a GetFile result).
-    Mdlr,
-    /// `mdlr result ID --raw -o OUT/`.
-    MdlrRaw,
-    /// `mdlr result ID --raw -o DIR/` of the same blob when the host sends its MD5.
-    MdlrRawMd5,
-    /// The same three with the `--baseline` binary.
-    BaselineMdlr,
-    BaselineMdlrRaw,
-    BaselineMdlrRawMd5,
-    /// `curl -o FILE LINK`.
-    CurlO,
-    /// `curl LINK | gzip -dc > FILE`.
-    CurlGunzip,
-    /// `curl -o /dev/null LINK`: what the server and loopback can carry.
-    CurlNull,
-}
-
-impl Client {
-    fn label(self) -> &'static str {
-        match self {
-            Client::Mdlr => "`mdlr result ID -o DIR/` (un-gzips)",
-            Client::MdlrRaw => "`mdlr result ID --raw -o DIR/`",
-            Client::MdlrRawMd5 => "`mdlr result ID --raw -o DIR/`, with `Content-MD5`",
-            Client::BaselineMdlr => "baseline: `mdlr result ID -o DIR/`",
-            Client::BaselineMdlrRaw => "baseline: `mdlr result ID --raw -o DIR/`",
-            Client::BaselineMdlrRawMd5 => {
-                "baseline: `mdlr result ID --raw -o DIR/`, with `Content-MD5`"
+impl Env {
+    /// `tools` with the `--baseline` binary beside every mdlr.
+    fn with_baseline(&self, tools: Vec<Tool>) -> Vec<Tool> {
+        let mut out = Vec::new();
+        for t in tools {
+            if self.baseline.is_some()
+                && let Tool::Mdlr { raw, .. } = &t
+            {
+                out.push(Tool::Mdlr {
+                    raw: *raw,
+                    // The baseline may predate --connections.
+                    connections: None,
+                    baseline: true,
+                });
             }
-            Client::CurlO => "`curl -o FILE LINK`",
-            Client::CurlGunzip => "`curl LINK | gzip -dc > FILE`",
-            Client::CurlNull => "`curl -o /dev/null LINK` (server ceiling)",
+            out.push(t);
         }
+        out
     }
 
-    fn is_mdlr(self) -> bool {
-        matches!(self, Client::Mdlr | Client::MdlrRaw)
-    }
-}
-
-/// The figures of one download case: every client's samples.
-struct Download {
-    size: u64,
-    gzip: bool,
-    /// Bytes on the wire.
-    blob_bytes: u64,
-    /// Bytes of the file delivered (un-gzipped for the gzip case).
-    file_bytes: u64,
-    largest: bool,
-    runs: Vec<(Client, Vec<Sample>)>,
-}
-
-impl ClientEnv {
-    fn mdlr_command(&self, args: &[&str]) -> Command {
-        self.mdlr_command_of(&self.mdlr, args)
-    }
-
-    fn mdlr_command_of(&self, bin: &Path, args: &[&str]) -> Command {
-        let mut c = Command::new(bin);
-        c.args(args)
-            .env_clear()
-            .env("MDLR_TOKEN", TOKEN)
-            .env("MDLR_API_URL", &self.api)
-            .current_dir(&self.out);
-        c
-    }
-
-    fn curl_command(&self) -> Command {
-        let mut c = Command::new(&self.tools.curl);
-        // -q: no ~/.curlrc; an empty environment: no proxy.
-        c.args(["-q", "-sS", "--fail"])
-            .env_clear()
-            .current_dir(&self.out);
-        c
-    }
-
-    fn sh_command(&self, script: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.tools.sh);
-        c.arg("-c")
-            .arg(script)
-            .arg("sh")
-            .args(args)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .current_dir(&self.out);
-        c
-    }
-
-    /// Runs `command` with stdout to `stdout` (or nowhere), under GNU time when `timed`.
-    fn measure(
-        &self,
-        command: Command,
-        timed: bool,
-        stdout: Option<&Path>,
-    ) -> Result<(Sample, ExitStatus, String), String> {
-        let report = self.out.join(".time");
-        let mut command = if timed {
-            let mut t = Command::new(&self.tools.time);
-            t.args(["-f", "%U %S %M", "-o"])
-                .arg(&report)
-                .arg(command.get_program())
-                .args(command.get_args())
-                .env_clear();
-            for (k, v) in command.get_envs() {
-                if let Some(v) = v {
-                    t.env(k, v);
-                }
-            }
-            if let Some(dir) = command.get_current_dir() {
-                t.current_dir(dir);
-            }
-            t
-        } else {
-            command
-        };
-        let out = match stdout {
-            Some(path) => Stdio::from(
-                File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?,
-            ),
-            None => Stdio::null(),
-        };
-        let what = format!("{:?}", command.get_program());
-        let begun = Instant::now();
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {what}: {e}"))?;
-        let stderr = crate::read_in_background(child.stderr.take());
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if begun.elapsed() < RUN_LIMIT => {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("{what} did not finish within {RUN_LIMIT:?}"));
-                }
-                Err(e) => return Err(format!("cannot wait for {what}: {e}")),
-            }
-        };
-        let wall = begun.elapsed().as_secs_f64();
-        let stderr = String::from_utf8_lossy(&crate::collect(stderr)?).into_owned();
-        let mut sample = Sample {
-            wall,
-            ..Sample::default()
-        };
-        if timed {
-            let text = std::fs::read_to_string(&report)
-                .map_err(|e| format!("cannot read GNU time's report: {e}"))?;
-            let fields: Vec<&str> = text
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .split_whitespace()
-                .collect();
-            match fields.as_slice() {
-                [user, system, rss] => {
-                    let user: f64 = user.parse().unwrap_or(f64::NAN);
-                    let system: f64 = system.parse().unwrap_or(f64::NAN);
-                    sample.cpu = Some(user + system);
-                    sample.max_rss_kib = rss.parse().ok();
-                }
-                _ => return Err(format!("GNU time reported {text:?}")),
-            }
-        }
-        Ok((sample, status, stderr))
-    }
-
-    /// Checks once that every client gets what it should before anything is timed.
-    fn sanity(&self, world: &World) -> Result<(), String> {
-        let Some(blob) = world.blobs.first() else {
-            return Err("no results to serve".to_owned());
-        };
-        let link = world.link(&blob.name);
-        let mut curl = self.curl_command();
-        curl.args(["-r", "0-0", "-o", "/dev/null"]).arg(&link);
-        let (_, status, stderr) = self.measure(curl, false, None)?;
-        if !status.success() {
-            return Err(format!(
-                "curl cannot reach the stand-in ({status}): {stderr}"
-            ));
-        }
-        Ok(())
-    }
-
-    fn run_download(
-        &self,
-        world: &World,
-        client: Client,
-        blob: &Blob,
-    ) -> Result<(Sample, PathBuf), String> {
-        let link = world.link(&blob.name);
-        let file = self.out.join("download");
-        let (command, produced) = match client {
-            Client::Mdlr => (
-                self.mdlr_command(&["result", &blob.action_id, "-o", "./"]),
-                None,
-            ),
-            Client::MdlrRaw => (
-                self.mdlr_command(&["result", &blob.action_id, "--raw", "-o", "./"]),
-                None,
-            ),
-            Client::MdlrRawMd5 | Client::BaselineMdlrRawMd5 => {
-                let id = world
-                    .md5_blob
-                    .and_then(|i| world.blobs.get(i))
-                    .map_or(blob.action_id.as_str(), |b| b.action_id.as_str());
-                let bin = match client {
-                    Client::BaselineMdlrRawMd5 => self.baseline.as_deref().unwrap_or(&self.mdlr),
+    fn command(&self, tool: &Tool, link: &str, dir: &Path) -> Command {
+        let file = dir.join("download");
+        match tool {
+            Tool::Mdlr {
+                raw,
+                connections,
+                baseline,
+            } => {
+                let bin = match (baseline, &self.baseline) {
+                    (true, Some(b)) => b,
                     _ => &self.mdlr,
                 };
-                (
-                    self.mdlr_command_of(bin, &["result", id, "--raw", "-o", "./"]),
-                    None,
-                )
-            }
-            Client::BaselineMdlr | Client::BaselineMdlrRaw => {
-                let bin = self.baseline.as_deref().unwrap_or(&self.mdlr);
-                let mut args = vec!["result", blob.action_id.as_str(), "-o", "./"];
-                if client == Client::BaselineMdlrRaw {
-                    args.push("--raw");
+                let mut c = Command::new(bin);
+                c.args(["fetch", link]);
+                if *raw {
+                    c.arg("--raw");
                 }
-                (self.mdlr_command_of(bin, &args), None)
+                if let Some(n) = connections {
+                    c.args(["--connections", &n.to_string()]);
+                }
+                c.arg("-o").arg(format!("{}/", dir.display()));
+                c.env_clear().current_dir(dir);
+                c
             }
-            Client::CurlO => {
-                let mut c = self.curl_command();
-                c.arg("-o").arg(&file).arg(&link);
-                (c, Some(file.clone()))
+            Tool::CurlO => {
+                let mut c = Command::new(&self.tools.curl);
+                // -q: no ~/.curlrc; an empty environment: no proxy.
+                c.args(["-q", "-sS", "--fail", "-o"])
+                    .arg(&file)
+                    .arg(link)
+                    .env_clear()
+                    .current_dir(dir);
+                c
             }
-            Client::CurlNull => {
-                let mut c = self.curl_command();
-                c.args(["-o", "/dev/null"]).arg(&link);
-                (c, None)
-            }
-            Client::CurlGunzip => {
-                let gz = self.tools.gzip.display().to_string();
-                let curl = self.tools.curl.display().to_string();
+            Tool::CurlGunzip => {
                 let script = "\"$1\" -q -sS --fail \"$2\" | \"$3\" -dc > \"$4\"";
-                let c = self.sh_command(script, &[&curl, &link, &gz, &file.display().to_string()]);
-                (c, Some(file.clone()))
+                let mut c = Command::new(&self.tools.sh);
+                c.args(["-c", script, "sh"])
+                    .arg(&self.tools.curl)
+                    .arg(link)
+                    .arg(&self.tools.gzip)
+                    .arg(&file)
+                    .env_clear()
+                    .env("PATH", "/usr/bin:/bin")
+                    .current_dir(dir);
+                c
             }
-        };
-        let (sample, status, stderr) = self.measure(command, true, None)?;
-        if !status.success() {
-            return Err(format!(
-                "{} failed ({status}): {}",
-                client.label(),
-                stderr.trim()
-            ));
-        }
-        let path = match produced {
-            Some(p) => p,
-            None if client == Client::CurlNull => PathBuf::new(),
-            None => self.only_file()?,
-        };
-        Ok((sample, path))
-    }
-
-    /// The one visible file mdlr left in the output directory.
-    fn only_file(&self) -> Result<PathBuf, String> {
-        let mut files = Vec::new();
-        let entries = std::fs::read_dir(&self.out)
-            .map_err(|e| format!("cannot list {}: {e}", self.out.display()))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.starts_with('.') {
-                files.push(entry.path());
-            } else if name.contains("mdlr-part") {
-                return Err(format!("mdlr left {name} behind"));
+            Tool::Aria2c => {
+                let aria2c = self
+                    .tools
+                    .aria2c
+                    .as_ref()
+                    .map_or(Path::new("aria2c"), |p| p);
+                let mut c = Command::new(aria2c);
+                let n = CONNECTIONS.to_string();
+                // --no-conf: no ~/.aria2/aria2.conf; defaults otherwise (what a user runs).
+                c.args(["--no-conf", "-q", "-x", &n, "-s", &n, "-k1M", "-d"])
+                    .arg(dir)
+                    .args([
+                        "-o",
+                        "download",
+                        "--allow-overwrite=true",
+                        "--auto-file-renaming=false",
+                    ])
+                    .arg(link)
+                    .env_clear()
+                    .current_dir(dir);
+                c
             }
         }
-        match files.as_slice() {
-            [one] => Ok(one.clone()),
-            _ => Err(format!("mdlr left {} files, not one", files.len())),
-        }
     }
 
-    fn clear_out(&self) -> Result<(), String> {
-        let entries = std::fs::read_dir(&self.out)
-            .map_err(|e| format!("cannot list {}: {e}", self.out.display()))?;
-        for entry in entries.flatten() {
-            let _ = std::fs::remove_file(entry.path());
-        }
-        Ok(())
-    }
-
-    fn bench_download(
+    fn run_case(
         &self,
-        world: &World,
-        size: u64,
-        gzip: bool,
-        reps: usize,
-        largest: bool,
-    ) -> Result<Download, String> {
-        let blob = world
-            .blob(size, gzip)
-            .ok_or_else(|| format!("no blob of {}", human(size)))?;
-        world.load(blob)?;
-        let blob_bytes = std::fs::metadata(&blob.path)
-            .map_err(|e| format!("cannot read {}: {e}", blob.path.display()))?
-            .len();
-        let mut clients: Vec<Client> = match (gzip, largest) {
-            (true, true) => vec![Client::Mdlr, Client::CurlO, Client::CurlGunzip],
-            (true, false) => vec![Client::Mdlr, Client::CurlO],
-            (false, true) if world.md5_blob.is_some() => vec![
-                Client::MdlrRaw,
-                Client::CurlO,
-                Client::MdlrRawMd5,
-                Client::CurlNull,
-            ],
-            (false, true) => vec![Client::MdlrRaw, Client::CurlO, Client::CurlNull],
-            (false, false) => vec![Client::MdlrRaw, Client::CurlO],
-        };
-        if self.baseline.is_some() && clients.contains(&Client::MdlrRawMd5) {
-            clients.push(Client::BaselineMdlrRawMd5);
-        }
-        if self.baseline.is_some() {
-            clients.insert(
-                1,
-                match gzip {
-                    true => Client::BaselineMdlr,
-                    false => Client::BaselineMdlrRaw,
-                },
-            );
-        }
-        let expected_file = &blob.original;
-        let file_bytes = std::fs::metadata(expected_file)
-            .map_err(|e| format!("cannot read {}: {e}", expected_file.display()))?
-            .len();
-        let mut runs: Vec<(Client, Vec<Sample>)> =
-            clients.iter().map(|c| (*c, Vec::new())).collect();
-        for rep in 0..reps {
-            // Interleaved, and in a rotating order, so that drift hits every client.
-            for k in 0..clients.len() {
-                let client = clients[(rep + k) % clients.len()];
-                self.clear_out()?;
-                let (sample, path) = self.run_download(world, client, blob)?;
-                if client != Client::CurlNull {
-                    let want = match client {
-                        Client::Mdlr | Client::BaselineMdlr | Client::CurlGunzip => expected_file,
-                        _ => &blob.path,
-                    };
-                    // Every byte on the first round, the length on the others.
-                    check_file(&path, want, rep == 0)
-                        .map_err(|e| format!("{}: {e}", client.label()))?;
+        host: &Host,
+        places: &Places,
+        spec: &CaseSpec,
+        blob: Blob,
+        source: &Source,
+    ) -> Result<Case, String> {
+        let name = format!("{}-{}", spec.id, source.size / MIB);
+        host.put(&name, blob);
+        let link = host.link(&name);
+        let dir = places.dir(spec.place);
+        println!(
+            "{} [{}]: {} rounds after {} warm-up ...",
+            spec.title.replace('`', ""),
+            spec.place.label(),
+            spec.rounds,
+            spec.warmup
+        );
+        let mut tools: Vec<(Tool, Vec<Sample>, host::Counts)> = spec
+            .tools
+            .iter()
+            .map(|t| (t.clone(), Vec::new(), host::Counts::default()))
+            .collect();
+        let mut hashed = 0;
+        let total = spec.warmup + spec.rounds;
+        for round in 0..total {
+            for k in stats::round_order(spec.tools.len(), round) {
+                let tool = &spec.tools[k];
+                // A fresh, empty directory; nothing dirty left from the round before.
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                measure::sync()?;
+                let _ = host.take_counts(&name);
+                let command = self.command(tool, &link, &dir);
+                let (sample, status, stderr) =
+                    measure::run(command, Some(&self.tools.time), &self.report, None)?;
+                let counts = host.take_counts(&name);
+                if !status.success() {
+                    return Err(format!(
+                        "{} failed ({status}): {}",
+                        tool.label(),
+                        stderr.trim()
+                    ));
                 }
-                if let Some((_, samples)) = runs.iter_mut().find(|(c, _)| *c == client) {
+                let (want_len, want_sha) = match tool.gunzips() {
+                    true => (source.delivered_len, &source.delivered_sha),
+                    false => (source.blob_len, &source.blob_sha),
+                };
+                let file = only_file(&dir)?;
+                let len = std::fs::metadata(&file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+                    .len();
+                if len != want_len {
+                    return Err(format!(
+                        "{} wrote {len} bytes, not {want_len}",
+                        tool.label()
+                    ));
+                }
+                if spec.hash_every_round || round == 0 || round + 1 == total {
+                    let sha = measure::sha256_file(&file)?;
+                    if sha != *want_sha {
+                        return Err(format!(
+                            "{} wrote other bytes than the result's (SHA-256 {sha}, not \
+                             {want_sha})",
+                            tool.label()
+                        ));
+                    }
+                    hashed += 1;
+                }
+                if round >= spec.warmup
+                    && let Some((_, samples, c)) = tools.get_mut(k)
+                {
                     samples.push(sample);
+                    *c = counts;
                 }
             }
         }
-        self.clear_out()?;
-        let download = Download {
-            size,
-            gzip,
-            blob_bytes,
-            file_bytes,
-            largest,
-            runs,
+        let _ = std::fs::remove_dir_all(&dir);
+        host.remove(&name);
+        let case = Case {
+            id: spec.id,
+            title: spec.title.clone(),
+            place: spec.place,
+            size: source.size,
+            blob_len: source.blob_len,
+            delivered_len: source.delivered_len,
+            rounds: spec.rounds,
+            warmup: spec.warmup,
+            tools,
+            hashed,
         };
-        for (client, samples) in &download.runs {
-            let s = median_sample(samples);
+        for (tool, samples, counts) in &case.tools {
+            let Some(s) = Summary::of(samples) else {
+                continue;
+            };
             println!(
-                "  {:<48} {:>7.3} s  {:>8.1} MiB/s  cpu {:>6.2} s  rss {:>7.1} MiB",
-                client.label(),
-                s.wall,
-                download.file_bytes_for(*client) as f64 / MIB as f64 / s.wall,
-                s.cpu.unwrap_or(f64::NAN),
+                "  {:<52} median {:>7.3} s  p75 {:>7.3} s  ({:.3}–{:.3})  user {:>5.2} s  \
+                 sys {:>5.2} s  rss {:>6.1} MiB  {} request(s)",
+                tool.label().replace('`', "").replace("\\|", "|"),
+                s.wall.median,
+                s.wall.p75,
+                s.wall.min,
+                s.wall.max,
+                s.user.unwrap_or(f64::NAN),
+                s.sys.unwrap_or(f64::NAN),
                 s.max_rss_kib.map_or(f64::NAN, |k| k as f64 / 1024.0),
+                counts.requests,
             );
         }
-        Ok(download)
+        Ok(case)
     }
 
     /// The small RunScript result: `mdlr result ID` against two curls and jq.
-    fn bench_small(&self, world: &World, reps: usize) -> Result<Small, String> {
-        let stdout = self.out.join("stdout");
+    fn bench_small(&self, small: &SmallResult, rounds: usize) -> Result<Small, String> {
+        let stdout = self.scratch.join("stdout");
         let link_url = format!(
-            "{}/api/machineactions/{SMALL_ID}/GetLiveResponseResultDownloadLink(index=0)",
-            self.api
+            "{}/api/machineactions/{}/GetLiveResponseResultDownloadLink(index=0)",
+            self.api,
+            host::SMALL_ID
         );
         let script = "link=$(\"$1\" -q -sS --fail -H \"Authorization: Bearer $3\" \"$4\" | \
                       \"$2\" -r .value) && \"$1\" -q -sS --fail \"$link\" | \"$2\" -j .script_output";
-        let curl = self.tools.curl.display().to_string();
-        let jq = self.tools.jq.display().to_string();
         let mut mdlr = Vec::new();
         let mut reference = Vec::new();
-        for rep in 0..reps {
-            for k in 0..2 {
-                let is_mdlr = (rep + k) % 2 == 0;
-                let command = if is_mdlr {
-                    self.mdlr_command(&["result", SMALL_ID])
+        for round in 0..rounds + 1 {
+            for k in stats::round_order(2, round) {
+                let is_mdlr = k == 0;
+                let mut command;
+                if is_mdlr {
+                    command = Command::new(&self.mdlr);
+                    command
+                        .args(["result", host::SMALL_ID])
+                        .env_clear()
+                        .env("MDLR_TOKEN", host::TOKEN)
+                        .env("MDLR_API_URL", &self.api);
                 } else {
-                    self.sh_command(script, &[&curl, &jq, TOKEN, &link_url])
-                };
-                let (sample, status, stderr) = self.measure(command, false, Some(&stdout))?;
+                    command = Command::new(&self.tools.sh);
+                    command
+                        .args(["-c", script, "sh"])
+                        .arg(&self.tools.curl)
+                        .arg(&self.tools.jq)
+                        .arg(host::TOKEN)
+                        .arg(&link_url)
+                        .env_clear()
+                        .env("PATH", "/usr/bin:/bin");
+                }
+                command.current_dir(&self.scratch);
+                let (sample, status, stderr) =
+                    measure::run(command, None, &self.report, Some(&stdout))?;
                 let printed = std::fs::read_to_string(&stdout).unwrap_or_default();
                 let who = if is_mdlr { "mdlr result" } else { "curl + jq" };
                 if !status.success() {
                     return Err(format!("{who} failed ({status}): {}", stderr.trim()));
                 }
-                if printed != world.script_output {
+                if printed != small.script_output {
                     return Err(format!(
                         "{who} printed {} bytes, not the script's output",
                         printed.len()
                     ));
                 }
-                if is_mdlr {
-                    mdlr.push(sample.wall);
-                } else {
-                    reference.push(sample.wall);
+                // Round 0 is the warm-up.
+                match (round, is_mdlr) {
+                    (0, _) => {}
+                    (_, true) => mdlr.push(sample.wall),
+                    (_, false) => reference.push(sample.wall),
                 }
             }
         }
         let small = Small {
-            mdlr: median(&mdlr),
-            reference: median(&reference),
-            reps,
-            bytes: world.transcript.len(),
+            mdlr: Spread::of(&mdlr).ok_or("no small-result rounds")?,
+            reference: Spread::of(&reference).ok_or("no small-result rounds")?,
+            bytes: small.transcript.len(),
         };
         println!(
-            "  mdlr result {:.2} ms, curl + jq {:.2} ms",
-            small.mdlr * 1e3,
-            small.reference * 1e3
+            "  mdlr result: median {:.2} ms (p75 {:.2}); curl + jq: median {:.2} ms (p75 {:.2})",
+            small.mdlr.median * 1e3,
+            small.mdlr.p75 * 1e3,
+            small.reference.median * 1e3,
+            small.reference.p75 * 1e3
         );
         Ok(small)
     }
 
     /// `mdlr --version` against `curl --version`.
-    fn bench_startup(&self, reps: usize) -> Result<Startup, String> {
+    fn bench_startup(&self, rounds: usize) -> Result<Startup, String> {
         let mut mdlr = Vec::new();
         let mut curl = Vec::new();
-        let mut rss = Vec::new();
-        for rep in 0..reps {
-            for k in 0..2 {
-                let is_mdlr = (rep + k) % 2 == 0;
-                let mut command = if is_mdlr {
-                    self.mdlr_command(&[])
-                } else {
-                    self.curl_command()
+        for round in 0..rounds + 1 {
+            for k in stats::round_order(2, round) {
+                let mut command = match k {
+                    0 => Command::new(&self.mdlr),
+                    _ => Command::new(&self.tools.curl),
                 };
-                command.arg("--version");
-                let (sample, status, _) = self.measure(command, false, None)?;
+                command
+                    .arg("--version")
+                    .env_clear()
+                    .current_dir(&self.scratch);
+                let (sample, status, _) = measure::run(command, None, &self.report, None)?;
                 if !status.success() {
                     return Err(format!("--version failed ({status})"));
                 }
-                if is_mdlr {
-                    mdlr.push(sample.wall);
-                } else {
-                    curl.push(sample.wall);
+                match (round, k) {
+                    (0, _) => {}
+                    (_, 0) => mdlr.push(sample.wall),
+                    _ => curl.push(sample.wall),
                 }
             }
         }
-        // The memory of a start, once, under GNU time.
+        // The memory of a start, under GNU time.
+        let mut rss = Vec::new();
         for _ in 0..3 {
-            let mut command = self.mdlr_command(&[]);
-            command.arg("--version");
-            let (sample, _, _) = self.measure(command, true, None)?;
+            let mut command = Command::new(&self.mdlr);
+            command.arg("--version").env_clear();
+            let (sample, _, _) = measure::run(command, Some(&self.tools.time), &self.report, None)?;
             rss.extend(sample.max_rss_kib);
         }
         let startup = Startup {
-            mdlr: median(&mdlr),
-            curl: median(&curl),
-            reps,
-            rss_kib: rss.iter().copied().min().unwrap_or(0),
+            mdlr: Spread::of(&mdlr).ok_or("no start-up rounds")?,
+            curl: Spread::of(&curl).ok_or("no start-up rounds")?,
+            rss_kib: rss.iter().copied().max().unwrap_or(0),
         };
         println!(
-            "  mdlr --version {:.2} ms, curl --version {:.2} ms",
-            startup.mdlr * 1e3,
-            startup.curl * 1e3
+            "  mdlr --version: median {:.2} ms (p75 {:.2}); curl --version: median {:.2} ms",
+            startup.mdlr.median * 1e3,
+            startup.mdlr.p75 * 1e3,
+            startup.curl.median * 1e3
         );
         Ok(startup)
     }
 }
 
-/// Compares `got` with `want`: every byte, or only the length.
-fn check_file(got: &Path, want: &Path, every_byte: bool) -> Result<(), String> {
-    let len = |p: &Path| {
-        std::fs::metadata(p)
-            .map(|m| m.len())
-            .map_err(|e| format!("cannot read {}: {e}", p.display()))
-    };
-    let (a, b) = (len(got)?, len(want)?);
-    if a != b {
-        return Err(format!("wrote {a} bytes, expected {b}"));
-    }
-    if !every_byte {
-        return Ok(());
-    }
-    let open = |p: &Path| File::open(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-    let (mut x, mut y) = (open(got)?, open(want)?);
-    let (mut bx, mut by) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    let mut at = 0u64;
-    loop {
-        let n = read_full(&mut x, &mut bx).map_err(|e| format!("cannot read: {e}"))?;
-        let m = read_full(&mut y, &mut by).map_err(|e| format!("cannot read: {e}"))?;
-        if n != m || bx[..n] != by[..m] {
-            return Err(format!(
-                "the bytes differ from the expected ones after byte {at}"
-            ));
+/// The one visible file a client left in `dir`; a part file left behind is an error.
+fn only_file(dir: &Path) -> Result<PathBuf, String> {
+    let mut files = Vec::new();
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.contains("mdlr-part") || name.ends_with(".aria2") {
+            return Err(format!("{name} was left behind in {}", dir.display()));
         }
-        if n == 0 {
-            return Ok(());
-        }
-        at += n as u64;
-    }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
+        if !name.starts_with('.') {
+            files.push(entry.path());
         }
     }
-    Ok(filled)
+    match files.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(format!(
+            "{} files in {}, not one",
+            files.len(),
+            dir.display()
+        )),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
-// Figures
+// Figures and verdicts
 
 struct Small {
-    mdlr: f64,
-    reference: f64,
-    reps: usize,
+    mdlr: Spread,
+    reference: Spread,
     bytes: usize,
 }
 
 struct Startup {
-    mdlr: f64,
-    curl: f64,
-    reps: usize,
+    mdlr: Spread,
+    curl: Spread,
     rss_kib: u64,
 }
 
 #[derive(Default)]
-struct Figures {
+struct Run {
     size: u64,
-    downloads: Vec<Download>,
+    /// Whether the binary has `--connections`.
+    connections: bool,
+    cases: Vec<Case>,
     small: Option<Small>,
     startup: Option<Startup>,
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+/// One row of the goals table.
+struct Row {
+    /// Stable across runs: what the repeat check compares.
+    id: String,
+    figure: String,
+    goal: String,
+    measured: String,
+    /// `None`: no goal, or not measurable.
+    met: Option<bool>,
+    /// The figure the verdict is taken on, short (`2.08×`, `4.0 MiB`), for the repeat
+    /// check.
+    value: String,
 }
 
-/// The median of each figure on its own.
-fn median_sample(samples: &[Sample]) -> Sample {
-    let walls: Vec<f64> = samples.iter().map(|s| s.wall).collect();
-    let cpus: Vec<f64> = samples.iter().filter_map(|s| s.cpu).collect();
-    let rss: Vec<f64> = samples
-        .iter()
-        .filter_map(|s| s.max_rss_kib)
-        .map(|k| k as f64)
-        .collect();
-    Sample {
-        wall: median(&walls),
-        cpu: (!cpus.is_empty()).then(|| median(&cpus)),
-        // The largest: a peak is a peak.
-        max_rss_kib: rss.iter().copied().reduce(f64::max).map(|k| k as u64),
-    }
-}
-
-impl Download {
-    /// The bytes `client` delivers: the file for those that un-gzip, else the blob.
-    fn file_bytes_for(&self, client: Client) -> u64 {
-        match client {
-            Client::Mdlr | Client::BaselineMdlr | Client::CurlGunzip => self.file_bytes,
-            _ => self.blob_bytes,
-        }
+impl Run {
+    fn case(&self, id: &str, place: Where) -> Option<&Case> {
+        self.cases.iter().find(|c| c.id == id && c.place == place)
     }
 
-    fn median(&self, client: Client) -> Option<Sample> {
-        self.runs
-            .iter()
-            .find(|(c, _)| *c == client)
-            .map(|(_, s)| median_sample(s))
-    }
-
-    /// The ratios of the median walls, per repetition-paired medians: `reference ÷ mdlr`
-    /// (above 1: mdlr is faster).
-    fn speed_ratio(&self, reference: Client) -> Option<f64> {
-        Some(median(&self.round_ratios(reference)?))
-    }
-
-    /// `reference`'s wall ÷ mdlr's, round by round.
-    fn round_ratios(&self, reference: Client) -> Option<Vec<f64>> {
-        let mdlr = if self.gzip {
-            Client::Mdlr
-        } else {
-            Client::MdlrRaw
-        };
-        let (_, m) = self.runs.iter().find(|(c, _)| *c == mdlr)?;
-        let (_, r) = self.runs.iter().find(|(c, _)| *c == reference)?;
-        Some(m.iter().zip(r).map(|(m, r)| r.wall / m.wall).collect())
-    }
-
-    /// `1.19× (rounds 1.05–1.31×)`.
-    fn ratio_with_spread(&self, reference: Client) -> String {
-        let Some(ratios) = self.round_ratios(reference).filter(|r| !r.is_empty()) else {
-            return "?".to_owned();
-        };
-        let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-        let high = ratios.iter().copied().fold(0.0, f64::max);
-        format!("{:.2}× (rounds {low:.2}–{high:.2}×)", median(&ratios))
-    }
-
-    fn title(&self) -> String {
-        if self.gzip {
-            format!(
-                "GetFile {} (gzip blob {})",
-                human(self.size),
-                human_exact(self.blob_bytes)
-            )
-        } else {
-            format!("raw {}", human(self.size))
-        }
-    }
-}
-
-impl Figures {
-    fn tables(&self) -> String {
-        let mut out = String::from(
-            "| download | client | wall (s) | MiB/s delivered | MiB/s on the wire | CPU (s) | \
-             CPU s / GiB delivered | peak RSS (MiB) | speed vs mdlr |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
-        );
-        for d in &self.downloads {
-            for (client, _) in &d.runs {
-                let Some(s) = d.median(*client) else { continue };
-                let delivered = d.file_bytes_for(*client) as f64;
-                let ratio = match client.is_mdlr() {
-                    true => "1".to_owned(),
-                    false => d
-                        .speed_ratio(*client)
-                        .map_or("?".to_owned(), |r| format!("{:.2}×", 1.0 / r)),
-                };
-                out.push_str(&format!(
-                    "| {} | {} | {:.3} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
-                    d.title(),
-                    cell(client.label()),
-                    s.wall,
-                    delivered / MIB as f64 / s.wall,
-                    d.blob_bytes as f64 / MIB as f64 / s.wall,
-                    s.cpu.map_or("–".to_owned(), |c| format!("{c:.2}")),
-                    s.cpu.map_or("–".to_owned(), |c| format!(
-                        "{:.2}",
-                        c / (delivered / GIB as f64)
-                    )),
-                    s.max_rss_kib
-                        .map_or("–".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0)),
-                    ratio,
-                ));
-            }
-        }
-        out
-    }
-
-    /// One line per goal missed: what stands in the way, from this run's figures.
-    fn missed(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Some(d) = self.largest(true)
-            && d.speed_ratio(Client::CurlO).is_some_and(|r| r < GOAL_SPEED)
-            && let (Some(m), Some(c)) = (d.median(Client::Mdlr), d.median(Client::CurlO))
-        {
-            let file_gib = d.file_bytes as f64 / GIB as f64;
-            let cpu = m.cpu.unwrap_or(f64::NAN);
-            out.push(format!(
-                "**{} against `curl -o`: missed**, {}. `curl -o` writes the {} `.gz` and \
-                 stops ({:.2} s); `mdlr result` also un-gzips it into the {} file ({:.1}× the \
-                 bytes), checks its CRC and length and writes both files, which takes {:.2} s \
-                 of CPU per GiB of output ({:.0} MiB/s on one core; the profile is \
-                 `miniz_oxide`'s inflate and the copy out of its window). No client that \
-                 un-gzips this text finishes at `curl -o`'s speed: against `curl | gzip -dc`, \
-                 which does the same work in two processes, mdlr is {} as fast, and \
-                 `mdlr result --raw` (keep the `.gz`) is the like-for-like download.",
-                d.title(),
-                d.ratio_with_spread(Client::CurlO),
-                human_exact(d.blob_bytes),
-                c.wall,
-                human(d.size),
-                d.file_bytes as f64 / d.blob_bytes as f64,
-                cpu / file_gib,
-                file_gib * 1024.0 / cpu,
-                d.ratio_with_spread(Client::CurlGunzip),
-            ));
-        }
-        if let Some(d) = self.largest(false)
-            && d.speed_ratio(Client::CurlO).is_some_and(|r| r < GOAL_SPEED)
-            && let (Some(m), Some(c)) = (d.median(Client::MdlrRaw), d.median(Client::CurlO))
-        {
-            out.push(format!(
-                "**{} against `curl -o`: missed**, {}: mdlr used {:.2} s of CPU and \
-                 `curl -o` {:.2} s, with {:.3} s and {:.3} s of wall time; where the rounds \
-                 spread across 1.0 the machine's load, not the client, decided.",
-                d.title(),
-                d.ratio_with_spread(Client::CurlO),
-                m.cpu.unwrap_or(f64::NAN),
-                c.cpu.unwrap_or(f64::NAN),
-                m.wall,
-                c.wall,
-            ));
-        }
-        for d in &self.downloads {
-            let client = if d.gzip {
-                Client::Mdlr
-            } else {
-                Client::MdlrRaw
+    fn verdicts(&self) -> Vec<Row> {
+        let mut rows = Vec::new();
+        let ratio_row = |case: &Case, other: &Tool, goal: Goal, what: &str| -> Option<Row> {
+            let (tool, m) = case.mdlr()?;
+            let o = case.summary(other)?;
+            let v = goal.judge(&m.wall, &o.wall);
+            let how = match goal {
+                Goal::AtMost(_) => "mdlr's p75 ÷ the other's median",
+                Goal::FasterBy(_) => "the other's median ÷ mdlr's p75",
             };
-            if let Some(kib) = d.median(client).and_then(|s| s.max_rss_kib)
-                && kib as f64 / 1024.0 > GOAL_RSS_MIB
-            {
-                out.push(format!(
-                    "**Peak RSS of {}: missed**: {:.1} MiB.",
-                    d.title(),
-                    kib as f64 / 1024.0
-                ));
-            }
-        }
-        if let Some(s) = &self.small
-            && s.mdlr / s.reference > GOAL_SMALL
-        {
-            out.push(format!(
-                "**Small RunScript result: missed**: {:.1} ms against {:.1} ms.",
-                s.mdlr * 1e3,
-                s.reference * 1e3
-            ));
-        }
-        if self.size > crate::dist::SIZE_LIMIT {
-            out.push(format!("**Binary size: missed**: {} bytes.", self.size));
-        }
-        out
-    }
-
-    fn largest(&self, gzip: bool) -> Option<&Download> {
-        self.downloads.iter().find(|d| d.largest && d.gzip == gzip)
-    }
-
-    fn goals(&self) -> String {
-        let mut out = String::from("| figure | goal | measured | met |\n|---|---|---|---|\n");
-        let mut row = |figure: String, goal: &str, measured: String, met: Option<bool>| {
-            out.push_str(&format!(
-                "| {} | {goal} | {} | {} |\n",
-                cell(&figure),
-                cell(&measured),
-                match met {
-                    Some(true) => "yes",
-                    Some(false) => "**no**",
-                    None => "–",
-                }
-            ));
+            Some(Row {
+                id: format!("{}-{}-{what}", case.id, case.place.label()),
+                figure: format!(
+                    "{} [{}]: {} against {}",
+                    case.title,
+                    case.place.label(),
+                    tool.label(),
+                    other.label()
+                ),
+                goal: goal.describe(),
+                measured: format!(
+                    "**{:.2}×** ({how}: {:.3} s, {:.3} s); at the medians {:.2}×, mdlr's best \
+                     round {:.2}×",
+                    v.judged, m.wall.p75, o.wall.median, v.at_medians, v.best
+                ),
+                met: Some(v.met),
+                value: format!("{:.2}×", v.judged),
+            })
         };
-        if let Some(d) = self.largest(true) {
-            let vs_curl = d.speed_ratio(Client::CurlO);
-            row(
-                format!(
-                    "{}: `mdlr result` (un-gzips) speed ÷ `curl -o` (writes the .gz)",
-                    d.title()
-                ),
-                "≥ 1.0×",
-                d.ratio_with_spread(Client::CurlO),
-                vs_curl.map(|r| r >= GOAL_SPEED),
-            );
-            row(
-                format!(
-                    "{}: `mdlr result` speed ÷ `curl | gzip -dc` (the same work)",
-                    d.title()
-                ),
-                "–",
-                d.ratio_with_spread(Client::CurlGunzip),
-                None,
-            );
-        }
-        if let Some(d) = self.largest(false) {
-            let vs_curl = d.speed_ratio(Client::CurlO);
-            row(
-                format!("{}: `mdlr result --raw` speed ÷ `curl -o`", d.title()),
-                "≥ 1.0×",
-                d.ratio_with_spread(Client::CurlO),
-                vs_curl.map(|r| r >= GOAL_SPEED),
-            );
-            if let (Some(md5), Some(curl)) = (d.median(Client::MdlrRawMd5), d.median(Client::CurlO))
-            {
-                row(
-                    format!(
-                        "{}, the host sending `Content-MD5` (mdlr verifies it, curl does not): \
-                         speed ÷ `curl -o`",
-                        d.title()
-                    ),
-                    "–",
-                    format!("{:.2}×", curl.wall / md5.wall),
-                    None,
-                );
+        for place in [Where::Disk, Where::Tmpfs] {
+            if let Some(c) = self.case("md5", place) {
+                rows.extend(ratio_row(c, &Tool::CurlO, GOAL_MD5, "curl"));
             }
         }
-        for gzip in [true, false] {
-            let client = if gzip { Client::Mdlr } else { Client::MdlrRaw };
+        for place in [Where::Disk, Where::Tmpfs] {
+            if let Some(c) = self.case("getfile", place) {
+                rows.extend(ratio_row(c, &Tool::CurlGunzip, GOAL_GETFILE, "curl-gzip"));
+            }
+        }
+        if let Some(c) = self.case("capped", Where::Disk) {
+            rows.extend(self.capped_rows(c, &ratio_row));
+        }
+        for (id, gunzip) in [("sizes-raw", false), ("sizes-getfile", true)] {
             let peaks: Vec<(u64, f64)> = self
-                .downloads
+                .cases
                 .iter()
-                .filter(|d| d.gzip == gzip)
-                .filter_map(|d| {
-                    d.median(client)
-                        .and_then(|s| s.max_rss_kib)
-                        .map(|k| (d.size, k as f64 / 1024.0))
+                .filter(|c| c.id == id)
+                .filter_map(|c| {
+                    let kib = c.mdlr()?.1.max_rss_kib?;
+                    Some((c.size, kib as f64 / 1024.0))
                 })
                 .collect();
             if peaks.is_empty() {
@@ -1850,99 +1531,345 @@ impl Figures {
             }
             let worst = peaks.iter().map(|(_, m)| *m).fold(0.0, f64::max);
             let least = peaks.iter().map(|(_, m)| *m).fold(f64::INFINITY, f64::min);
-            let flat = worst - least <= 1.0;
-            row(
-                format!(
-                    "peak RSS of `mdlr result{}`, by size",
-                    if gzip { "" } else { " --raw" }
+            rows.push(Row {
+                id: format!("{id}-rss"),
+                figure: format!(
+                    "peak RSS of {}, by size (largest of every round) [disk]",
+                    Tool::Mdlr {
+                        raw: !gunzip,
+                        connections: None,
+                        baseline: false
+                    }
+                    .label()
                 ),
-                "≤ 8 MiB, flat",
-                peaks
+                goal: format!("≤ {GOAL_RSS_MIB:.0} MiB, flat (within {FLAT_MIB:.0} MiB)"),
+                measured: peaks
                     .iter()
                     .map(|(s, m)| format!("{}: {m:.1} MiB", human(*s)))
                     .collect::<Vec<_>>()
                     .join(", "),
-                Some(worst <= GOAL_RSS_MIB && flat),
-            );
+                met: Some(worst <= GOAL_RSS_MIB && worst - least <= FLAT_MIB),
+                value: format!("{least:.1}–{worst:.1} MiB"),
+            });
         }
-        if let Some(s) = &self.small {
-            let ratio = s.mdlr / s.reference;
-            row(
-                format!(
-                    "small RunScript result ({} bytes) end to end: `mdlr result` ÷ two `curl` + `jq`, wall time",
-                    s.bytes
-                ),
-                "≤ 1.1×",
-                format!(
-                    "{ratio:.2}× ({:.1} ms ÷ {:.1} ms, medians of {})",
-                    s.mdlr * 1e3,
-                    s.reference * 1e3,
-                    s.reps
-                ),
-                Some(ratio <= GOAL_SMALL),
-            );
-        }
+        rows.push(Row {
+            id: "size".to_owned(),
+            figure: "static binary size".to_owned(),
+            goal: format!("≤ {}", crate::dist::mib(crate::dist::SIZE_LIMIT)),
+            measured: format!("{} bytes ({})", self.size, crate::dist::mib(self.size)),
+            met: Some(self.size <= crate::dist::SIZE_LIMIT),
+            value: format!("{} bytes", self.size),
+        });
         if let Some(s) = &self.startup {
-            row(
-                "start-up: `mdlr --version`".to_owned(),
-                "–",
-                format!(
-                    "{:.2} ms (`curl --version`: {:.2} ms; medians of {}), peak RSS {:.1} MiB",
-                    s.mdlr * 1e3,
-                    s.curl * 1e3,
-                    s.reps,
+            rows.push(Row {
+                id: "startup".to_owned(),
+                figure: "start-up: `mdlr --version` against `curl --version`".to_owned(),
+                goal: "–".to_owned(),
+                measured: format!(
+                    "{:.2} ms (p75 {:.2}, {:.2}–{:.2}) against {:.2} ms (p75 {:.2}), medians of \
+                     {}; peak RSS {:.1} MiB",
+                    s.mdlr.median * 1e3,
+                    s.mdlr.p75 * 1e3,
+                    s.mdlr.min * 1e3,
+                    s.mdlr.max * 1e3,
+                    s.curl.median * 1e3,
+                    s.curl.p75 * 1e3,
+                    s.mdlr.n,
                     s.rss_kib as f64 / 1024.0
                 ),
-                None,
-            );
+                met: None,
+                value: String::new(),
+            });
         }
-        row(
-            "static binary size".to_owned(),
-            "≤ 3.5 MiB",
-            format!("{} bytes ({})", self.size, crate::dist::mib(self.size)),
-            Some(self.size <= crate::dist::SIZE_LIMIT),
+        if let Some(s) = &self.small {
+            rows.push(Row {
+                id: "small".to_owned(),
+                figure: format!(
+                    "small RunScript result ({} bytes): `mdlr result ID` (one process) against \
+                     two `curl` and two `jq` (four) — start-up cost (process start-ups \
+                     counted), not a throughput win",
+                    s.bytes
+                ),
+                goal: "– (no verdict)".to_owned(),
+                measured: format!(
+                    "{:.1} ms (p75 {:.1}) against {:.1} ms (p75 {:.1}), medians of {}",
+                    s.mdlr.median * 1e3,
+                    s.mdlr.p75 * 1e3,
+                    s.reference.median * 1e3,
+                    s.reference.p75 * 1e3,
+                    s.mdlr.n
+                ),
+                met: None,
+                value: String::new(),
+            });
+        }
+        rows
+    }
+
+    /// The goals of the capped link: against curl and aria2c, identical bytes, memory.
+    fn capped_rows(
+        &self,
+        c: &Case,
+        ratio_row: &dyn Fn(&Case, &Tool, Goal, &str) -> Option<Row>,
+    ) -> Vec<Row> {
+        let n = CONNECTIONS;
+        let figure =
+            |what: &str| format!("{} [disk]: `mdlr fetch --connections {n}` {what}", c.title);
+        if !self.connections {
+            let none = "not measurable yet: the binary has no --connections";
+            let mdlr_one = c.mdlr().map_or(String::new(), |(_, m)| {
+                let curl = c.summary(&Tool::CurlO).map(|s| s.wall.median);
+                let aria = c.summary(&Tool::Aria2c).map(|s| s.wall.median);
+                format!(
+                    " (one connection: mdlr {:.2} s, curl {}, aria2c {}, medians)",
+                    m.wall.median,
+                    curl.map_or("–".to_owned(), |w| format!("{w:.2} s")),
+                    aria.map_or("–".to_owned(), |w| format!("{w:.2} s")),
+                )
+            });
+            return [
+                ("curl", GOAL_CAPPED_CURL.describe() + " curl"),
+                ("aria2c", GOAL_CAPPED_ARIA2.describe() + " aria2c"),
+                ("identical", "byte-identical".to_owned()),
+                ("rss", format!("peak RSS ≤ {GOAL_RSS_MIB:.0} MiB")),
+            ]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (what, goal))| Row {
+                id: format!("capped-disk-{what}"),
+                figure: figure(&goal),
+                goal,
+                measured: match i {
+                    0 => format!("{none}{mdlr_one}"),
+                    _ => none.to_owned(),
+                },
+                met: None,
+                value: String::new(),
+            })
+            .collect();
+        }
+        let mut rows = Vec::new();
+        rows.extend(ratio_row(c, &Tool::CurlO, GOAL_CAPPED_CURL, "curl"));
+        if c.summary(&Tool::Aria2c).is_some() {
+            rows.extend(ratio_row(c, &Tool::Aria2c, GOAL_CAPPED_ARIA2, "aria2c"));
+        } else {
+            rows.push(Row {
+                id: "capped-disk-aria2c".to_owned(),
+                figure: figure("against aria2c"),
+                goal: GOAL_CAPPED_ARIA2.describe(),
+                measured: "not measured: no aria2c (see above)".to_owned(),
+                met: None,
+                value: String::new(),
+            });
+        }
+        rows.push(Row {
+            id: "capped-disk-identical".to_owned(),
+            figure: figure("byte-identical to the blob"),
+            goal: "every round".to_owned(),
+            measured: format!(
+                "{} outputs of {} clients, SHA-256 equal to the blob's",
+                c.hashed,
+                c.tools.len()
+            ),
+            // A difference stops the bench before this.
+            met: Some(true),
+            value: format!("{} equal", c.hashed),
+        });
+        let rss = c.mdlr().and_then(|(_, m)| m.max_rss_kib);
+        rows.push(Row {
+            id: "capped-disk-rss".to_owned(),
+            figure: figure("peak RSS (largest of every round)"),
+            goal: format!("≤ {GOAL_RSS_MIB:.0} MiB"),
+            measured: rss.map_or("–".to_owned(), |k| {
+                format!("{:.1} MiB", k as f64 / 1024.0)
+            }),
+            met: rss.map(|k| k as f64 / 1024.0 <= GOAL_RSS_MIB),
+            value: rss.map_or(String::new(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+        });
+        rows
+    }
+
+    /// Every client of every case: walls (median, p75, range), CPU, memory, speed.
+    fn tables(&self, places: &Places) -> String {
+        let mut out = String::from(
+            "| case | on | client | rounds | wall median (s) | wall p75 (s) | min–max (s) | \
+             user (s) | sys (s) | peak RSS (MiB) | MiB/s written (median) | requests |\n\
+             |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
-        if let Some(d) = self.largest(true) {
-            let per = |c: Client| {
-                d.median(c)
-                    .and_then(|s| s.cpu)
-                    .map(|cpu| cpu / (d.file_bytes as f64 / GIB as f64))
-            };
-            row(
-                format!("CPU per GiB downloaded and un-gzipped ({})", d.title()),
-                "–",
-                format!(
-                    "mdlr {} s (`curl | gzip -dc`: {} s)",
-                    per(Client::Mdlr).map_or("?".to_owned(), |c| format!("{c:.2}")),
-                    per(Client::CurlGunzip).map_or("?".to_owned(), |c| format!("{c:.2}")),
-                ),
-                None,
-            );
+        for c in &self.cases {
+            for (tool, samples, counts) in &c.tools {
+                let Some(s) = Summary::of(samples) else {
+                    continue;
+                };
+                let written = match tool.gunzips() {
+                    true => c.delivered_len,
+                    false => c.blob_len,
+                } as f64;
+                let secs = |x: Option<f64>| x.map_or("–".to_owned(), |v| format!("{v:.2}"));
+                out.push_str(&format!(
+                    "| {} | {} | {} | {}+{} | {:.3} | {:.3} | {:.3}–{:.3} | {} | {} | {} | {:.0} | {} |\n",
+                    cell(&c.title),
+                    c.place.label(),
+                    tool.label(),
+                    c.warmup,
+                    c.rounds,
+                    s.wall.median,
+                    s.wall.p75,
+                    s.wall.min,
+                    s.wall.max,
+                    secs(s.user),
+                    secs(s.sys),
+                    s.max_rss_kib
+                        .map_or("–".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0)),
+                    written / MIB as f64 / s.wall.median,
+                    counts.requests,
+                ));
+            }
         }
-        if let Some(d) = self.largest(false) {
-            let per = |c: Client| {
-                d.median(c)
-                    .and_then(|s| s.cpu)
-                    .map(|cpu| cpu / (d.blob_bytes as f64 / GIB as f64))
+        out.push_str(&format!(
+            "\n*disk* is {}.\n",
+            places
+                .describe()
+                .replace("disk: ", "")
+                .replace("; tmpfs: ", "; *tmpfs* is ")
+        ));
+        out
+    }
+}
+
+fn goals_table(rows: &[Row]) -> String {
+    let mut out = String::from("| figure | goal | measured | met |\n|---|---|---|---|\n");
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            cell(&r.figure),
+            r.goal,
+            cell(&r.measured),
+            match r.met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "–",
+            }
+        ));
+    }
+    out
+}
+
+/// The verdicts of the previous run of the same binary, against this run's.
+struct Repeat {
+    /// When the previous run was (`DATE at COMMIT`); `None`: no earlier run of this
+    /// binary and method to compare with.
+    when: Option<String>,
+    /// `(id, previous verdict and figure, this run's)` of every goal judged in both.
+    pairs: Vec<(String, String, String)>,
+    /// The ids whose verdicts differ.
+    differ: Vec<String>,
+}
+
+impl Repeat {
+    /// Compares with `target/bench-verdicts.txt` when it holds a run of the same `key`
+    /// (binary and method), and writes this run's there.
+    fn check(root: &Path, key: &str, rows: &[Row]) -> Repeat {
+        let path = root.join("target").join("bench-verdicts.txt");
+        let previous = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut repeat = Repeat::compare(&previous, key, rows);
+        let now = crate::utc_date(SystemTime::now());
+        let mut text = format!("{key} {now} at {}\n", crate::commit_description(root));
+        for r in rows {
+            if let Some(met) = r.met {
+                text.push_str(&format!("{}\t{}\t{}\n", r.id, verdict_word(met), r.value));
+            }
+        }
+        if std::fs::write(&path, text).is_err() {
+            repeat.when = None;
+        }
+        repeat
+    }
+
+    fn compare(previous: &str, key: &str, rows: &[Row]) -> Repeat {
+        let mut lines = previous.lines();
+        let header = lines.next().unwrap_or_default();
+        let Some(when) = header.strip_prefix(&format!("{key} ")) else {
+            return Repeat {
+                when: None,
+                pairs: Vec::new(),
+                differ: Vec::new(),
             };
-            row(
-                format!("CPU per GiB downloaded ({})", d.title()),
-                "–",
-                format!(
-                    "mdlr --raw {} s (`curl -o`: {} s)",
-                    per(Client::MdlrRaw).map_or("?".to_owned(), |c| format!("{c:.2}")),
-                    per(Client::CurlO).map_or("?".to_owned(), |c| format!("{c:.2}")),
-                ),
-                None,
-            );
+        };
+        let old: Vec<Vec<&str>> = lines.map(|l| l.split('\t').collect()).collect();
+        let mut pairs = Vec::new();
+        let mut differ = Vec::new();
+        for r in rows {
+            let Some(met) = r.met else { continue };
+            let Some(was) = old.iter().find(|f| f.first() == Some(&r.id.as_str())) else {
+                continue;
+            };
+            let was_word = was.get(1).copied().unwrap_or_default();
+            if was_word != verdict_word(met) {
+                differ.push(r.id.clone());
+            }
+            pairs.push((
+                r.id.clone(),
+                format!("{was_word}, {}", was.get(2).copied().unwrap_or_default()),
+                format!("{}, {}", verdict_word(met), r.value),
+            ));
+        }
+        Repeat {
+            when: Some(when.to_owned()),
+            pairs,
+            differ,
+        }
+    }
+
+    fn line(&self) -> String {
+        let compared = self.pairs.len();
+        match &self.when {
+            None => "Repeat check: no earlier run of this binary with these rounds to compare \
+                     the verdicts with (run the bench again to check them)."
+                .to_owned(),
+            Some(when) if self.differ.is_empty() => format!(
+                "Repeat check: all {compared} verdicts are the same as in the previous run of \
+                 this binary with these rounds ({when})."
+            ),
+            Some(when) => format!(
+                "Repeat check: **{} of {compared} verdicts differ** from the previous run of \
+                 this binary ({when}): {}. Those goals sit within the noise: more rounds \
+                 (`--rounds`) or a quieter machine.",
+                self.differ.len(),
+                self.differ.join(", ")
+            ),
+        }
+    }
+
+    /// The two runs' verdicts side by side.
+    fn table(&self) -> String {
+        if self.pairs.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from("| goal | previous run | this run |\n|---|---|---|\n");
+        for (id, was, now) in &self.pairs {
+            out.push_str(&format!("| `{id}` | {was} | {now} |\n"));
         }
         out
     }
 }
 
+fn verdict_word(met: bool) -> &'static str {
+    if met { "met" } else { "missed" }
+}
+
 /// `text` for a Markdown table cell: a `|`, even in a code span, would end the cell.
 fn cell(text: &str) -> String {
-    text.replace('|', "\\|")
+    let mut out = String::new();
+    let mut prev = ' ';
+    for c in text.chars() {
+        if c == '|' && prev != '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
 }
 
 /// `64 MiB`, `1 GiB`.
@@ -1965,111 +1892,200 @@ fn human_exact(bytes: u64) -> String {
 struct Machine {
     cores: String,
     cpu: String,
+    kernel: String,
     rustc: String,
     curl: String,
+    aria2c: String,
     date: String,
     commit: String,
-    /// Where the downloads went.
-    scratch: String,
+    bin_sha: String,
+    places: String,
+    drop_caches: bool,
+    /// The 1-minute load average before and after the run: other work on the machine.
+    load: String,
 }
 
 impl Machine {
-    fn detect(root: &Path, scratch: &Path) -> Machine {
+    fn detect(
+        root: &Path,
+        places: &Places,
+        tools: &Tools,
+        drop_caches: bool,
+        bin_sha: &str,
+    ) -> Machine {
         let cores = std::thread::available_parallelism()
             .map(|n| n.to_string())
             .unwrap_or_else(|_| "?".to_owned());
         let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
         let rustc =
             crate::first_line(Command::new(rustc).arg("-V")).unwrap_or_else(|| "rustc ?".into());
-        let curl = crate::first_line(Command::new(CURL).arg("--version"))
-            .and_then(|l| l.split_whitespace().nth(1).map(|v| format!("curl {v}")))
-            .unwrap_or_else(|| "curl ?".into());
-        let commit = crate::commit_description(root);
+        let version = |bin: &Path, name: &str, word: usize| {
+            crate::first_line(Command::new(bin).arg("--version"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(word)
+                        .map(|v| format!("{name} {v}"))
+                })
+                .unwrap_or_else(|| format!("{name} ?"))
+        };
         Machine {
             cores,
             cpu: crate::cpu_model(),
+            kernel: crate::first_line(Command::new("uname").arg("-r"))
+                .map_or("Linux ?".to_owned(), |r| format!("Linux {r}")),
             rustc,
-            curl,
+            curl: version(&tools.curl, "curl", 1),
+            aria2c: tools
+                .aria2c
+                .as_ref()
+                .map_or("no aria2c".to_owned(), |p| version(p, "aria2", 2)),
             date: crate::utc_date(SystemTime::now()),
-            commit,
-            scratch: match scratch.starts_with("/dev/shm") {
-                true => "tmpfs (/dev/shm)".to_owned(),
-                false => scratch.display().to_string(),
-            },
+            commit: crate::commit_description(root),
+            bin_sha: bin_sha.chars().take(16).collect(),
+            places: places.describe(),
+            drop_caches,
+            load: String::new(),
+        }
+    }
+
+    /// A warning when other work kept the cores busy during the run.
+    fn busy(&self) -> String {
+        let loads: Vec<f64> = self
+            .load
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let cores: f64 = self.cores.parse().unwrap_or(1.0);
+        match loads.iter().copied().fold(0.0, f64::max) > cores {
+            true => format!(
+                " **The machine was busy** (load average above its {} cores): walls include \
+                 waiting for a core, CPU times do not; the verdicts hold for such a machine, \
+                 and a quiet one gives shorter walls to every client.",
+                self.cores
+            ),
+            false => String::new(),
         }
     }
 
     fn line(&self) -> String {
         format!(
-            "Measured {} at {} on {} core(s) (nproc), {}, {}, {}, downloads written to {}.",
-            self.date, self.commit, self.cores, self.cpu, self.rustc, self.curl, self.scratch
+            "Measured {} at {} (binary SHA-256 {}…) on {} core(s) (load average {}), {}, {}, \
+             {}, {}, {}; {}.",
+            self.date,
+            self.commit,
+            self.bin_sha,
+            self.cores,
+            self.load,
+            self.cpu,
+            self.kernel,
+            self.rustc,
+            self.curl,
+            self.aria2c,
+            self.places
         )
     }
 }
 
 fn section(
     command: &str,
-    tables: &str,
     goals: &str,
+    repeat: &Repeat,
+    tables: &str,
     machine: &Machine,
-    figures: &Figures,
+    run: &Run,
+    plan: &Plan,
 ) -> String {
-    let reps = figures
-        .downloads
-        .first()
-        .and_then(|d| d.runs.first())
-        .map_or(0, |(_, s)| s.len());
-    let missed = figures.missed();
-    let missed = match missed.is_empty() {
-        true => "Every goal is met in this run.\n".to_owned(),
-        false => format!(
-            "Where a goal is missed, what stands in the way:\n\n{}",
-            missed
-                .iter()
-                .map(|m| format!("- {m}\n"))
-                .collect::<String>()
-        ),
-    };
     format!(
         "{START_MARK}\n{SECTION_TITLE}\n\n\
          ```console\n$ {command}\n```\n\n\
-         {goals}\n\
-         {missed}\n\
-         {tables}\n\
          {}\n\n\
-         - **What runs.** The dist binary (`cargo xtask dist`: static, release profile) \
-         against a std-only stand-in for the API and the result host on 127.0.0.1 in the \
-         xtask process, which holds the blob being measured in memory and sends it with \
-         one `write` (`curl -o /dev/null` shows it carries more than either client takes). \
-         `mdlr result` \
-         makes the real three requests (the action, the result link, the blob) with \
-         `MDLR_TOKEN` and `MDLR_API_URL` in an otherwise empty environment; `curl` (and \
-         `gzip`, `jq`) fetch the same link from the same server and get the same bytes and \
-         headers. Every figure is the median of {reps} runs per client for the downloads, \
-         interleaved in rotating order; ratios are medians of the per-round ratios.\n\
-         - **GetFile (gzip)**: a log-like text file of the given size (timestamps, hosts, a \
-         message from a set, a random id per line), `gzip -6`; `mdlr result` un-gzips to \
-         disk while streaming and also keeps the received `.gz` beside it until the end (it \
-         is what a rerun resumes from), checks the gzip CRC and length, and `fsync`s both. \
-         `curl -o` only writes the `.gz`: the `curl | gzip -dc` row is the comparison that \
-         does the same work. **Raw**: incompressible bytes, `mdlr result --raw` against \
-         `curl -o`; `curl -o /dev/null` shows what the server and loopback carry.\n\
-         - **Delivered** is the file written: un-gzipped bytes for `mdlr result` and `curl | \
-         gzip -dc`, the blob for the others. **CPU** is user + system time and **peak RSS** \
-         the largest resident set, both from `wait4` (GNU `time -f '%U %S %M'`; for a pipe, \
-         the CPU of every process and the RSS of the largest). **Speed vs mdlr** is the \
-         client's speed relative to mdlr's (below 1: slower than mdlr).\n\
-         - **Small RunScript result**: a {}-byte transcript; `mdlr result ID` (action, link, \
-         blob; prints `script_output`) against `sh -c 'link=$(curl -H \"Authorization: \
+         ### Goals\n\n\
+         {goals}\n\
+         {}\n\n\
+         ### Every client\n\n\
+         {tables}\n\
+         ### How\n\n\
+         - **Verdicts.** Each goal is judged on mdlr's *upper quartile* against the other \
+         client's *median* (for \"≥ N× curl\": curl's median ÷ mdlr's upper quartile): mdlr \
+         must meet it in three rounds of four against the other's typical round, so noise in \
+         mdlr's rounds can only turn a verdict into a miss, and neither mdlr's best round nor \
+         the other's worst can win it. The ratio at both medians and at mdlr's best round \
+         are printed beside it, for reference only. The repeat check compares every verdict \
+         with the previous run of the same binary (`target/bench-verdicts.txt`).\n\
+         - **Rounds.** Each case runs its clients in turn (mdlr, curl, [aria2c]; the next \
+         round starts one client further on), {} warm-up round(s) first, not counted: \
+         {} counted rounds for the {} cases, {} for the capped link, {} for each size, {} for \
+         the small result, {} for the start-up. Every round writes a fresh file: the output \
+         directory is emptied and `sync` runs before the clock starts, so what one client \
+         left unwritten is not written back in another's time. The page cache is not dropped \
+         (`/proc/sys/vm/drop_caches` {}): the host sends from memory and the clients read \
+         nothing from disk but their own binaries.\n\
+         - **Where.** *disk*: a directory under `target/`, on the working tree's filesystem \
+         (the one `mdlr fetch -o` writes to from there), checked to be on the same device; \
+         *tmpfs*: `/dev/shm`, memory, where mdlr's `fsync` costs nothing. mdlr syncs its file \
+         before the rename (and keeps a received `.gz` beside it until the end); curl and \
+         aria2c never sync.\n\
+         - **What runs.** The dist binary (`cargo xtask dist`: static, release profile) as \
+         `mdlr fetch URL` with an empty environment, against a std-only stand-in of the \
+         result host on 127.0.0.1 in the xtask process (`xtask/src/bench/host.rs`), which \
+         holds the blob in memory and sends a whole reply with one `write`; `curl`, `gzip` \
+         and `aria2c` fetch the same link and get the same bytes and headers. Raw results \
+         are incompressible noise (`--raw`); GetFile results are log-like text, `gzip -6`, \
+         sent with `Content-Disposition: attachment; filename=\"….log.gz\"`, which `mdlr \
+         fetch` un-gzips while it streams (checking the gzip CRC and length) and `curl | gzip \
+         -dc` un-gzips in a pipeline, timed whole. The host sends `Content-MD5` (the MD5 is \
+         computed once, not per request) for the raw `Content-MD5` case and the capped link, \
+         as Azure does for a blob written in one piece; mdlr checks it, curl and aria2c \
+         check nothing. Every output's length is checked every round and its SHA-256 in the \
+         warm-up and the last round (every round on the capped link).\n\
+         - **Capped link.** The same host, pausing {} ms after every {} KiB on each \
+         connection (about {:.1} MiB/s a connection; several connections get several times \
+         that) and waiting {} ms before each reply's head, as a distant jump host or a \
+         throttling proxy would. It answers `Range: bytes=A-B`, `A-` and `-N` (206 with \
+         `Content-Range`, 416 past the end), `If-Match` (412 on another ETag) and `HEAD`. \
+         aria2c runs as `aria2c --no-conf -q -x4 -s4 -k1M` with its defaults (the Debian \
+         package `aria2`, installed by the bench when it is missing and it runs as root); \
+         it sends one whole GET and then `Range: bytes=A-B` requests. The *requests* column \
+         is what the host saw of each client in its last round. {}\n\
+         - **Measured how.** The wall is measured by the bench around the process; user and \
+         system CPU and the peak resident set come from `wait4` through GNU `time -f '%U %S \
+         %M'` (for a pipeline: the CPU of every process and the RSS of the largest). Peak RSS \
+         in the tables is the largest of every counted round.\n\
+         - **Small RunScript result.** `mdlr result ID` (action, link, blob; prints \
+         `script_output`, one process) against `sh -c 'link=$(curl -H \"Authorization: \
          Bearer $T\" .../GetLiveResponseResultDownloadLink(index=0) | jq -r .value) && curl \
-         \"$link\" | jq -j .script_output'`, medians of {} runs each, interleaved.\n\
-         - **Start-up**: `mdlr --version` against `curl --version`, medians of {} runs each.\n\n\
-         {FIXES}\
+         \"$link\" | jq -j .script_output'` (four processes and a shell). At a few kilobytes \
+         this measures process start-ups, not downloading: it is shown, not judged.\n\n\
+         {HISTORY}\n\
          {END_MARK}\n",
-        machine.line(),
-        figures.small.as_ref().map_or(0, |s| s.bytes),
-        figures.small.as_ref().map_or(0, |s| s.reps),
-        figures.startup.as_ref().map_or(0, |s| s.reps),
+        machine.line() + &machine.busy(),
+        match repeat.table().is_empty() {
+            true => repeat.line(),
+            false => format!("{}\n\n{}", repeat.line(), repeat.table().trim_end()),
+        },
+        plan.warmup,
+        plan.big_rounds,
+        human(plan.big),
+        plan.capped_rounds,
+        plan.sizes_rounds,
+        plan.small_rounds,
+        plan.startup_rounds,
+        if machine.drop_caches {
+            "is writable here, and not needed"
+        } else {
+            "is not writable here"
+        },
+        CAPPED.pause.as_millis(),
+        CAPPED.chunk / 1024,
+        CAPPED.mib_per_s(),
+        CAPPED.latency.as_millis(),
+        match run.connections {
+            true => "mdlr runs as `mdlr fetch URL --raw --connections 4 -o DIR/`.",
+            false =>
+                "The binary has no `--connections` yet: mdlr's row is one connection \
+                      (`mdlr fetch URL --raw -o DIR/`), and the goals of the capped link are \
+                      not measurable until the parallel engine lands.",
+        },
     )
 }
 
@@ -2080,23 +2096,50 @@ mod tests {
     #[test]
     fn options() {
         let o = parse(&[]);
-        assert!(o.as_ref().is_ok_and(|o| !o.quick && o.reps == 7 && o.write));
-        let o = parse(&["--quick", "--no-write", "--reps=2"]);
-        assert!(o.as_ref().is_ok_and(|o| o.quick && o.reps == 2 && !o.write));
-        assert!(parse(&["--quick"]).is_ok_and(|o| o.reps == 3));
-        assert!(parse(&["--reps", "0"]).is_err());
-        assert!(parse(&["--reps"]).is_err());
+        assert!(
+            o.as_ref()
+                .is_ok_and(|o| !o.quick && o.rounds.is_none() && o.write)
+        );
+        let o = parse(&["--quick", "--no-write", "--rounds=2"]);
+        assert!(
+            o.as_ref()
+                .is_ok_and(|o| o.quick && o.rounds == Some(2) && !o.write)
+        );
+        assert!(
+            parse(&["--only", "md5,capped"]).is_ok_and(|o| o.runs("capped") && !o.runs("sizes"))
+        );
+        assert!(parse(&["--only", "gzip"]).is_err());
+        assert!(parse(&["--rounds", "0"]).is_err());
+        assert!(parse(&["--rounds"]).is_err());
         assert!(parse(&["--fast"]).is_err());
     }
 
     #[test]
-    fn medians() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(&[]).is_nan());
+    fn plans() {
+        let full = Plan::new(false, None);
+        assert_eq!((full.big, full.big_rounds, full.warmup), (512 * MIB, 9, 1));
+        let o = parse(&["--only", "md5,sizes"]).unwrap_or_else(|e| panic!("{e}"));
+        let (noise, text) = full.data_sizes(&o);
+        assert_eq!(noise, [64 * MIB, 256 * MIB, 512 * MIB, GIB]);
+        assert_eq!(text, [64 * MIB, 256 * MIB, GIB]);
+        assert_eq!(Plan::new(true, Some(4)).capped_rounds, 4);
+    }
+
+    #[test]
+    fn labels_and_cells() {
         assert_eq!(human(64 * MIB), "64 MiB");
         assert_eq!(human(GIB), "1 GiB");
         assert_eq!(cell("`curl | gzip -dc`"), "`curl \\| gzip -dc`");
+        assert_eq!(cell("`curl \\| gzip`"), "`curl \\| gzip`");
+        assert_eq!(
+            Tool::mdlr_raw(Some(4)).label(),
+            "`mdlr fetch URL --raw --connections 4 -o DIR/`"
+        );
+        assert_eq!(
+            Tool::mdlr_gunzip().label(),
+            "`mdlr fetch URL -o DIR/` (un-gzips)"
+        );
+        assert!(Tool::mdlr_gunzip().gunzips() && !Tool::CurlO.gunzips());
     }
 
     #[test]
@@ -2110,5 +2153,47 @@ mod tests {
         let mut noise = Vec::new();
         assert!(write_noise(&mut noise, 3 * 1024 * 1024 + 5).is_ok());
         assert_eq!(noise.len(), 3 * 1024 * 1024 + 5);
+    }
+
+    #[test]
+    fn repeats() {
+        let row = |id: &str, met, value: &str| Row {
+            id: id.to_owned(),
+            figure: String::new(),
+            goal: String::new(),
+            measured: String::new(),
+            met,
+            value: value.to_owned(),
+        };
+        let previous = "abc full-9 2026-12-04 at x\na\tmet\t0.90×\nb\tmissed\t2.00×\n";
+        let rows = [
+            row("a", Some(true), "0.95×"),
+            row("b", Some(true), "0.99×"),
+            row("c", None, ""),
+        ];
+        let r = Repeat::compare(previous, "abc full-9", &rows);
+        assert_eq!(r.when.as_deref(), Some("2026-12-04 at x"));
+        assert_eq!(r.differ, ["b"]);
+        assert_eq!(r.pairs.len(), 2);
+        assert!(r.line().contains("1 of 2 verdicts differ"), "{}", r.line());
+        assert!(r.table().contains("| `a` | met, 0.90× | met, 0.95× |"));
+        // Another binary or another method: nothing to compare.
+        assert!(
+            Repeat::compare(previous, "abc quick-3", &rows)
+                .when
+                .is_none()
+        );
+        assert!(
+            Repeat::compare("", "abc full-9", &rows)
+                .line()
+                .contains("no earlier run")
+        );
+    }
+
+    #[test]
+    fn the_section_keeps_its_history() {
+        assert!(HISTORY.starts_with("### Historical figures"));
+        assert!(HISTORY.contains("| 2026-11-28 | b2fef1b |"));
+        assert!(!HISTORY.contains(START_MARK) && !HISTORY.contains(END_MARK));
     }
 }

@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_batch;
+mod bench_inflate;
 mod demo;
 mod deny;
 mod dist;
@@ -44,13 +45,22 @@ Tasks:
                       run the release mdlr binary on N simulated machines and set its
                       makespan against the quota bound; writes BENCHMARKS.md (not with
                       --mdlr, which benchmarks another build; default scale: per N)
-  bench [--quick] [--reps N] [--no-write] [--mdlr PATH] [--baseline PATH]
-        [--only gzip,raw,small,startup]
-                      the dist binary against curl on loopback: download speed, memory
-                      and CPU (64 MiB to 1 GiB; --quick: to 256 MiB), a small RunScript
-                      result against curl + jq, start-up, size; writes BENCHMARKS.md
-                      (not with --mdlr, another build, --baseline, a second build run
+  bench [--quick] [--rounds N] [--no-write] [--mdlr PATH] [--baseline PATH]
+        [--only md5,getfile,capped,sizes,small,startup]
+                      the dist binary's `mdlr fetch` against curl, curl | gzip -dc and
+                      aria2c on loopback, in interleaved rounds judged at mdlr's upper
+                      quartile, on the disk and on tmpfs: raw 512 MiB with Content-MD5,
+                      un-gzipped GetFile, a link capped per connection (--connections
+                      when the binary has it; installs aria2 as root), memory from
+                      64 MiB to 1 GiB, start-up, size; writes BENCHMARKS.md (not with
+                      --quick, --mdlr, another build, --baseline, a second build run
                       beside it for before/after figures, or --only)
+  bench-inflate [--rounds N] [--no-write]
+                      flate2's zlib-rs backend against miniz_oxide: inflate speed of a
+                      256 MiB GetFile-like payload (a probe built twice under target/)
+                      and the size of the dist binary built from a copy of the tree
+                      with zlib-rs; says whether it passes issue 11's rule (≥ 1.5×,
+                      ≤ 3.5 MiB) and writes BENCHMARKS.md; changes nothing else
   fuzz [--seconds N] [--target NAME]... [--no-write]
                       run every cargo-fuzz target of fuzz/ for N seconds (default
                       60), installing cargo-fuzz if missing; prints executions and
@@ -75,6 +85,7 @@ fn main() -> ExitCode {
         ["deny", rest @ ..] => deny::run(&root(), rest),
         ["bench", rest @ ..] => bench::run(&root(), rest),
         ["bench-batch", rest @ ..] => bench_batch::run(&root(), rest),
+        ["bench-inflate", rest @ ..] => bench_inflate::run(&root(), rest),
         ["fuzz", rest @ ..] => fuzz::run(&root(), rest),
         _ => {
             eprint!(
