@@ -24,6 +24,8 @@ pub struct Global {
     pub api_quota: Option<Vec<(u32, Duration)>>,
     /// `--start-quota`: (calls, window) pairs.
     pub start_quota: Option<Vec<(u32, Duration)>>,
+    /// `--package-quota`: (calls, window) pairs.
+    pub package_quota: Option<Vec<(u32, Duration)>>,
     /// `--timeout`.
     pub timeout: Option<Duration>,
     /// `--retries`.
@@ -246,7 +248,10 @@ pub enum Scope {
 }
 
 /// The commands that take the batch options.
-pub const BATCH_COMMANDS: &[&str] = &["run", "getfile", "putfile"];
+pub const BATCH_COMMANDS: &[&str] = &["run", "getfile", "putfile", "package"];
+
+/// The batch commands that start live response sessions (the others collect packages).
+const LIVE_COMMANDS: Scope = Scope::Only(&["run", "getfile", "putfile"]);
 
 impl Scope {
     /// Whether an option of this scope belongs to `command` (global ones to every one).
@@ -590,6 +595,28 @@ FILE_NAME is the name of a file in the live response library (`mdlr library list
         examples: &["mdlr putfile host1.contoso.com collect.ps1"],
     },
     CommandSpec {
+        name: "package",
+        synopsis: "package MACHINE...",
+        summary: "collect investigation packages",
+        usage: &["package MACHINE... [-o DIR] [--comment TEXT] [BATCH OPTIONS]"],
+        args: &[text("MACHINE...")],
+        subcommands: &[],
+        description: "\
+Collects each machine's investigation package (a zip of its forensic state: processes,
+services, autoruns, event logs, network connections and more), waits for it, and
+downloads it, as served. Without -o one machine's package goes in the current
+directory; with -o DIR, under DIR/NAME/ with the journal and the evidence manifest. A
+collection already running on a machine is waited for like a busy
+session (--on-busy). The download link has a quota of its own, 2 a minute and 120 an
+hour (--package-quota): it is asked for only once a collection has succeeded, and
+across all machines no faster than that. Needs the Machine.CollectForensics
+permission.",
+        examples: &[
+            "mdlr package host1.contoso.com --comment 'case 4711'",
+            "mdlr package --machines-file hosts.txt -o evidence/ --report evidence/report.csv",
+        ],
+    },
+    CommandSpec {
         name: "verify",
         synopsis: "verify DIR",
         summary: "check an output directory against its manifest",
@@ -901,6 +928,15 @@ pub const OPTIONS: &[OptionSpec] = &[
     )
     .default("10/1m"),
     valued(
+        "--package-quota",
+        "SPEC",
+        Kind::Text,
+        "client-side quota on investigation package links",
+        Scope::Global,
+        |r, v| quota("--package-quota", v).map(|q| r.global.package_quota = Some(q)),
+    )
+    .default("2/1m,120/1h"),
+    valued(
         "--proxy",
         "URL",
         Kind::Text,
@@ -1048,7 +1084,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         "NAME",
         Kind::Text,
         "copy a library file onto the machine first",
-        Scope::Batch,
+        LIVE_COMMANDS,
         |r, v| {
             r.puts.push(v.to_owned());
             Ok(())
@@ -1060,7 +1096,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         "PATH",
         Kind::Text,
         "collect a file from the machine, after the script",
-        Scope::Batch,
+        LIVE_COMMANDS,
         |r, v| {
             r.gets.push(v.to_owned());
             Ok(())
@@ -1172,14 +1208,17 @@ pub const OPTIONS: &[OptionSpec] = &[
         |r, v| set(&mut r.comment, v),
     )
     .default("`mdlr run NAME` and the like"),
-    flag("--raw", "keep GetFile results gzipped", Scope::Batch, |r| {
-        r.raw = true
-    }),
+    flag(
+        "--raw",
+        "keep GetFile results gzipped",
+        LIVE_COMMANDS,
+        |r| r.raw = true,
+    ),
     valued(
         "--connections",
         "N",
         Kind::Text,
-        "connections fetching pieces of each GetFile result at once (1-16)",
+        "connections fetching pieces of each GetFile result or package at once (1-16)",
         Scope::Batch,
         connections,
     )
@@ -1869,7 +1908,7 @@ fn build(name: &'static str, p: &mut Parsed, words: Vec<String>) -> Result<Comma
             force: p.force,
             connections: p.connections,
         },
-        "run" | "getfile" | "putfile" => {
+        "run" | "getfile" | "putfile" | "package" => {
             let machines: Vec<String> = args.words.by_ref().collect();
             return Ok(Command::Live(live(name, p, machines, wait)?));
         }
@@ -1940,7 +1979,8 @@ fn build(name: &'static str, p: &mut Parsed, words: Vec<String>) -> Result<Comma
     Ok(command)
 }
 
-/// `run`, `getfile` and `putfile`: what they start, where, and how the batch runs.
+/// `run`, `getfile`, `putfile` and `package`: what they start, where, and how the batch
+/// runs.
 fn live(
     name: &'static str,
     p: &mut Parsed,
@@ -2377,6 +2417,7 @@ mod tests {
             "verify" => "verify out",
             "run" => "run h --script s.ps1",
             "getfile" => "getfile h C:\\x",
+            "package" => "package h",
             "putfile" => "putfile h f.ps1",
             "cancel" => "cancel a",
             "actions" => "actions",

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mdlr::{Error, LiveResponse};
+use mdlr::{BatchWork, Error};
 use serde_json::{Value, json};
 
 use crate::output::Failure;
@@ -30,20 +30,26 @@ pub struct Journal {
     warned: Mutex<bool>,
 }
 
-fn batch_header(request: &LiveResponse) -> Value {
-    json!({ "batch": { "commands": request.commands, "comment": request.comment } })
+/// The journal's first line: what the batch starts (a rerun must start the same).
+fn batch_header(work: &BatchWork) -> Value {
+    match work {
+        BatchWork::LiveResponse(request) => {
+            json!({ "batch": { "commands": request.commands, "comment": request.comment } })
+        }
+        other => json!({ "batch": { "type": other.action_type(), "comment": other.comment() } }),
+    }
 }
 
 impl Journal {
     /// Opens `dir`'s journal: a new one, or with `resume` the one an earlier run left.
-    pub fn open(dir: &Path, request: &LiveResponse, resume: bool) -> Result<Journal, Failure> {
+    pub fn open(dir: &Path, work: &BatchWork, resume: bool) -> Result<Journal, Failure> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io {
             path: dir.to_owned(),
             op: "create directory",
             source: e,
         })?;
         let path = dir.join(FILE_NAME);
-        let header = batch_header(request);
+        let header = batch_header(work);
         let mut machines = HashMap::new();
         let mut downloads = HashMap::new();
         let mut earlier_starts = Vec::new();

@@ -1,5 +1,5 @@
-//! `run`, `getfile` and `putfile`: start live response on one machine or many, wait,
-//! and deliver every result.
+//! `run`, `getfile`, `putfile` and `package`: start live response (or investigation
+//! package collections) on one machine or many, wait, and deliver every result.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -7,9 +7,9 @@ use std::sync::Mutex;
 
 use mdlr::files::{safe_file_name, write_file};
 use mdlr::{
-    ActionStatus, BatchEvent, BatchOptions, Client, CommandResult, CommandStatus, CommandType,
-    DownloadRequest, Error, Gunzip, LiveResponse, MachineAction, Outcome, PollPolicy, Report,
-    Target,
+    ActionStatus, BatchEvent, BatchOptions, BatchWork, Client, CommandResult, CommandStatus,
+    CommandType, DownloadRequest, Error, Gunzip, LiveResponse, MachineAction, Outcome, PollPolicy,
+    Report, Target,
 };
 use serde_json::{Value, json};
 
@@ -21,10 +21,9 @@ use crate::journal::Journal;
 use crate::manifest::{Entry, Manifest, Origin, sha256_bytes};
 use crate::output::{self, Context, Failure, Output};
 
-/// `mdlr run | getfile | putfile`.
+/// `mdlr run | getfile | putfile | package`.
 pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
-    let request = live_request(args);
-    request.validate()?;
+    let work = work(args)?;
     let mut inputs = args.machines.clone();
     if let Some(file) = &args.machines_file {
         inputs.extend(read_machines_file(file)?);
@@ -39,10 +38,12 @@ pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
     let single = targets.len() == 1 && args.output.is_none();
 
     let journal = match &args.output {
-        Some(dir) => Some(Journal::open(dir, &request, args.resume)?),
+        Some(dir) => Some(Journal::open(dir, &work, args.resume)?),
         None => None,
     };
-    if let Some(j) = &journal {
+    if let Some(j) = &journal
+        && matches!(work, BatchWork::LiveResponse(_))
+    {
         // The interrupted run's starts still count against the quotas.
         client.record_earlier_starts(&j.earlier_starts());
     }
@@ -59,7 +60,7 @@ pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
         && let Some(opened) = j.opened()
         && !fresh.is_empty()
     {
-        for (t, action_id) in adopt_unjournaled(client, &mut fresh, &request, opened)? {
+        for (t, action_id) in adopt_unjournaled(client, &mut fresh, &work, opened)? {
             j.started(&t.machine_id, &t.name, &action_id);
             resumed.push((t, action_id));
         }
@@ -131,7 +132,7 @@ pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
         delivery.machine(report);
     };
     let stats = client
-        .batch(request)
+        .batch(work)
         .targets(fresh)
         .resume(resumed)
         .options(options)
@@ -152,14 +153,14 @@ pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
 }
 
 /// Finds the actions an interrupted run started but could not journal (killed between
-/// the service's answer and the journal line): live response actions on the `fresh`
-/// machines with this batch's comment, created since the journal was opened (less ten
+/// the service's answer and the journal line): actions of the batch's type on the
+/// `fresh` machines with its comment, created since the journal was opened (less ten
 /// minutes for clocks that differ). They are followed instead of started again; the
 /// machines are taken out of `fresh`.
 fn adopt_unjournaled(
     client: &Client,
     fresh: &mut Vec<Target>,
-    request: &LiveResponse,
+    work: &BatchWork,
     opened: std::time::SystemTime,
 ) -> Result<Vec<(Target, String)>, Failure> {
     let since = iso_utc(opened - std::time::Duration::from_secs(600));
@@ -167,7 +168,7 @@ fn adopt_unjournaled(
     for chunk in fresh.chunks(20) {
         let mut query = mdlr::ActionQuery::new();
         query.machine_ids = chunk.iter().map(|t| t.machine_id.clone()).collect();
-        query.action_type = Some("LiveResponse".to_owned());
+        query.action_type = Some(work.action_type().to_owned());
         let found = client
             .list_actions(&query)
             .context(|| "cannot look for actions the interrupted run started".to_owned())?;
@@ -177,7 +178,7 @@ fn adopt_unjournaled(
             else {
                 continue;
             };
-            let ours = a.requestor_comment.as_deref() == Some(request.comment.as_str());
+            let ours = a.requestor_comment.as_deref() == Some(work.comment());
             // ISO 8601 in UTC compares as text, to the second.
             let recent = created.get(..19).unwrap_or("") >= since.as_str();
             let newer = newest
@@ -205,6 +206,19 @@ fn iso_utc(t: std::time::SystemTime) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     crate::output::utc(secs, 'T')
+}
+
+/// What the batch starts on each machine, checked.
+fn work(args: &Live) -> Result<BatchWork, Error> {
+    if args.command == "package" {
+        let comment = args.comment.clone();
+        return Ok(BatchWork::investigation_package(
+            comment.unwrap_or_else(|| "mdlr package".to_owned()),
+        ));
+    }
+    let request = live_request(args);
+    request.validate()?;
+    Ok(BatchWork::LiveResponse(request))
 }
 
 fn live_request(args: &Live) -> LiveResponse {
@@ -387,6 +401,9 @@ impl Delivery<'_> {
         action: &MachineAction,
         block: &mut Block,
     ) -> (u8, String, Vec<Value>, bool) {
+        if self.args.command == "package" {
+            return self.package(target, id, action, block);
+        }
         let status = action.status_or_unknown();
         let mut worst = match status {
             ActionStatus::Succeeded => 0,
@@ -477,6 +494,111 @@ impl Delivery<'_> {
             what.push_str(&p);
         }
         (worst, what, results, clean)
+    }
+
+    /// Delivers the investigation package of a collection that ended: the same as
+    /// [`Delivery::results`] for a live response.
+    fn package(
+        &self,
+        target: &Target,
+        id: &str,
+        action: &MachineAction,
+        block: &mut Block,
+    ) -> (u8, String, Vec<Value>, bool) {
+        let status = action.status_or_unknown();
+        let mut row = csv::ReportRow {
+            machine: target.name.clone(),
+            machine_id: target.machine_id.clone(),
+            action_id: Some(id.to_owned()),
+            status: status.to_string(),
+            ..csv::ReportRow::default()
+        };
+        let outcome = match status {
+            ActionStatus::Succeeded => self.one_package(target, action, block),
+            ActionStatus::TimeOut => Err((output::EX_TEMPFAIL, None)),
+            _ => Err((output::EX_UNAVAILABLE, None)),
+        };
+        let (code, what, results, clean) = match outcome {
+            Ok(d) => {
+                row.file = d.file.map(|f| f.display().to_string());
+                row.sha256 = d.sha256;
+                (0, status.to_string(), vec![d.value], true)
+            }
+            Err((code, None)) => {
+                row.error = Some(format!("the collection ended {status}"));
+                (code, status.to_string(), Vec::new(), false)
+            }
+            Err((code, Some(e))) => {
+                let problem = format!("the package: {}", one_line(&e));
+                row.error = Some(one_line(&e));
+                (code, format!("{status}; {problem}"), Vec::new(), false)
+            }
+        };
+        self.row(row);
+        (code, what, results, clean)
+    }
+
+    /// Downloads one package (or finds it delivered by an earlier run).
+    fn one_package(
+        &self,
+        target: &Target,
+        action: &MachineAction,
+        block: &mut Block,
+    ) -> Result<Delivered, (u8, Option<Error>)> {
+        let id = action.id.as_deref().unwrap_or_default();
+        let base = json!({ "type": action.action_type });
+        let earlier = self
+            .journal
+            .and_then(|j| j.downloaded(id, 0))
+            .or_else(|| self.manifest.and_then(|m| m.delivered(id, None)));
+        if let Some(path) = earlier {
+            self.record(id, 0, &path);
+            return Ok(Delivered {
+                value: merge(
+                    base,
+                    json!({ "path": path, "skipped": "downloaded before" }),
+                ),
+                exit_code: None,
+                sha256: None,
+                file: Some(path),
+            });
+        }
+        let fail = |e: Error| (output::exit_status(&e), Some(e));
+        let dir = self
+            .dir_for(target)
+            .map_err(fail)?
+            .unwrap_or_else(|| PathBuf::from("."));
+        let mut request = DownloadRequest::to_dir(dir)
+            .overwrite(self.overwrite())
+            .sha256(self.manifest.is_some() || self.report.is_some());
+        if let Some(n) = self.args.connections {
+            request = request.connections(n);
+        }
+        let (request, bar) = crate::progress::attach(
+            request,
+            self.single && self.out.progress,
+            &format!("{} package", target.name),
+        );
+        let done = self.client.package_of(action, &request).map_err(fail)?;
+        drop(bar);
+        if let Some(m) = self.manifest {
+            m.record_all(&[Entry::of_download(m, &done, Origin::of(action, None))])
+                .map_err(fail)?;
+        }
+        self.record(id, 0, &done.path);
+        if self.single && !self.out.json {
+            block.out.push_str(&format!(
+                "saved {} ({} bytes)\n",
+                done.path.display(),
+                done.written
+            ));
+        }
+        Ok(Delivered {
+            value: merge(base, json!({ "path": done.path, "bytes": done.written })),
+            exit_code: None,
+            sha256: done.sha256,
+            file: Some(done.path),
+        })
     }
 
     /// Adds a row to the report, if there is one (a failure to write it is said once

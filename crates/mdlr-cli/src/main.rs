@@ -232,6 +232,10 @@ fn client(args: &args::Args, out: &Output) -> Result<Client, Error> {
             &args.global.start_quota,
             RateLimit::start_defaults(),
         ))
+        .package_limits(limits(
+            &args.global.package_quota,
+            RateLimit::package_defaults(),
+        ))
         .build()
 }
 

@@ -104,6 +104,7 @@ fn permission_for(command: &str) -> &'static str {
             "Machine.LiveResponse (and Machine.Read.All to look machines up)"
         }
         "cancel" => "Machine.LiveResponse or Machine.ReadWrite.All",
+        "package" => "Machine.CollectForensics (and Machine.Read.All for the package's link)",
         "library" => "Library.Manage",
         "actions" | "action" | "machines" => "Machine.Read.All (delegated: Machine.Read)",
         _ => "Machine.LiveResponse and Machine.Read.All",

@@ -1,4 +1,5 @@
-//! One live response on many machines at once, within the service's quotas.
+//! One live response (or investigation package collection) on many machines at once,
+//! within the service's quotas.
 //!
 //! Three kinds of threads share one [`Client`] (and so its token cache and rate
 //! limiters): a *starter* that starts actions as long as fewer than
@@ -19,6 +20,73 @@ use crate::{
     ActionQuery, ActionStatus, Client, Error, LiveResponse, MachineAction, PollPolicy, RateLimit,
     Target, TransportKind,
 };
+
+/// What a batch starts on each machine.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum BatchWork {
+    /// A live response session with these commands
+    /// ([`Client::start_live_response`]).
+    LiveResponse(LiveResponse),
+    /// An investigation package collection ([`Client::collect_investigation_package`]),
+    /// with this comment. A collection already running on a machine makes it busy.
+    InvestigationPackage {
+        /// Why, for the action center.
+        comment: String,
+    },
+}
+
+impl BatchWork {
+    /// An investigation package collection with `comment`.
+    pub fn investigation_package(comment: impl Into<String>) -> BatchWork {
+        BatchWork::InvestigationPackage {
+            comment: comment.into(),
+        }
+    }
+
+    /// The comment the actions get.
+    pub fn comment(&self) -> &str {
+        match self {
+            BatchWork::LiveResponse(r) => &r.comment,
+            BatchWork::InvestigationPackage { comment } => comment,
+        }
+    }
+
+    /// The `type` of the actions it starts: `LiveResponse` or
+    /// `CollectInvestigationPackage`.
+    pub fn action_type(&self) -> &'static str {
+        match self {
+            BatchWork::LiveResponse(_) => "LiveResponse",
+            BatchWork::InvestigationPackage { .. } => "CollectInvestigationPackage",
+        }
+    }
+
+    /// Starts it on one machine.
+    fn start(&self, client: &Client, machine_id: &str) -> crate::Result<MachineAction> {
+        match self {
+            BatchWork::LiveResponse(r) => client.start_live_response(machine_id, r),
+            BatchWork::InvestigationPackage { comment } => {
+                client.collect_investigation_package(machine_id, comment)
+            }
+        }
+    }
+
+    /// The quota that paces a batch of it: the start quota of live response sessions,
+    /// or the package link quota of collections (each needs one link, and starts are
+    /// held only by the API quotas).
+    fn pace<'c>(&self, client: &'c Client) -> &'c [RateLimit] {
+        match self {
+            BatchWork::LiveResponse(_) => client.start_quotas(),
+            BatchWork::InvestigationPackage { .. } => client.package_quotas(),
+        }
+    }
+}
+
+impl From<LiveResponse> for BatchWork {
+    fn from(request: LiveResponse) -> BatchWork {
+        BatchWork::LiveResponse(request)
+    }
+}
 
 /// What to do when a machine already has a live response session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -340,7 +408,7 @@ impl Shared {
 #[must_use]
 pub struct Batch<'c> {
     client: &'c Client,
-    request: LiveResponse,
+    work: BatchWork,
     targets: Vec<Target>,
     resumed: Vec<(Target, String)>,
     options: BatchOptions,
@@ -351,11 +419,12 @@ pub struct Batch<'c> {
 type EventHandler<'c> = Box<dyn Fn(BatchEvent<'_>) + Sync + 'c>;
 
 impl Client {
-    /// A batch that runs `request` on machines: add them with [`Batch::targets`].
-    pub fn batch(&self, request: LiveResponse) -> Batch<'_> {
+    /// A batch that runs `work` on machines — a [`LiveResponse`], or
+    /// [`BatchWork::investigation_package`]: add them with [`Batch::targets`].
+    pub fn batch(&self, work: impl Into<BatchWork>) -> Batch<'_> {
         Batch {
             client: self,
-            request,
+            work: work.into(),
             targets: Vec::new(),
             resumed: Vec::new(),
             options: BatchOptions::default(),
@@ -404,7 +473,7 @@ impl<'c> Batch<'c> {
         };
         Run {
             client: self.client,
-            request: &self.request,
+            work: &self.work,
             options: &self.options,
             on_event,
         }
@@ -426,7 +495,7 @@ impl<'c> Batch<'c> {
 /// One batch at work.
 struct Run<'a> {
     client: &'a Client,
-    request: &'a LiveResponse,
+    work: &'a BatchWork,
     options: &'a BatchOptions,
     on_event: &'a (dyn Fn(BatchEvent<'_>) + Sync),
 }
@@ -516,7 +585,7 @@ impl Run<'_> {
                         .0;
                 }
             };
-            let started = client.start_live_response(&target.machine_id, self.request);
+            let started = self.work.start(client, &target.machine_id);
             let busy = started.as_ref().is_err_and(Error::is_busy);
             let other = if busy && options.on_busy == OnBusy::Wait {
                 self.running_action(&target.machine_id)
@@ -600,6 +669,7 @@ impl Run<'_> {
         let mut query = ActionQuery::new();
         query.machine_ids = vec![machine_id.to_owned()];
         query.statuses = vec![ActionStatus::Pending, ActionStatus::InProgress];
+        query.action_type = Some(self.work.action_type().to_owned());
         query.top = Some(10);
         self.client
             .list_actions(&query)
@@ -614,7 +684,7 @@ impl Run<'_> {
         let total = shared.lock().total;
         let floor = poll_floor(
             client.api_quotas(),
-            client.start_quotas(),
+            self.work.pace(client),
             total,
             options.poll.first,
         );

@@ -176,6 +176,35 @@
 //! never retried once it may have reached the service: a retry could start a second
 //! session.
 //!
+//! ## Investigation packages
+//!
+//! [`Client::collect_investigation_package`] starts a collection of a machine's
+//! forensic state (a zip) as a machine action; [`Client::download_package`] (or
+//! [`Client::package_of`] with an action already read) downloads it once the
+//! collection has succeeded, with the same streaming, resume and link renewal as any
+//! result. Its link has a quota of its own, 2 a minute and 120 an hour
+//! ([`RateLimit::package_defaults`], [`ClientBuilder::package_limits`]), which the
+//! client keeps across threads: a link is asked for only for a package that is there.
+//! On many machines, [`BatchWork::investigation_package`] makes the batch start
+//! collections instead of sessions (a collection already running makes a machine busy):
+//!
+//! ```no_run
+//! # fn main() -> mdlr::Result<()> {
+//! # let client = mdlr::Client::builder(mdlr::Credential::token("t")).build()?;
+//! # let targets = Vec::new();
+//! use mdlr::{BatchWork, DownloadRequest};
+//! client
+//!     .batch(BatchWork::investigation_package("case 4711"))
+//!     .targets(targets)
+//!     .for_each(|report| {
+//!         if let Some(action) = &report.action {
+//!             let saved = client.package_of(action, &DownloadRequest::to_dir("evidence"));
+//!             println!("{}: {saved:?}", report.target.name);
+//!         }
+//!     });
+//! # Ok(()) }
+//! ```
+//!
 //! # Signing in
 //!
 //! Every [`Credential`] ends in one bearer token for the API, kept by the client,
@@ -294,7 +323,7 @@
 //! Two separate clients (or processes) do not know of each other; a program that
 //! resumes an earlier process's work tells the limiter with
 //! [`Client::record_earlier_starts`]. The quotas a client keeps to are
-//! [`Client::api_quotas`] and [`Client::start_quotas`].
+//! [`Client::api_quotas`], [`Client::start_quotas`] and [`Client::package_quotas`].
 //!
 //! # What resume guarantees
 //!
@@ -374,7 +403,9 @@ mod batch;
 pub use actions::LiveResponse;
 pub use api::{Client, ClientBuilder, PollPolicy};
 pub use auth::{ClientCertificate, Credential, LoginTokens, TokenSink};
-pub use batch::{Batch, BatchEvent, BatchOptions, BatchStats, Counts, OnBusy, Outcome, Report};
+pub use batch::{
+    Batch, BatchEvent, BatchOptions, BatchStats, BatchWork, Counts, OnBusy, Outcome, Report,
+};
 pub use cloud::{Cloud, Endpoints};
 pub use download::{Destination, DownloadRequest, Downloaded, Gunzip, Progress};
 pub use error::{Error, ErrorKind, Result, TransportKind};

@@ -178,16 +178,25 @@ impl Client {
         request: &DownloadRequest,
     ) -> Result<Downloaded> {
         refuse_existing(request)?;
-        self.action(action_id)?.package_ready()?;
-        self.download_package_of(action_id, request)
+        let action = self.action(action_id)?;
+        self.package_of(&action, request)
     }
 
-    /// Downloads the package of a collection known to have succeeded.
-    pub(crate) fn download_package_of(
+    /// The investigation package of `action` (a collection, as read just before, for
+    /// instance by a batch), downloaded as `request` says: like
+    /// [`Client::download_package`] without reading the action again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ActionNotSucceeded`] unless `action` has succeeded (no link is asked
+    /// for then), and those of the download.
+    pub fn package_of(
         &self,
-        action_id: &str,
+        action: &MachineAction,
         request: &DownloadRequest,
     ) -> Result<Downloaded> {
+        action.package_ready()?;
+        let action_id = action.id.as_deref().unwrap_or_default();
         let gunzip = request.gunzip_setting() == Gunzip::On;
         let request = request.with_default_name(format!("{action_id}-package.zip"));
         refuse_existing(&request)?;

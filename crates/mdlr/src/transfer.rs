@@ -164,10 +164,14 @@ pub(crate) fn transfer(
     if let Destination::Dir(dir) = request.destination()
         && !dir.is_dir()
     {
+        let why = match dir.exists() {
+            true => "not a directory",
+            false => "no such directory",
+        };
         return Err(Error::io(
             dir,
             "write into",
-            io::Error::new(io::ErrorKind::NotFound, "not a directory"),
+            io::Error::new(io::ErrorKind::NotFound, why),
         ));
     }
     if let Some(path) = request.existing_file() {

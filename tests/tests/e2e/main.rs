@@ -11,5 +11,6 @@ mod hostile;
 mod jumphost;
 mod library;
 mod live;
+mod packages;
 mod transfer;
 mod util;

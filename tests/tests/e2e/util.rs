@@ -867,7 +867,7 @@ impl Sim {
 
     /// The client-side quotas that match the simulator's, scaled like them: with the
     /// service's quotas at 0.01, `--api-quota 100/600ms,1500/36000ms --start-quota
-    /// 10/600ms`. A quota the simulator does not enforce is left out.
+    /// 10/600ms --package-quota 2/600ms,120/36000ms`. A quota the simulator does not enforce is left out.
     pub fn quota_args(&self) -> Vec<String> {
         let config = self.sim.config();
         let spec = |quotas: &[Quota]| -> Option<String> {
@@ -884,6 +884,12 @@ impl Sim {
         }
         if let Some(starts) = spec(&[config.starts_per_minute]) {
             args.extend(["--start-quota".to_owned(), starts]);
+        }
+        if let Some(links) = spec(&[
+            config.package_links_per_minute,
+            config.package_links_per_hour,
+        ]) {
+            args.extend(["--package-quota".to_owned(), links]);
         }
         args
     }
