@@ -25,6 +25,11 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::GeneralPurpose;
+use base64::engine::general_purpose::PAD_INDIFFERENT;
+
 use crate::server::percent_encode;
 use crate::util::{base64, civil_from_days, iso_short};
 
@@ -462,27 +467,14 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     out
 }
 
-/// Standard base64 (padding optional); `None` for anything else.
+/// Standard base64, padded or not, leftover bits ignored; `None` for other characters
+/// and for a length or padding no encoder makes.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &alphabet::STANDARD,
+        PAD_INDIFFERENT.with_decode_allow_trailing_bits(true),
+    );
+    LENIENT.decode(text).ok()
 }
 
 /// `t` as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
@@ -626,6 +618,11 @@ mod tests {
             assert_eq!(base64_decode(&base64(&bytes)), Some(bytes));
         }
         assert_eq!(base64_decode("a*b"), None);
+        assert_eq!(
+            base64_decode("Zm8"),
+            Some(b"fo".to_vec()),
+            "padding is optional"
+        );
         assert_eq!(account_key().len(), 64);
         assert_eq!(
             http_date(UNIX_EPOCH + Duration::from_secs(784_111_777)),

@@ -1,8 +1,10 @@
 //! Small pieces the simulator needs and std lacks: deterministic ids, UTC timestamps,
-//! SHA-256 (ring's), base64 and gzip.
+//! SHA-256 (ring's), base64 (the base64 crate's) and gzip.
 
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
 
 /// SplitMix64: a tiny, good-enough mixer for deterministic ids.
 pub fn mix(mut x: u64) -> u64 {
@@ -88,24 +90,7 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// Standard base64 with padding.
 pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Gzip of `bytes` (one member, default compression).
