@@ -23,6 +23,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+
 /// Largest request head (request line and headers) accepted.
 const MAX_HEAD: u64 = 64 * 1024;
 
@@ -575,36 +577,19 @@ pub fn reason(status: u16) -> &'static str {
 
 /// Percent-decodes `s` (invalid escapes are kept as they are; invalid UTF-8 is replaced).
 pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
+
+/// Everything but RFC 3986's unreserved characters: what [`percent_encode`] encodes.
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).
 pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, NOT_UNRESERVED).to_string()
 }
 
 /// Splits a query string into decoded `(name, value)` pairs; `+` is a space.
@@ -641,6 +626,8 @@ mod tests {
             ]
         );
         assert_eq!(percent_encode("id eq 'a'"), "id%20eq%20%27a%27");
+        assert_eq!(percent_encode("aZ09-._~*+/é"), "aZ09-._~%2A%2B%2F%C3%A9");
+        assert_eq!(percent_decode("%c3%A9%ff"), "é\u{fffd}");
     }
 
     #[test]

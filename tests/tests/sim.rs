@@ -8,6 +8,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mdlr::{ActionStatus, Client, Credential, Endpoints, MachineAction};
+// Percent-encodes a query value (spaces as `%20`, quotes as `%27`).
+use mdlr_tests::server::percent_encode as encode;
 use mdlr_tests::sim::{LibraryFile, Outcome, Quota, QuotaKind, SimConfig, SimMachine, Simulator};
 use serde_json::{Value, json};
 
@@ -176,19 +178,6 @@ impl Api {
 
 fn run_script(name: &str) -> Value {
     json!([{"type": "RunScript", "params": [{"key": "ScriptName", "value": name}]}])
-}
-
-/// Percent-encodes a query value (spaces as `%20`, quotes as `%27`).
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 fn ids(values: &[Value]) -> BTreeSet<String> {
