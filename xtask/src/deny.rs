@@ -1,5 +1,5 @@
 //! `cargo xtask deny [--advisories]`: the supply-chain checks of `deny.toml` with
-//! cargo-deny (pinned, installed into `target/tools` when missing), on what is compiled
+//! cargo-deny (pinned, installed into `~/.cargo/mdlr-tools` when missing), on what is compiled
 //! into the binary: `mdlr-cli` and its dependencies for the release target, without dev
 //! dependencies — the test-only crates of `tests/` and `xtask/` are not its business.
 //!
@@ -29,7 +29,7 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
         "deny: cargo deny check {} (mdlr-cli, as built)",
         checks.join(" ")
     );
-    let status = tools::cargo(root)
+    let status = tools::cargo(root, &tools::CARGO_DENY)
         .args([
             "deny",
             "--manifest-path",

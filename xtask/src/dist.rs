@@ -10,7 +10,8 @@
 //! | `SHA256SUMS` | every file above, for `sha256sum -c` |
 //!
 //! - The binary is built with `cargo auditable build --release` (cargo-auditable, pinned
-//!   and installed into `target/tools` when missing: see `tools`), which embeds the list
+//!   and installed into `~/.cargo/mdlr-tools` when missing: see `tools` for why not
+//!   under `target/`), which embeds the list
 //!   of crates compiled in as a zlib-compressed JSON `.dep-v0` section that scanners
 //!   (Trivy, Grype, Syft) read from the file alone. It targets
 //!   `x86_64-unknown-linux-musl` when rustup has that target, else
@@ -320,7 +321,7 @@ fn target() -> &'static str {
 /// Runs the release build with cargo-auditable; returns the executable cargo names and
 /// the package version.
 fn cargo_build(root: &Path, target: &str) -> Result<(PathBuf, String), String> {
-    let mut command = tools::cargo(root);
+    let mut command = tools::cargo(root, &tools::CARGO_AUDITABLE);
     command.args([
         "auditable",
         "build",

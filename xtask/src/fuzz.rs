@@ -179,10 +179,10 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
 }
 
 /// A `cargo` command in `fuzz/` (its own Cargo project, outside the workspace), which
-/// finds cargo-fuzz in `target/tools` too.
+/// finds cargo-fuzz where `tools` installs it too.
 fn cargo_fuzz(fuzz: &Path) -> Command {
     let root = fuzz.parent().unwrap_or(fuzz);
-    let mut command = crate::tools::cargo(root);
+    let mut command = crate::tools::cargo(root, &crate::tools::CARGO_FUZZ);
     command.current_dir(fuzz).arg("fuzz");
     command
 }

@@ -32,14 +32,16 @@ Tasks:
                       with cargo-auditable) for the tests of it; --slow then runs
                       the #[ignore]d slow tests too, in release mode
   dist                the release in target/dist/: the static binary (built with
-                      cargo-auditable, installed into target/tools if missing),
+                      cargo-auditable, installed into ~/.cargo/mdlr-tools if
+                      missing),
                       its CycloneDX SBOM, a .deb, a tarball, the man page and
                       SHA256SUMS; checks that the binary is static, at most
                       3.5 MiB, and that `mdlr --version` runs with an empty
                       environment
   deny [--advisories] the supply-chain checks of deny.toml on the binary's crates
                       (licences, duplicate versions, sources) with cargo-deny,
-                      installed into target/tools if missing; --advisories adds
+                      installed into ~/.cargo/mdlr-tools if missing; --advisories
+                      adds
                       RustSec's (needs GitHub)
   bench-batch [--sizes 10,100,1000] [--scale F[,F...]] [--no-write] [--mdlr PATH]
                       run the release mdlr binary on N simulated machines and set its

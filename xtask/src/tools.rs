@@ -1,12 +1,18 @@
 //! The cargo subcommands the tasks run (cargo-auditable, cargo-deny, cargo-fuzz),
-//! installed from crates.io into the project's tool directory, `target/tools`, when they
-//! are not there — as `cargo xtask test` installs Azurite there with npm.
+//! installed from crates.io when they are not there, with `cargo install --locked` (each
+//! built with its own `Cargo.lock`).
+//!
+//! They go in the user's tool directory for this project, `$CARGO_HOME/mdlr-tools`
+//! (`~/.cargo/mdlr-tools`), one directory per tool and version — not in the checkout's
+//! `target/`. cargo-auditable runs as rustc's workspace wrapper, and cargo mixes the
+//! wrapper's path into the metadata hash of every workspace crate: a wrapper under
+//! `target/` would make the binary differ with the checkout's path. (Its bytes depend on
+//! `CARGO_HOME` anyway: the registry's source paths are in its panic messages.)
 //!
 //! The release tools are pinned: the same version on every machine embeds the same
-//! dependency list and applies the same checks, so a release is reproducible from the
-//! commit alone. `cargo install --locked` builds them with their own `Cargo.lock`.
+//! dependency list and applies the same checks, so a release depends on the commit
+//! alone.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -37,29 +43,52 @@ pub const CARGO_FUZZ: CargoTool = CargoTool {
     version: None,
 };
 
-/// `target/tools`.
+/// `$CARGO_HOME/mdlr-tools`, else `~/.cargo/mdlr-tools`; `target/tools` of the
+/// checkout when neither variable is set.
 pub fn dir(root: &Path) -> PathBuf {
-    root.join("target").join("tools")
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| Path::new(&h).join(".cargo"))
+        });
+    match cargo_home {
+        Some(home) => home.join("mdlr-tools"),
+        None => root.join("target").join("tools"),
+    }
 }
 
-/// `PATH` with `target/tools/bin` first, so that cargo finds the subcommands there.
-pub fn path(root: &Path) -> OsString {
-    let mut dirs = vec![dir(root).join("bin")];
+impl CargoTool {
+    /// Where it is installed: `mdlr-tools/NAME-VERSION` (`NAME` when unpinned).
+    pub fn install_root(&self, root: &Path) -> PathBuf {
+        dir(root).join(match self.version {
+            Some(v) => format!("{}-{v}", self.name),
+            None => self.name.to_owned(),
+        })
+    }
+
+    fn executable(&self, root: &Path) -> PathBuf {
+        self.install_root(root).join("bin").join(self.name)
+    }
+}
+
+/// A cargo command (see [`crate::cargo`]) that finds `tool` first on its `PATH`.
+pub fn cargo(root: &Path, tool: &CargoTool) -> Command {
+    let mut dirs = vec![tool.install_root(root).join("bin")];
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));
     }
-    std::env::join_paths(dirs).unwrap_or_else(|_| std::env::var_os("PATH").unwrap_or_default())
-}
-
-/// A cargo command (see [`crate::cargo`]) that finds the subcommands in `target/tools`.
-pub fn cargo(root: &Path) -> Command {
     let mut command = crate::cargo(root);
-    command.env("PATH", path(root));
+    if let Ok(path) = std::env::join_paths(dirs) {
+        command.env("PATH", path);
+    }
     command
 }
 
-/// Makes sure `tool` is there: in `target/tools` at its version, or (for an unpinned
-/// tool) anywhere cargo finds it; else installs it into `target/tools`.
+/// Makes sure `tool` is there (an unpinned one may be anywhere cargo finds it), else
+/// installs it.
 pub fn ensure(root: &Path, tool: &CargoTool) -> Result<(), String> {
     if installed(root, tool) {
         return Ok(());
@@ -68,16 +97,15 @@ pub fn ensure(root: &Path, tool: &CargoTool) -> Result<(), String> {
         Some(v) => format!("{}@{v}", tool.name),
         None => tool.name.to_owned(),
     };
-    let tools = dir(root);
+    let into = tool.install_root(root);
     println!(
-        "xtask: installing {spec} into {} (cargo install --locked {spec} --root {})",
-        tools.display(),
-        tools.display()
+        "xtask: installing {spec} (cargo install --locked {spec} --root {})",
+        into.display()
     );
     let started = Instant::now();
     let status = crate::cargo(root)
         .args(["install", "--locked", &spec, "--root"])
-        .arg(&tools)
+        .arg(&into)
         .stdin(Stdio::null())
         .status()
         .map_err(|e| format!("cannot run cargo install: {e}"))?;
@@ -88,39 +116,42 @@ pub fn ensure(root: &Path, tool: &CargoTool) -> Result<(), String> {
         "xtask: installed {spec} in {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    match installed(root, tool) {
+    match tool.executable(root).is_file() {
         true => Ok(()),
         false => Err(format!(
-            "cargo install {spec} succeeded but {} is not in {}",
-            tool.name,
-            tools.join("bin").display()
+            "cargo install {spec} succeeded but {} is not there",
+            tool.executable(root).display()
         )),
     }
 }
 
 /// Whether `tool` is installed as wanted.
 fn installed(root: &Path, tool: &CargoTool) -> bool {
-    let tools = dir(root);
-    if !tools.join("bin").join(tool.name).is_file() {
-        // An unpinned tool may live elsewhere on PATH (`cargo install` without --root).
-        return tool.version.is_none() && runs(root, tool);
-    }
-    match tool.version {
-        None => true,
-        // cargo install records what it put there: `"cargo-deny 0.20.2 (registry+...)"`.
-        Some(version) => std::fs::read_to_string(tools.join(".crates.toml"))
-            .is_ok_and(|list| list.contains(&format!("\"{} {version} (", tool.name))),
-    }
+    tool.executable(root).is_file() || (tool.version.is_none() && runs(root, tool))
 }
 
 /// Whether `cargo SUBCOMMAND --version` runs.
 fn runs(root: &Path, tool: &CargoTool) -> bool {
     let subcommand = tool.name.strip_prefix("cargo-").unwrap_or(tool.name);
-    cargo(root)
+    cargo(root, tool)
         .args([subcommand, "--version"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_tools_live_apart_per_version() {
+        let root = Path::new("/some/checkout");
+        let auditable = CARGO_AUDITABLE.install_root(root);
+        assert!(auditable.ends_with("cargo-auditable-0.7.7"));
+        assert_eq!(auditable.parent(), Some(dir(root).as_path()));
+        assert!(CARGO_FUZZ.install_root(root).ends_with("cargo-fuzz"));
+    }
 }
