@@ -237,7 +237,7 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
              workspace's flate2 ({flate2}) and lock file, both backends at opt-level 3 \
              (as the release profile builds `miniz_oxide`), the rest as the release profile.\n\
              - **Size**: the dist binary built from a copy of the tree whose flate2 features \
-             are `zlib-rs` + `runtime_detection` (and `zlib-rs` at opt-level 3), with the \
+             are `zlib-rs` (and `zlib-rs` at opt-level 3), with the \
              flags of `cargo xtask dist`, against `target/dist/mdlr`. The repository's \
              features are not changed by this task.\n\
              - **Payload**: {} MiB in 1 MiB blocks: log text (half), structured binary \
@@ -488,12 +488,12 @@ fn build_mdlr_with_zlib_rs(root: &Path, work: &Path) -> Result<PathBuf, String> 
 /// The workspace manifest with flate2's backend switched to `zlib-rs` (built at
 /// opt-level 3, as `miniz_oxide` is).
 fn switch_flate2(manifest: &str) -> Result<String, String> {
-    let from = "features = [\"rust_backend\", \"runtime_detection\"]";
+    let from = "features = [\"rust_backend\"]";
     let line = manifest
         .lines()
         .find(|l| l.starts_with("flate2 = ") && l.contains(from))
         .ok_or("the root Cargo.toml's flate2 line is not the one expected")?;
-    let new_line = line.replace(from, "features = [\"zlib-rs\", \"runtime_detection\"]");
+    let new_line = line.replace(from, "features = [\"zlib-rs\"]");
     Ok(format!(
         "{}\n[profile.release.package.zlib-rs]\nopt-level = 3\n",
         manifest.replace(line, &new_line).trim_end()
@@ -507,14 +507,13 @@ mod tests {
     #[test]
     fn the_manifest_switch() {
         let manifest = "[workspace.dependencies]\nflate2 = { version = \"1.1.10\", \
-                        default-features = false, features = [\"rust_backend\", \
-                        \"runtime_detection\"] }\n";
+                        default-features = false, features = [\"rust_backend\"] }\n";
         let out = switch_flate2(manifest);
         assert!(
-            out.as_ref().is_ok_and(|m| m
-                .contains("features = [\"zlib-rs\", \"runtime_detection\"]")
-                && m.ends_with("[profile.release.package.zlib-rs]\nopt-level = 3\n")
-                && !m.contains("rust_backend")),
+            out.as_ref()
+                .is_ok_and(|m| m.contains("features = [\"zlib-rs\"]")
+                    && m.ends_with("[profile.release.package.zlib-rs]\nopt-level = 3\n")
+                    && !m.contains("rust_backend")),
             "{out:?}"
         );
         assert!(switch_flate2("flate2 = \"1\"\n").is_err());
