@@ -237,6 +237,9 @@ pub struct SimMachine {
     /// `Some(d)`: somebody else's investigation package collection is `InProgress` on
     /// it when the simulator starts and `Succeeded` after `d`.
     pub collecting_for: Option<Duration>,
+    /// Its GetFile results are served as the file is, not gzip (field reports show the
+    /// service doing so now and then).
+    pub plain_getfile: bool,
 }
 
 impl SimMachine {
@@ -257,6 +260,7 @@ impl SimMachine {
             run_for: None,
             busy_for: None,
             collecting_for: None,
+            plain_getfile: false,
         }
     }
 
@@ -2441,8 +2445,12 @@ impl Shared {
             match spec.kind {
                 "GetFile" => {
                     let path = spec.param("Path").unwrap_or_default().to_owned();
+                    let content = m.file_content(&path);
                     (
-                        Content::Gzip(m.file_content(&path)),
+                        match m.plain_getfile {
+                            true => Content::Plain(content),
+                            false => Content::Gzip(content),
+                        },
                         Some(format!("attachment; filename=\"{}.gz\"", basename(&path))),
                     )
                 }

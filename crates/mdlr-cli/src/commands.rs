@@ -371,6 +371,9 @@ pub fn fetch(
     let done = done.context(|| format!("cannot download {}", link.redacted()))?;
     // A bare link: no machine, action or command to say where it came from.
     evidence.delivered(&done, Origin::default())?;
+    if done.not_gzip {
+        out.warn(&not_gzip(&done, &label));
+    }
     if out.json {
         out.json_line(&json!({
             "path": done.path,
@@ -378,12 +381,22 @@ pub fn fetch(
             "received": done.received,
             "original_name": done.original_name,
             "gunzipped": done.gunzipped,
+            "not_gzip": done.not_gzip,
             "md5_checked": done.md5_checked,
         }))?;
         return Ok(0);
     }
     out.print(&saved_line(&done))?;
     Ok(0)
+}
+
+/// The warning for a result that should have been gzip and was not.
+pub fn not_gzip(done: &Downloaded, what: &str) -> String {
+    format!(
+        "{what} is not gzip (it does not start with 1f 8b): saved as it came, {} bytes, to {}",
+        done.written,
+        done.path.display()
+    )
 }
 
 /// `saved PATH (N bytes, from NAME)`: where a download went.
@@ -408,6 +421,12 @@ pub fn saved(
     kind: &CommandType,
     done: &Downloaded,
 ) -> Result<(), Failure> {
+    if done.not_gzip {
+        out.warn(&not_gzip(
+            done,
+            &format!("command {index} of action {action_id}"),
+        ));
+    }
     if out.json {
         return out.json_line(&json!({
             "action_id": action_id,
@@ -417,6 +436,7 @@ pub fn saved(
             "bytes": done.written,
             "received": done.received,
             "original_name": done.original_name,
+            "not_gzip": done.not_gzip,
         }));
     }
     out.print(&saved_line(done))

@@ -760,8 +760,17 @@ impl Delivery<'_> {
                     done.written
                 ));
             }
+            let mut value = merge(base, json!({ "path": done.path, "bytes": done.written }));
+            if done.not_gzip {
+                let what = format!("{}: command {index} of action {id}", target.name);
+                block.err.push_str(&format!(
+                    "mdlr: warning: {}\n",
+                    output::clean(&crate::commands::not_gzip(&done, &what))
+                ));
+                value = merge(value, json!({ "not_gzip": true }));
+            }
             Ok(Delivered {
-                value: merge(base, json!({ "path": done.path, "bytes": done.written })),
+                value,
                 exit_code: None,
                 sha256: done.sha256,
                 file: Some(done.path),

@@ -377,6 +377,12 @@ impl Output {
         let _ = io::stderr().lock().write_all(text.as_bytes());
     }
 
+    /// A warning on stderr, even when quiet: something about a result its user must
+    /// know.
+    pub fn warn(&self, text: &str) {
+        eprintln!("mdlr: warning: {}", clean(text));
+    }
+
     /// A remark on stderr, unless quiet.
     pub fn note(&self, text: &str) {
         if !self.quiet {

@@ -256,6 +256,10 @@ pub struct Downloaded {
     pub original_name: Option<String>,
     /// Whether it was un-gzipped on the way.
     pub gunzipped: bool,
+    /// Un-gzipping was asked for (or implied by a `GetFile`), but the bytes did not
+    /// start as gzip does (`1f 8b`): they were saved as they came, not thrown away.
+    /// Worth a warning: the service's GetFile results are gzip.
+    pub not_gzip: bool,
     /// Whether the host's `Content-MD5` was checked (it matched, or this is an error).
     pub md5_checked: bool,
     /// The SHA-256 (lowercase hex) of the file as delivered, when asked for

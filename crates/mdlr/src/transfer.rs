@@ -24,11 +24,12 @@
 //!   (otherwise the received file's length is the contiguous prefix held). A rerun
 //!   continues only when blob, ETag and length still match.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -253,6 +254,7 @@ pub(crate) fn transfer(
         received: AtomicU64::new(resumed_from),
         resumed_from,
         on_progress: request.progress().cloned(),
+        plain: AtomicBool::new(false),
     };
     pipeline.report();
     let outcome = pipeline.run(
@@ -291,7 +293,8 @@ pub(crate) fn transfer(
                 received,
                 written,
                 original_name,
-                gunzipped: gunzip,
+                gunzipped: gunzip && !pipeline.plain.load(Ordering::Relaxed),
+                not_gzip: gunzip && pipeline.plain.load(Ordering::Relaxed),
                 md5_checked: md5.is_some(),
                 sha256: if gunzip {
                     sha256_written
@@ -467,6 +470,9 @@ struct Pipeline<'a, 'l> {
     received: AtomicU64,
     resumed_from: u64,
     on_progress: Option<OnProgress>,
+    /// Un-gzipping was asked for, and the bytes are not gzip: they were copied as they
+    /// came.
+    plain: AtomicBool,
 }
 
 impl Pipeline<'_, '_> {
@@ -742,17 +748,33 @@ impl Pipeline<'_, '_> {
     ) -> Result<Option<(u64, Option<String>)>> {
         let raw = self.parts.raw_path();
         let file = File::open(raw).map_err(|e| Error::io(raw, "read", e))?;
-        let input = BufReader::with_capacity(
+        let stopped = Cell::new(false);
+        let mut input = BufReader::with_capacity(
             BUFFER,
             Prefix {
                 file,
                 flow: &self.flow,
                 at: 0,
                 end: 0,
-                stopped: false,
+                stopped: &stopped,
             },
         );
-        let mut decoder = MultiGzDecoder::new(input);
+        // A GetFile result is gzip; one that does not start as gzip does (1f 8b) is
+        // saved as it came rather than thrown away.
+        let mut head = Vec::with_capacity(2);
+        if let Err(e) = (&mut input).take(2).read_to_end(&mut head) {
+            if self.flow.failed() || stopped.get() {
+                return Ok(None);
+            }
+            return Err(Error::io(raw, "read", e));
+        }
+        let gzip = head[..] == [0x1f, 0x8b];
+        self.plain.store(!gzip, Ordering::Relaxed);
+        let source = io::Cursor::new(head).chain(input);
+        let mut decoder: Box<dyn Read> = match gzip {
+            true => Box::new(MultiGzDecoder::new(source)),
+            false => Box::new(source),
+        };
         let mut digest = sha256.then(|| ring::digest::Context::new(&ring::digest::SHA256));
         let out = &self.parts.out;
         let mut file = File::create(out).map_err(|e| Error::io(out, "create", e))?;
@@ -764,10 +786,11 @@ impl Pipeline<'_, '_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // Stopped by another stage, or out of bytes because fetching failed
                 // (its error is the one to report); not on bytes received.
-                Err(_) if self.flow.failed() || decoder.get_ref().get_ref().stopped => {
+                Err(_) if self.flow.failed() || stopped.get() => {
                     return Ok(None);
                 }
-                Err(e) => return Err(Error::malformed("gzip stream", e.to_string())),
+                Err(e) if gzip => return Err(Error::malformed("gzip stream", e.to_string())),
+                Err(e) => return Err(Error::io(raw, "read", e)),
             };
             file.write_all(&buf[..n])
                 .map_err(|e| Error::io(out, "write", e))?;
@@ -836,7 +859,7 @@ struct Prefix<'f> {
     /// How far the prefix went when last asked.
     end: u64,
     /// The flow stopped before the end: the reader said so with an error.
-    stopped: bool,
+    stopped: &'f Cell<bool>,
 }
 
 impl Read for Prefix<'_> {
@@ -845,7 +868,7 @@ impl Read for Prefix<'_> {
             match self.flow.past(self.at) {
                 Some(end) => self.end = end,
                 None if self.flow.stopped() => {
-                    self.stopped = true;
+                    self.stopped.set(true);
                     return Err(io::Error::other("stopped"));
                 }
                 None => return Ok(0),

@@ -292,6 +292,7 @@ fn getfile_output_file_or_directory() {
             "bytes": 16,
             "received": gzip(b"into a directory").len(),
             "original_name": "evidence.txt.gz",
+            "not_gzip": false,
         })]
     );
 }
@@ -406,12 +407,13 @@ fn short_body_leaves_no_file() {
     ));
     svc.action(done_action());
     svc.link_to(1, &raw.url("/results/short"));
-    // Ten bytes that are not gzip: nothing to go on with.
+    // Ten bytes of a thousand, and a host that cannot send the rest: nothing to go on
+    // with, and nothing a rerun could use.
     svc.mdlr(&["result", ACTION, "--index", "1"])
         .run()
         .check_err(
             65,
-            &["mdlr: command 1 of action {ID}: malformed gzip stream"],
+            &["mdlr: command 1 of action {ID}: malformed download: the result host ignored the request for bytes from 10"],
         );
     assert_eq!(list(svc.dir.path()), Vec::<String>::new());
     // With an existing file and --force, the old file survives the failure intact.
@@ -420,6 +422,47 @@ fn short_body_leaves_no_file() {
         .status(65);
     assert_eq!(list(svc.dir.path()), ["evidence.txt"]);
     assert_eq!(read(svc.dir.join("evidence.txt")), b"old");
+}
+
+/// A GetFile result that is not gzip (field reports show the service sending some):
+/// saved as it came, under the name without `.gz`, with a warning; in the manifest
+/// like any file.
+#[test]
+fn a_getfile_result_that_is_not_gzip_is_saved_as_it_came() {
+    let svc = Service::start();
+    let content = b"plain evidence, never gzipped\n".repeat(300);
+    svc.getfile(
+        content.clone(),
+        Some("attachment; filename=\"evidence.txt.gz\""),
+    );
+    let out = svc
+        .mdlr(&["result", ACTION, "--index", "1", "-o", "got/"])
+        .run();
+    out.status(0);
+    assert_eq!(
+        out.stdout,
+        format!(
+            "saved got/evidence.txt ({} bytes, from evidence.txt.gz)\n",
+            content.len()
+        )
+    );
+    assert!(
+        out.stderr
+            .contains("is not gzip (it does not start with 1f 8b): saved as it came, 9000 bytes"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(read(svc.dir.join("got/evidence.txt")), content);
+    let line: serde_json::Value = serde_json::from_slice(&read(svc.dir.join("got/manifest.jsonl")))
+        .expect("one manifest line");
+    assert_eq!(line["sha256"], line["sha256_served"]);
+    assert_eq!(line["size"], content.len());
+    // The same in --json: said in the record.
+    let out = svc
+        .mdlr(&["--json", "result", ACTION, "--index", "1", "-o", "again/"])
+        .run();
+    out.status(0);
+    assert_eq!(out.json_lines()[0]["not_gzip"], true);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 mod cli;
 mod completions;
+mod defensive;
 mod evidence;
 mod hostile;
 mod jumphost;
