@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_batch;
+mod bench_latency;
 mod demo;
 mod dist;
 mod fixtures;
@@ -31,6 +32,11 @@ Tasks:
                       run the release mdlr binary on N simulated machines and set its
                       makespan against the quota bound; writes BENCHMARKS.md (not with
                       --mdlr, which benchmarks another build; default scale: per N)
+  bench-latency [--rounds N] [--no-write] [--mdlr PATH]
+                      how soon the release mdlr binary delivers results once their
+                      actions end (1, 10, 25, 200 simulated machines), a 2-second
+                      action in real time and 12 machines against the quota bound,
+                      over N interleaved rounds (default 8); writes BENCHMARKS.md
   bench [--quick] [--reps N] [--no-write] [--mdlr PATH] [--baseline PATH]
         [--only gzip,raw,small,startup]
                       the dist binary against curl on loopback: download speed, memory
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
         ["dist", rest @ ..] => dist::run(&root(), rest),
         ["bench", rest @ ..] => bench::run(&root(), rest),
         ["bench-batch", rest @ ..] => bench_batch::run(&root(), rest),
+        ["bench-latency", rest @ ..] => bench_latency::run(&root(), rest),
         ["fuzz", rest @ ..] => fuzz::run(&root(), rest),
         _ => {
             eprint!(
