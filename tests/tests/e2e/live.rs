@@ -1222,8 +1222,11 @@ fn a_killed_batch_resumes_without_starting_or_downloading_twice() {
     let hosts: Vec<String> = (1..=n).map(host).collect();
     let out_dir = sim.dir.join("out");
     let child = sim.live(&resume_args(&hosts)).spawn();
-    wait_until("a result is downloaded", || {
-        !journal_events(&out_dir, "downloaded").is_empty()
+    // The first results come a second after their action ends, possibly before the
+    // tenth start on a busy machine: wait for both.
+    wait_until("ten started and a result downloaded", || {
+        journal_events(&out_dir, "started").len() == 10
+            && !journal_events(&out_dir, "downloaded").is_empty()
     });
     let killed = child.kill();
     assert_eq!(killed.code, None, "killed by a signal");
