@@ -7,8 +7,9 @@
 //! builds them with the same cargo, target directory and profile first (a no-op when
 //! they are up to date), as `e2e/util.rs` builds the `mdlr` binary.
 //!
-//! The batch example uses the library's default poll interval (5 s), so its run takes
-//! about 5 s whatever the simulator's time scale.
+//! The batch example uses the library's default poll policy (the first look 1 s after
+//! a start, then every second), so its run takes a second or two whatever the
+//! simulator's time scale.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

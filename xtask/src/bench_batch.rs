@@ -569,7 +569,8 @@ fn table(runs: &[Run]) -> String {
     out
 }
 
-struct Machine {
+/// The machine a benchmark ran on, for its `Measured ...` line.
+pub(crate) struct Machine {
     cores: String,
     cpu: String,
     rustc: String,
@@ -578,7 +579,7 @@ struct Machine {
 }
 
 impl Machine {
-    fn detect(root: &Path) -> Machine {
+    pub(crate) fn detect(root: &Path) -> Machine {
         let cores = std::thread::available_parallelism()
             .map(|n| n.to_string())
             .unwrap_or_else(|_| "?".to_owned());
@@ -596,7 +597,7 @@ impl Machine {
         }
     }
 
-    fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         format!(
             "Measured {} at {} on {} core(s) (nproc), {}, {}.",
             self.date, self.commit, self.cores, self.cpu, self.rustc

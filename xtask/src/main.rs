@@ -5,6 +5,7 @@
 mod bench;
 mod bench_batch;
 mod bench_inflate;
+mod bench_latency;
 mod demo;
 mod deny;
 mod dist;
@@ -47,6 +48,11 @@ Tasks:
                       run the release mdlr binary on N simulated machines and set its
                       makespan against the quota bound; writes BENCHMARKS.md (not with
                       --mdlr, which benchmarks another build; default scale: per N)
+  bench-latency [--rounds N] [--no-write] [--mdlr PATH]
+                      how soon the release mdlr binary delivers results once their
+                      actions end (1, 10, 25, 200 simulated machines), a 2-second
+                      action in real time and 12 machines against the quota bound,
+                      over N interleaved rounds (default 8); writes BENCHMARKS.md
   bench [--quick] [--rounds N] [--no-write] [--mdlr PATH] [--baseline PATH]
         [--only md5,getfile,capped,sizes,small,startup]
                       the dist binary's `mdlr fetch` against curl, curl | gzip -dc and
@@ -88,6 +94,7 @@ fn main() -> ExitCode {
         ["bench", rest @ ..] => bench::run(&root(), rest),
         ["bench-batch", rest @ ..] => bench_batch::run(&root(), rest),
         ["bench-inflate", rest @ ..] => bench_inflate::run(&root(), rest),
+        ["bench-latency", rest @ ..] => bench_latency::run(&root(), rest),
         ["fuzz", rest @ ..] => fuzz::run(&root(), rest),
         _ => {
             eprint!(

@@ -199,8 +199,12 @@ fn names_directory(path: &Path) -> bool {
     s.ends_with('/') || s.ends_with(std::path::MAIN_SEPARATOR)
 }
 
-fn poll_policy(wait: Wait) -> PollPolicy {
-    PollPolicy::new(wait.poll, wait.poll.max(PollPolicy::default().max))
+/// `--poll-interval P`: the longest interval between looks. The first look at a fresh
+/// action comes after a fifth of it (1 s by default), and no two looks come closer
+/// together than that; in between, `mdlr result|action --wait` lengthens the interval
+/// by half each time, and a batch looks as often as the quotas leave room for.
+pub(crate) fn poll_policy(wait: Wait) -> PollPolicy {
+    PollPolicy::new(wait.poll / 5, wait.poll)
 }
 
 /// Fetches and delivers the result of one command, recording it in the evidence and

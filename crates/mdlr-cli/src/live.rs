@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use mdlr::files::{safe_file_name, write_file};
 use mdlr::{
     ActionStatus, BatchEvent, BatchOptions, BatchWork, Client, CommandResult, CommandStatus,
-    CommandType, DownloadRequest, Error, Gunzip, LiveResponse, MachineAction, Outcome, PollPolicy,
-    Report, Target,
+    CommandType, DownloadRequest, Error, Gunzip, LiveResponse, MachineAction, Outcome, Report,
+    Target,
 };
 use serde_json::{Value, json};
 
@@ -105,7 +105,7 @@ pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
         .max_in_flight(args.max_in_flight)
         .on_busy(args.on_busy)
         .wait_timeout(args.wait.timeout)
-        .poll(PollPolicy::new(args.wait.poll, args.wait.poll * 6))
+        .poll(crate::commands::poll_policy(args.wait))
         .wait(!args.no_wait);
     let on_event = |event: BatchEvent<'_>| match event {
         BatchEvent::Started { target, action_id } => {

@@ -23,18 +23,34 @@ const DEFAULT_JSON_LIMIT: u64 = 64 << 20;
 /// Largest RunScript transcript read into memory.
 const DEFAULT_TRANSCRIPT_LIMIT: u64 = 256 << 20;
 
-/// How often [`Client::wait_for`] looks again.
+/// How often to look at an unfinished action: [`Client::wait_for`] and a batch
+/// ([`BatchOptions::poll`](crate::BatchOptions::poll)).
+///
+/// Looks never come closer together than `first`, nor further apart than `max` unless
+/// the quotas need the room for starts and result links. In between:
+///
+/// - [`Client::wait_for`] looks at once, then after `first`, then half as long again
+///   each time up to `max`: it does not know what else the program will spend the
+///   quotas on, so it takes little.
+/// - A batch knows what it still has to spend: it looks at a fresh action `first` after
+///   its start, and then as often as the API budget its starts and result links leave
+///   allows ([`Client::poll_interval`]), and at least once a minute: every `first`
+///   while few actions are left, every 15–20 s while a thousand machines wait to start.
+///
+/// The default is `first` 1 s, `max` 5 s. The service shows an action's commands a few
+/// seconds after its start, and ends it within seconds of its last command's end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PollPolicy {
-    /// The first interval.
+    /// The first look at a fresh action comes this long after its start (after the
+    /// immediate one, for [`Client::wait_for`]); no two looks come closer together.
     pub first: Duration,
-    /// The interval grows by half each time up to this.
+    /// The longest interval between two looks, unless the quotas need the room.
     pub max: Duration,
 }
 
 impl PollPolicy {
-    /// Looks after `first`, then half as long again each time, up to `max`.
+    /// Looks at an action `first` after its start, then at least every `max`.
     pub fn new(first: Duration, max: Duration) -> PollPolicy {
         PollPolicy { first, max }
     }
@@ -43,10 +59,119 @@ impl PollPolicy {
 impl Default for PollPolicy {
     fn default() -> PollPolicy {
         PollPolicy {
-            first: Duration::from_secs(5),
-            max: Duration::from_secs(30),
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(5),
         }
     }
+}
+
+/// What a poller still has to spend API calls on besides its looks, for
+/// [`Client::poll_interval`]: the room its looks must leave in every quota.
+///
+/// ```
+/// use std::time::Duration;
+/// use mdlr::PollPlan;
+///
+/// // One list query a round, for at most 15 more minutes; 40 machines still to start,
+/// // one result each; 12 results of started actions still to fetch.
+/// let plan = PollPlan::new(1, Duration::from_secs(900)).starts(40, 1).links(12);
+/// # let _ = plan;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PollPlan {
+    /// API calls one round of looks takes (a batch: one list query per 25 actions).
+    pub round_calls: usize,
+    /// How much longer the looks may go on: until the last wait runs out.
+    pub horizon: Duration,
+    /// Live response sessions still to start.
+    pub starts: usize,
+    /// Result links each of those sessions will need.
+    pub links_per_start: usize,
+    /// Result links still to ask for, for actions already started.
+    pub links: usize,
+}
+
+impl PollPlan {
+    /// Rounds of `round_calls` calls for at most `horizon`, and nothing else to spend.
+    pub fn new(round_calls: usize, horizon: Duration) -> PollPlan {
+        PollPlan {
+            round_calls,
+            horizon,
+            starts: 0,
+            links_per_start: 0,
+            links: 0,
+        }
+    }
+
+    /// `n` sessions still to start, each needing `links_each` result links.
+    pub fn starts(mut self, n: usize, links_each: usize) -> Self {
+        self.starts = n;
+        self.links_per_start = links_each;
+        self
+    }
+
+    /// `n` result links still to ask for, for actions already started.
+    pub fn links(mut self, n: usize) -> Self {
+        self.links = n;
+        self
+    }
+}
+
+/// Points ahead, in eighths of each quota's window, at which [`budget_interval`] checks
+/// that the calls fit.
+const HORIZON_STEPS: u32 = 8;
+
+/// The shortest interval between rounds of looks such that, at every point up to one
+/// window ahead, each API quota's window holds the calls already in it that stay there
+/// (`recent`), the plan's starts (as fast as the start quotas allow) and links, a
+/// twentieth of the quota for lookups and retries, and the rounds of looks: that is,
+/// the looks never make a start or a link wait. `None` when the quotas have no room
+/// for looks at all.
+fn budget_interval(
+    api: &[RateLimit],
+    starts: &[RateLimit],
+    recent: &dyn Fn(Duration) -> usize,
+    plan: &PollPlan,
+) -> Option<Duration> {
+    if plan.horizon.is_zero() {
+        return Some(Duration::ZERO);
+    }
+    let round = plan.round_calls.max(1) as f64;
+    let mut shortest = 0.0_f64;
+    for limit in api.iter().filter(|l| l.calls > 0 && !l.per.is_zero()) {
+        let calls = f64::from(limit.calls);
+        let reserve = (calls / 20.0).ceil();
+        for step in 1..=HORIZON_STEPS {
+            let ahead = limit.per * step / HORIZON_STEPS;
+            // Calls made already that the window ending `ahead` from now still holds.
+            let held = recent(limit.per - ahead) as f64;
+            let started = plan.starts.min(starts_within(starts, ahead)) as f64;
+            let need =
+                held + started * (1 + plan.links_per_start) as f64 + plan.links as f64 + reserve;
+            // Room for the rounds after the one going out now.
+            let room = calls - need - round;
+            if room <= 0.0 {
+                return None;
+            }
+            let looking = ahead.min(plan.horizon).as_secs_f64();
+            shortest = shortest.max(round * looking / room);
+        }
+    }
+    Some(Duration::from_secs_f64(shortest))
+}
+
+/// The most session starts the start quotas let through in a span of `span`.
+fn starts_within(starts: &[RateLimit], span: Duration) -> usize {
+    starts
+        .iter()
+        .filter(|l| l.calls > 0 && !l.per.is_zero())
+        .map(|l| {
+            let windows = (span.as_secs_f64() / l.per.as_secs_f64()).ceil().max(1.0);
+            l.calls as usize * windows as usize
+        })
+        .min()
+        .unwrap_or(usize::MAX)
 }
 
 /// Builds a [`Client`]. Everything has a default except the credential.
@@ -321,6 +446,41 @@ impl Client {
         self.inner.package_limiter.limits()
     }
 
+    /// API calls this client and its clones made within the last `within`, calls under
+    /// way included, as its limiter counts them: with [`Client::api_quotas`], how much
+    /// room a quota's window has left.
+    pub fn recent_api_calls(&self, within: Duration) -> usize {
+        self.inner.http.recent_calls(within)
+    }
+
+    /// The shortest interval between rounds of looks at unfinished actions that leaves
+    /// every API quota room for what `plan` still has to spend: its starts (as fast as
+    /// the start quotas allow) and result links, and a twentieth of each quota for name
+    /// lookups and retries, counting the calls made recently ([`recent_api_calls`]).
+    /// Looks at that pace never make a start or a link wait at the limiter.
+    ///
+    /// Never longer than the shortest quota window (a minute): one round a minute comes
+    /// out of the twentieth kept back, and no result waits longer to be seen. Zero
+    /// without API quotas. With the default quotas, one query a round and nothing else
+    /// to spend, it is about 0.65 s; with 1000 machines still to start, about 17 s
+    /// (their starts and links take 1200 of the 1500 calls an hour).
+    ///
+    /// [`recent_api_calls`]: Client::recent_api_calls
+    pub fn poll_interval(&self, plan: &PollPlan) -> Duration {
+        let longest = self.api_quotas().iter().map(|l| l.per).min();
+        let budget = budget_interval(
+            self.api_quotas(),
+            self.start_quotas(),
+            &|within| self.recent_api_calls(within),
+            plan,
+        );
+        match (budget, longest) {
+            (Some(b), Some(cap)) => b.min(cap),
+            (None, Some(cap)) => cap,
+            (budget, None) => budget.unwrap_or_default(),
+        }
+    }
+
     /// Signs in (if no token is held yet) and says what the token grants: tenant, app,
     /// roles or scopes, expiry. The token itself is never part of it.
     pub fn token_info(&self) -> Result<crate::TokenInfo> {
@@ -414,7 +574,14 @@ impl Client {
     }
 
     /// Polls the action until `done` says so or `timeout` has passed, and returns the
-    /// last state seen. The first look is immediate; intervals follow `poll`.
+    /// last state seen.
+    ///
+    /// The first look is immediate, the second `poll.first` later, and each interval
+    /// after that half as long again, up to `poll.max`. No interval is shorter than
+    /// [`Client::poll_interval`] allows for one action whose result is still to fetch:
+    /// when other threads spend the quotas, the looks slow down. Several threads may
+    /// wait at once: the limiter, shared by every clone of the client, holds all their
+    /// calls together to the quotas.
     pub fn wait_for(
         &self,
         action_id: &str,
@@ -430,7 +597,10 @@ impl Client {
             if done(&action) || now >= deadline {
                 return Ok(action);
             }
-            std::thread::sleep(interval.min(deadline - now));
+            let left = deadline - now;
+            let budget = self.poll_interval(&PollPlan::new(1, left).links(1));
+            let wait = budget.max(interval);
+            std::thread::sleep(wait.min(left));
             interval = (interval + interval / 2).min(poll.max.max(poll.first));
         }
     }
@@ -540,5 +710,185 @@ impl Client {
         } else {
             Err(resp.api_error())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    /// `budget_interval` with the default quotas and `calls` made at these many
+    /// seconds ago.
+    fn interval(calls_ago: &[f64], plan: &PollPlan) -> Option<f64> {
+        let recent = |within: Duration| {
+            calls_ago
+                .iter()
+                .filter(|a| **a < within.as_secs_f64())
+                .count()
+        };
+        budget_interval(
+            &RateLimit::defaults(),
+            &RateLimit::start_defaults(),
+            &recent,
+            plan,
+        )
+        .map(|d| d.as_secs_f64())
+    }
+
+    #[test]
+    fn few_actions_left_may_be_looked_at_every_second() {
+        // One action, nothing else to spend, 15 minutes to wait: the minute's 100
+        // calls bind (less 5 kept back and the link), about one round every 0.65 s.
+        let one = PollPlan::new(1, secs(900.0)).links(1);
+        let i = interval(&[], &one).unwrap_or(f64::NAN);
+        assert!((0.6..0.7).contains(&i), "{i}");
+        // 80 calls in the last 40 s leave about 15 places in the next 20 s.
+        let busy: Vec<f64> = (0..80).map(|k| f64::from(k) * 0.5).collect();
+        let i = interval(&busy, &one).unwrap_or(f64::NAN);
+        assert!((1.0..1.5).contains(&i), "{i}");
+        // No quotas: no limit.
+        let none = budget_interval(&[], &[], &|_| 0, &one);
+        assert_eq!(none, Some(Duration::ZERO));
+        // Nothing left to wait for.
+        assert_eq!(
+            interval(&busy, &PollPlan::new(1, Duration::ZERO)),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn many_machines_to_start_leave_polls_what_the_hour_spares() {
+        // 1000 machines to start, one link each: 600 starts and 600 links an hour, 75
+        // calls kept back; 225 left for rounds, one every 16 s or so.
+        let plan = PollPlan::new(1, secs(7000.0)).starts(1000, 1);
+        let i = interval(&[], &plan).unwrap_or(f64::NAN);
+        assert!((15.0..19.0).contains(&i), "{i}");
+        // 200 machines (20 minutes of starts, 15 of waiting): about 2 s.
+        let plan = PollPlan::new(1, secs(1200.0 + 900.0)).starts(200, 1);
+        let i = interval(&[], &plan).unwrap_or(f64::NAN);
+        assert!((1.5..2.5).contains(&i), "{i}");
+        // An hour's window full of calls: no room for looks just now.
+        let full: Vec<f64> = (0..1450).map(|k| f64::from(k) * 2.0).collect();
+        assert_eq!(interval(&full, &plan), None);
+    }
+
+    /// A batch of 1000 machines on the default quotas, played on a clock of its own:
+    /// starts as the start quota and 25 at once allow, 30 s actions, one link each when
+    /// a round sees an action ended, rounds as [`Client::poll_interval`] paces them (at
+    /// least 1 s, at most 60 s apart). No call
+    /// waits for the limiter: every window of every quota holds no more than it allows,
+    /// so the looks never hold up a start or a link, and the starts keep to the start
+    /// quota's schedule.
+    #[test]
+    fn a_thousand_machines_keep_inside_the_quotas_without_the_limiter() {
+        let (n, run, wait, first) = (1000_usize, 30.0, 900.0, 1.0);
+        let quotas = RateLimit::defaults();
+        let start_quota = RateLimit::start_defaults();
+        // 50 name lookups just before the batch.
+        let mut calls: Vec<f64> = vec![0.0; 50];
+        let mut starts: Vec<f64> = Vec::new();
+        let mut running: Vec<(f64, f64)> = Vec::new(); // (start, end)
+        let mut last_round = 0.0_f64;
+        let mut next_round = first;
+        let mut gaps: Vec<(usize, f64)> = Vec::new(); // (machines left, gap)
+        let mut reported = 0;
+        let mut t = 0.0_f64;
+        while reported < n {
+            // The next start the start quota and the 25 at once allow.
+            let next_start = (starts.len() < n && running.len() < 25).then(|| {
+                let k = starts.len();
+                let mut at = t;
+                if k >= 10 {
+                    at = at.max(starts[k - 10] + 60.0);
+                }
+                at
+            });
+            match next_start {
+                Some(at) if at <= next_round => {
+                    t = at;
+                    starts.push(t);
+                    calls.push(t);
+                    running.push((t, t + run));
+                }
+                _ => {
+                    t = next_round;
+                    calls.push(t);
+                    let (ended, still): (Vec<_>, Vec<_>) =
+                        running.iter().partition(|(_, end)| *end <= t);
+                    running = still;
+                    for _ in &ended {
+                        calls.push(t);
+                    }
+                    reported += ended.len();
+                    let to_start = n - starts.len();
+                    let horizon = if to_start > 0 {
+                        (to_start as f64 / 10.0).ceil() * 60.0 + wait
+                    } else {
+                        running
+                            .iter()
+                            .map(|(s, _)| s + wait - t)
+                            .fold(0.0, f64::max)
+                    };
+                    let plan = PollPlan::new(1, secs(horizon))
+                        .starts(to_start, 1)
+                        .links(running.len());
+                    let recent = |within: Duration| {
+                        calls
+                            .iter()
+                            .filter(|c| t - **c < within.as_secs_f64())
+                            .count()
+                    };
+                    let budget = budget_interval(&quotas, &start_quota, &recent, &plan)
+                        .map_or(60.0, |d| d.as_secs_f64().min(60.0));
+                    if t > first {
+                        gaps.push((n - reported, t - last_round));
+                    }
+                    last_round = t;
+                    next_round = t + budget.max(first);
+                }
+            }
+        }
+        calls.sort_by(f64::total_cmp);
+        eprintln!(
+            "{} calls, {} rounds over {t:.0} s",
+            calls.len(),
+            gaps.len() + 1
+        );
+        for limit in &quotas {
+            let w = limit.per.as_secs_f64();
+            let (mut lo, mut busiest) = (0, 0);
+            for hi in 0..calls.len() {
+                while calls[hi] - calls[lo] >= w {
+                    lo += 1;
+                }
+                busiest = busiest.max(hi + 1 - lo);
+                assert!(
+                    hi + 1 - lo <= limit.calls as usize,
+                    "{} calls in the {w} s before {:.0} s",
+                    hi + 1 - lo,
+                    calls[hi]
+                );
+            }
+            eprintln!("busiest {w} s: {busiest} calls");
+        }
+        // The starts went out as the start quota allowed: the 1000th after 99 minutes.
+        let last = starts.last().copied().unwrap_or(f64::NAN);
+        assert!((5940.0..5941.0).contains(&last), "last start at {last}");
+        // Rounds while hundreds wait to start: every 15 s or so. Among the last few
+        // actions, far more often, though not every second: the hour's window still
+        // holds most of the batch's calls.
+        let median = |gaps: Vec<f64>| gaps.get(gaps.len() / 2).copied().unwrap_or(f64::NAN);
+        let steady = median(gaps.iter().filter(|g| g.0 > 500).map(|g| g.1).collect());
+        assert!((12.0..25.0).contains(&steady), "median gap {steady} s");
+        eprintln!("median gap with over 500 machines left: {steady:.1} s");
+        let tail: Vec<f64> = gaps.iter().filter(|g| g.0 <= 3).map(|g| g.1).collect();
+        assert!(
+            tail.iter().all(|g| *g <= 5.0),
+            "gaps among the last actions: {tail:?}"
+        );
     }
 }

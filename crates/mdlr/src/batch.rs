@@ -17,8 +17,8 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::{
-    ActionQuery, ActionStatus, Client, Error, LiveResponse, MachineAction, PollPolicy, RateLimit,
-    Target, TransportKind,
+    ActionQuery, ActionStatus, Client, CommandType, Error, LiveResponse, MachineAction, PollPlan,
+    PollPolicy, RateLimit, Target, TransportKind,
 };
 
 /// What a batch starts on each machine.
@@ -120,7 +120,15 @@ pub struct BatchOptions {
     pub on_busy: OnBusy,
     /// How long to wait for each machine's action, counted from its start.
     pub wait_timeout: Duration,
-    /// How often to look at unfinished actions.
+    /// How often to look at unfinished actions: the first look at a fresh action comes
+    /// `poll.first` after its start; after that, rounds of looks (one list query per 25
+    /// actions) come as often as the API quotas allow once the batch's own starts and
+    /// result links are provided for ([`Client::poll_interval`]), never more often than
+    /// every `poll.first` and at least once a minute. With few actions left that is
+    /// every `poll.first`; while a thousand machines wait to start, every 15–20 s. Looks
+    /// never make a start or a link wait for the limiter. (`poll.max` bounds the
+    /// intervals of [`Client::wait_for`]; a batch's are longer than it only when the
+    /// quotas need the room.)
     pub poll: PollPolicy,
     /// Wait for the actions to end; without it, each machine is reported once started.
     pub wait: bool,
@@ -147,7 +155,9 @@ impl BatchOptions {
         self
     }
 
-    /// How often to look at unfinished actions (default: 5 s, growing to 30 s).
+    /// How often to look at unfinished actions (default: the first look 1 s after a
+    /// start, then as often as the quotas allow, but at most every second; see the
+    /// field [`poll`](BatchOptions#structfield.poll)).
     pub fn poll(mut self, poll: PollPolicy) -> Self {
         self.poll = poll;
         self
@@ -316,6 +326,8 @@ const MAX_POLL_FAILURES: usize = 5;
 struct Tracked {
     target: Target,
     deadline: Instant,
+    /// When to look at it first: `poll.first` after its start.
+    first_look: Instant,
     action: Option<MachineAction>,
     failures: usize,
 }
@@ -334,7 +346,8 @@ struct State {
     blocked: HashMap<String, Vec<Blocked>>,
     reported: usize,
     total: usize,
-    changed: bool,
+    /// Reports handed to the finishers whose callback has not returned yet.
+    delivering: usize,
     stats: BatchStats,
     /// Where reports go; dropped when the batch is over, which ends the finishers.
     reports: Option<mpsc::Sender<Report>>,
@@ -343,7 +356,7 @@ struct State {
 impl State {
     fn report(&mut self, r: Report) {
         self.reported += 1;
-        self.changed = true;
+        self.delivering += 1;
         if let Some(sender) = &self.reports {
             let _ = sender.send(r);
         }
@@ -520,6 +533,8 @@ impl Run<'_> {
                 Tracked {
                     target,
                     deadline: begun + options.wait_timeout,
+                    // Started in an earlier run: look at once.
+                    first_look: begun,
                     action: None,
                     failures: 0,
                 },
@@ -538,7 +553,11 @@ impl Run<'_> {
                     loop {
                         let next = receiver.lock().unwrap_or_else(|e| e.into_inner()).recv();
                         match next {
-                            Ok(report) => on_done(report),
+                            Ok(report) => {
+                                on_done(report);
+                                let mut st = shared.lock();
+                                st.delivering = st.delivering.saturating_sub(1);
+                            }
                             Err(_) => return,
                         }
                     }
@@ -607,16 +626,17 @@ impl Run<'_> {
                         action_id: &id,
                     });
                     if options.wait {
+                        let now = Instant::now();
                         st.in_flight.insert(
                             id,
                             Tracked {
                                 target,
-                                deadline: Instant::now() + options.wait_timeout,
+                                deadline: now + options.wait_timeout,
+                                first_look: now + options.poll.first,
                                 action: Some(action),
                                 failures: 0,
                             },
                         );
-                        st.changed = true;
                     } else {
                         let r = Report {
                             target,
@@ -639,7 +659,6 @@ impl Run<'_> {
                                 target,
                                 deadline: Instant::now() + options.wait_timeout,
                             });
-                            st.changed = true;
                         }
                         // The other session ended meanwhile: try again soon.
                         (OnBusy::Wait, None) => {
@@ -681,43 +700,36 @@ impl Run<'_> {
 
     fn poller(&self, shared: &Shared) {
         let (client, options, on_event) = (self.client, self.options, self.on_event);
-        let total = shared.lock().total;
-        let floor = poll_floor(
-            client.api_quotas(),
-            self.work.pace(client),
-            total,
-            options.poll.first,
-        );
-        let mut interval = options.poll.first;
+        // How often to look again when nothing wakes the poller: the interval the
+        // quotas allow changes as calls leave their windows.
+        let recheck = options.poll.first.max(Duration::from_millis(1));
+        let mut last_round: Option<Instant> = None;
         loop {
             let ids: Vec<String> = {
-                let st = shared.lock();
-                let (mut st, _) = shared
-                    .wake
-                    .wait_timeout_while(st, interval, |s| s.reported < s.total)
-                    .unwrap_or_else(|e| e.into_inner());
-                if st.reported >= st.total {
-                    return;
+                let mut st = shared.lock();
+                loop {
+                    if st.reported >= st.total {
+                        return;
+                    }
+                    let now = Instant::now();
+                    let nap = match self.next_round(&st, last_round, now) {
+                        Some(at) if at <= now => break,
+                        Some(at) => (at - now).min(recheck),
+                        None => recheck,
+                    };
+                    st = shared
+                        .wake
+                        .wait_timeout(st, nap)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
                 }
-                // While machines wait to start, polls leave the API quotas room for
-                // their starts and links; after that, look as often as asked.
-                let first = if st.queue.is_empty() {
-                    options.poll.first
-                } else {
-                    options.poll.first.max(floor)
-                };
-                let max = options.poll.max.max(first);
-                interval = if std::mem::take(&mut st.changed) {
-                    first
-                } else {
-                    (interval + interval / 2).clamp(first, max)
-                };
                 st.in_flight
                     .keys()
                     .chain(st.blocked.keys())
                     .cloned()
                     .collect()
             };
+            last_round = Some(Instant::now());
             if ids.is_empty() {
                 continue;
             }
@@ -764,7 +776,6 @@ impl Run<'_> {
                         for b in keep {
                             st.queue.push_front((b.target, now));
                         }
-                        st.changed = true;
                     } else if !keep.is_empty() {
                         st.blocked.insert(id, keep);
                     }
@@ -820,41 +831,93 @@ impl Run<'_> {
             on_event(BatchEvent::Progress(st.counts()));
         }
     }
+
+    /// When the next round of looks is due, if there is anything to look at: at the
+    /// pace the quotas leave after the batch's own needs, but no fresh action before
+    /// `poll.first` after its start.
+    fn next_round(&self, st: &State, last: Option<Instant>, now: Instant) -> Option<Instant> {
+        let poll = self.options.poll;
+        // Other sessions' actions are due at once; ours `poll.first` after their start.
+        let due = if st.blocked.is_empty() {
+            st.in_flight.values().map(|t| t.first_look).min()?
+        } else {
+            now
+        };
+        let Some(last) = last else {
+            return Some(due);
+        };
+        let links_each = links_per_action(self.work);
+        let plan = plan(
+            st,
+            self.options,
+            self.work.pace(self.client),
+            links_each,
+            now,
+        );
+        let interval = self.client.poll_interval(&plan).max(poll.first);
+        Some((last + interval).max(due))
+    }
 }
 
-/// The shortest poll interval that leaves every API quota room for a batch of `total`
-/// machines: one start and one result link each, at the pace the start quota allows,
-/// and a twentieth of the quota for name lookups and retries. Zero when polling every
-/// `first` fits anyway.
-fn poll_floor(api: &[RateLimit], starts: &[RateLimit], total: usize, first: Duration) -> Duration {
-    // Starts per second the start quota allows at most.
-    let rate = starts
+/// Result links an action of `request` needs: one per RunScript and GetFile (a PutFile
+/// has no result).
+fn links_per_action(work: &BatchWork) -> usize {
+    match work {
+        BatchWork::LiveResponse(request) => request
+            .commands
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c.command_type,
+                    CommandType::RunScript | CommandType::GetFile
+                )
+            })
+            .count(),
+        // One package link each.
+        BatchWork::InvestigationPackage { .. } => 1,
+    }
+}
+
+/// What the batch still has to spend besides its looks: a start for every machine not
+/// started, a link per result of every action not delivered, and looks until the last
+/// wait can run out.
+fn plan(
+    st: &State,
+    options: &BatchOptions,
+    start_quotas: &[RateLimit],
+    links_each: usize,
+    now: Instant,
+) -> PollPlan {
+    let watched = st.in_flight.len() + st.blocked.len();
+    let waiting: usize = st.blocked.values().map(Vec::len).sum();
+    let to_start = st.queue.len() + st.starting + waiting;
+    let last_deadline = st
+        .in_flight
+        .values()
+        .map(|t| t.deadline)
+        .chain(st.blocked.values().flatten().map(|b| b.deadline))
+        .max()
+        .map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+    let horizon = if to_start > 0 {
+        // The last machine starts once the start quotas let it through (or when the
+        // last of the others has ended), then waits its full time.
+        last_deadline.max(start_span(start_quotas, to_start)) + options.wait_timeout
+    } else {
+        last_deadline
+    };
+    PollPlan::new(watched.div_ceil(IDS_PER_QUERY).max(1), horizon)
+        .starts(to_start, links_each)
+        .links(links_each * (st.in_flight.len() + st.delivering))
+}
+
+/// How long the start quotas take to let `n` more starts through.
+fn start_span(starts: &[RateLimit], n: usize) -> Duration {
+    starts
         .iter()
-        .map(|s| f64::from(s.calls) / s.per.as_secs_f64())
-        .fold(f64::INFINITY, f64::min);
-    if !rate.is_finite() || rate <= 0.0 {
-        // No start quota to pace by: nothing to plan for.
-        return Duration::ZERO;
-    }
-    let duration = total as f64 / rate;
-    let mut floor = Duration::ZERO;
-    for limit in api {
-        let window = limit.per.as_secs_f64();
-        let calls = f64::from(limit.calls);
-        let machines = (total as f64).min((window * rate).ceil());
-        let spare = calls - 2.0 * machines - calls / 20.0;
-        let polls = window.min(duration) / first.as_secs_f64().max(1e-3);
-        if polls <= spare {
-            continue;
-        }
-        let needed = if spare >= 1.0 {
-            Duration::from_secs_f64(window / spare)
-        } else {
-            limit.per
-        };
-        floor = floor.max(needed);
-    }
-    floor
+        .filter(|l| l.calls > 0)
+        .map(|l| l.per * n.div_ceil(l.calls as usize).saturating_sub(1) as u32)
+        .max()
+        .unwrap_or(Duration::ZERO)
 }
 
 fn failed_start(target: Target, e: Error) -> Report {
@@ -871,17 +934,68 @@ mod tests {
     use super::*;
 
     #[test]
-    fn polls_leave_room_for_starts_and_links() {
-        let api = RateLimit::defaults();
-        let starts = RateLimit::start_defaults();
-        let five = Duration::from_secs(5);
-        // 100 machines take 10 minutes: polling every 5 s fits in every quota.
-        assert_eq!(poll_floor(&api, &starts, 100, five), Duration::ZERO);
-        // 1000 machines fill the hour: 600 starts and 600 links leave 225 calls for
-        // polls, one every 16 s.
-        let floor = poll_floor(&api, &starts, 1000, five);
-        assert!((15.9..16.1).contains(&floor.as_secs_f64()), "{floor:?}");
-        // Without a start quota there is no pace to plan for.
-        assert_eq!(poll_floor(&api, &[], 1000, five), Duration::ZERO);
+    fn the_plan_counts_what_the_batch_still_has_to_spend() {
+        let now = Instant::now();
+        let options = BatchOptions::default();
+        let target = |n: usize| Target {
+            machine_id: format!("{n:040x}"),
+            name: format!("host{n}"),
+        };
+        // 30 queued, 2 starting, 27 watched (one of them another session with a
+        // machine waiting for it), 3 being delivered.
+        let mut st = State {
+            queue: (0..30).map(|n| (target(n), now)).collect(),
+            starting: 2,
+            delivering: 3,
+            ..State::default()
+        };
+        for n in 0..26 {
+            let t = Tracked {
+                target: target(100 + n),
+                deadline: now + Duration::from_secs(60 * (n as u64 + 1)),
+                first_look: now,
+                action: None,
+                failures: 0,
+            };
+            st.in_flight.insert(format!("a{n}"), t);
+        }
+        let b = Blocked {
+            target: target(200),
+            deadline: now + Duration::from_secs(30),
+        };
+        st.blocked.insert("other".to_owned(), vec![b]);
+        let p = plan(&st, &options, &RateLimit::start_defaults(), 2, now);
+        assert_eq!(p.round_calls, 2, "27 actions: two list queries a round");
+        assert_eq!((p.starts, p.links_per_start), (33, 2));
+        assert_eq!(p.links, 2 * (26 + 3));
+        // 33 starts take four minutes at 10 a minute (the first ten at once); the
+        // last of the 26 waits ends in 26 minutes; then the last start waits 15.
+        assert_eq!(p.horizon, Duration::from_secs((26 + 15) * 60));
+        st.queue.clear();
+        st.starting = 0;
+        st.blocked.clear();
+        let p = plan(&st, &options, &RateLimit::start_defaults(), 2, now);
+        assert_eq!((p.starts, p.round_calls), (0, 2));
+        assert_eq!(p.horizon, Duration::from_secs(26 * 60));
+        assert_eq!(
+            start_span(&RateLimit::start_defaults(), 33),
+            Duration::from_secs(180)
+        );
+        assert_eq!(start_span(&[], 33), Duration::ZERO);
+    }
+
+    #[test]
+    fn results_need_links_and_put_files_none() {
+        let request = LiveResponse::new("c")
+            .put_file("a.ps1")
+            .run_script("a.ps1", "")
+            .get_file("C:\\a")
+            .get_file("C:\\b");
+        assert_eq!(links_per_action(&request.into()), 3);
+        assert_eq!(
+            links_per_action(&LiveResponse::new("c").put_file("a").into()),
+            0
+        );
+        assert_eq!(links_per_action(&BatchWork::investigation_package("c")), 1);
     }
 }

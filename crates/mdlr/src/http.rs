@@ -511,6 +511,11 @@ impl Http {
         }
     }
 
+    /// API calls within the last `within`, those under way included.
+    pub(crate) fn recent_calls(&self, within: Duration) -> usize {
+        self.limiter.calls_within(within)
+    }
+
     /// Counts an API call made at `at` against the API quotas.
     pub(crate) fn record_past_call(&self, at: Instant) {
         self.limiter.record_past(at);

@@ -325,6 +325,17 @@
 //! [`Client::record_earlier_starts`]. The quotas a client keeps to are
 //! [`Client::api_quotas`], [`Client::start_quotas`] and [`Client::package_quotas`].
 //!
+//! Looking at unfinished actions is where a program can spend the quotas best or
+//! worst. A batch looks at a fresh action a second after its start and then as often
+//! as the quotas allow once its own starts and result links are provided for:
+//! [`Client::poll_interval`] turns what is left to do (a [`PollPlan`]) and the calls
+//! made recently ([`Client::recent_api_calls`]) into that pace, and a poller of your
+//! own can ask it the same. [`Client::wait_for`] looks at once, then after
+//! [`PollPolicy::first`], then less often up to [`PollPolicy::max`], and never faster
+//! than `poll_interval` allows for one action: when many threads wait at once, the
+//! shared limiter holds all their calls together to the quotas, and each one's looks
+//! slow down as the others spend.
+//!
 //! # What resume guarantees
 //!
 //! - **No partial file under a final name.** A download is written beside its target as
@@ -401,7 +412,7 @@ mod transfer;
 mod batch;
 
 pub use actions::LiveResponse;
-pub use api::{Client, ClientBuilder, PollPolicy};
+pub use api::{Client, ClientBuilder, PollPlan, PollPolicy};
 pub use auth::{ClientCertificate, Credential, LoginTokens, TokenSink};
 pub use batch::{
     Batch, BatchEvent, BatchOptions, BatchStats, BatchWork, Counts, OnBusy, Outcome, Report,

@@ -148,6 +148,20 @@ impl RateLimiter {
         wait
     }
 
+    /// Calls whose reply arrived within `within` of now, plus the calls under way: what
+    /// a window of that length ending now holds.
+    pub(crate) fn calls_within(&self, within: Duration) -> usize {
+        let now = Instant::now();
+        let st = self.lock();
+        let recent = st
+            .finished
+            .iter()
+            .rev()
+            .take_while(|t| now.saturating_duration_since(**t) < within)
+            .count();
+        recent + st.pending
+    }
+
     /// Counts a call made at `at` (before this limiter existed, say) as finished then.
     pub(crate) fn record_past(&self, at: Instant) {
         let mut st = self.lock();
@@ -230,6 +244,18 @@ mod tests {
         // Its reply arrived just now: the window runs from here.
         let wait = l.try_acquire(&mut l.lock(), Instant::now());
         assert!(wait > Duration::from_secs(9), "{wait:?}");
+    }
+
+    #[test]
+    fn calls_within_a_span_count_pending_ones_too() {
+        let l = RateLimiter::new(RateLimit::defaults());
+        let now = Instant::now();
+        l.record_past(now - Duration::from_secs(50));
+        l.record_past(now - Duration::from_secs(10));
+        let _permit = l.acquire(&|_| {});
+        assert_eq!(l.calls_within(Duration::from_secs(30)), 2);
+        assert_eq!(l.calls_within(Duration::from_secs(60)), 3);
+        assert_eq!(l.calls_within(Duration::ZERO), 1, "the call under way");
     }
 
     #[test]

@@ -372,7 +372,7 @@ fn long_actions_keep_to_25_at_once() {
     out.status(0);
     let stats = sim.stats();
     // The concurrency limit binds: the bound has actions wait for others to end, and
-    // mdlr learns that an action ended only at its next look (5 s or more later).
+    // mdlr learns that an action ended only at its next look (a second or so later).
     let bound = sim.sim.quota_bound(n, 1);
     let makespan = stats.makespan_service().expect("a makespan");
     let ratio = makespan.as_secs_f64() / bound.as_secs_f64();
@@ -401,59 +401,188 @@ fn max_in_flight_caps_unfinished_actions() {
     assert_eq!(summary(&out).1, 8);
 }
 
+/// Service seconds at which the simulator answered each request to `endpoint`.
+fn service_times(sim: &Sim, endpoint: &str) -> Vec<f64> {
+    sim.sim
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == endpoint)
+        .map(|r| r.service_at.as_secs_f64())
+        .collect()
+}
+
+/// The gaps between consecutive times.
+fn gaps(times: &[f64]) -> Vec<f64> {
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Scale of the tests of when mdlr looks: a service second lasts 100 ms, so the
+/// client's own delays (a few milliseconds on a busy machine) weigh a few hundredths of
+/// a second.
+const LOOK_SCALE: f64 = 0.1;
+
 #[test]
-fn waiting_looks_after_5_s_then_less_often_up_to_30_s() {
+fn a_batch_looks_a_second_after_the_start_then_every_second() {
     let mut m = SimMachine::new(1);
-    m.run_for = Some(Duration::from_secs(200));
-    let sim = Sim::with(vec![m]);
+    m.run_for = Some(Duration::from_secs(40));
+    let sim = Sim::start(SimConfig {
+        time_scale: LOOK_SCALE,
+        ..sim_config(vec![m])
+    });
     sim.live(&["run", &host(1), "--script", "x.ps1"]).check(
         0,
         "host0001.contoso.test: x.ps1\n",
         "",
     );
-    let requests = sim.sim.requests();
-    let started = requests
+    let started = service_times(&sim, "runliveresponse");
+    let looks = service_times(&sim, "actions");
+    assert_eq!(started.len(), 1);
+    let first = looks.first().copied().unwrap_or(f64::NAN) - started[0];
+    // --poll-interval 5s (the default): the first look after a fifth of it.
+    assert!(
+        (0.9..=2.0).contains(&first),
+        "first look {first:.2} s after the start; looks at {looks:?}"
+    );
+    // One action, nothing else to spend: the quotas allow a look every second.
+    let between = gaps(&looks);
+    assert!(
+        (0.9..=1.3).contains(&median(&between)),
+        "gaps between looks: {between:?}"
+    );
+    let long = between.iter().filter(|g| **g > 2.0).count();
+    assert!(long <= 2, "gaps between looks: {between:?}");
+    // The action ended 50 s after its start (10 s pending, 40 s running); its result
+    // was asked for within about a second of that.
+    let link = service_times(&sim, "link");
+    let late = link.first().copied().unwrap_or(f64::NAN) - (started[0] + 50.0);
+    assert!(
+        (0.0..=1.6).contains(&late),
+        "result link {late:.2} s after the end"
+    );
+    let stats = sim.stats();
+    assert_eq!(stats.throttled, 0, "{:?}", stats.throttled_by);
+    assert_eq!(stats.requests_to("action"), 0, "list queries only");
+}
+
+#[test]
+fn waiting_for_one_action_looks_at_once_then_after_a_second_then_less_often() {
+    let mut m = SimMachine::new(1);
+    m.run_for = Some(Duration::from_secs(40));
+    let sim = Sim::start(SimConfig {
+        time_scale: LOOK_SCALE,
+        ..sim_config(vec![m])
+    });
+    let out = sim
+        .live(&["run", &host(1), "--script", "x.ps1", "--no-wait"])
+        .status(0);
+    let id = out.stdout.trim().to_owned();
+    let out = sim.live(&["action", &id, "--wait"]).status(0);
+    assert!(out.stdout.contains("Succeeded"), "{}", out.stdout);
+    let looks = service_times(&sim, "action");
+    let between = gaps(&looks);
+    // At once, then 1 s later (a fifth of --poll-interval), then half as long again
+    // each time up to 5 s.
+    assert!(
+        (0.9..=2.0).contains(&between[0]),
+        "gaps between looks: {between:?}"
+    );
+    assert!(
+        between.windows(2).all(|w| w[1] >= w[0] - 0.5),
+        "growing: {between:?}"
+    );
+    let longest = between.iter().copied().fold(0.0, f64::max);
+    assert!((4.5..=6.5).contains(&longest), "up to 5 s: {between:?}");
+    // 50 s of action: looks at 0, 1, 2.5, 4.75, 8.1, 13.1 s, then every 5 s.
+    assert!(
+        (10..=16).contains(&looks.len()),
+        "{} looks: {between:?}",
+        looks.len()
+    );
+    assert_eq!(sim.stats().throttled, 0);
+}
+
+/// 100 machines, 8 starts a minute, and an API quota of 200 calls in 10 minutes: their
+/// starts and links take 160 of every 200, and the looks get what is left — one every
+/// 20 s or so while machines wait to start, every few seconds once all are started.
+#[test]
+fn looks_come_more_often_once_few_actions_are_left() {
+    let n = 100;
+    let scale = 0.005;
+    let sim = Sim::start(SimConfig {
+        time_scale: scale,
+        api_per_hour: mdlr_tests::sim::Quota::new(200, Duration::from_secs(600)),
+        starts_per_minute: mdlr_tests::sim::Quota::new(8, Duration::from_secs(60)),
+        ..sim_config(SimMachine::many(n))
+    });
+    let list: String = sim
+        .sim
+        .machines()
         .iter()
-        .find(|r| r.endpoint == "runliveresponse")
-        .expect("a start")
-        .service_at;
-    let looks: Vec<Duration> = requests
-        .iter()
-        .filter(|r| r.endpoint == "actions")
-        .map(|r| r.service_at)
+        .map(|m| format!("{}\n", m.id))
         .collect();
-    let gaps: Vec<f64> = std::iter::once(started)
-        .chain(looks.iter().copied())
-        .collect::<Vec<_>>()
+    write(sim.dir.join("hosts.txt"), list);
+    let args = ["run", "--machines-file", "hosts.txt", "--script", "x.ps1"];
+    // The last --api-quota and --start-quota count: these replace the default ones.
+    let api_quota = format!("100/{},200/{}", sim.dur(60.0), sim.dur(600.0));
+    let start_quota = format!("8/{}", sim.dur(60.0));
+    let out = sim
+        .live(&args)
+        .args(&["--api-quota", &api_quota, "--start-quota", &start_quota])
+        .run();
+    out.status(0);
+    let stats = sim.stats();
+    assert_eq!(stats.throttled, 0, "429s: {:?}", stats.throttled_by);
+    check_one_start_each(&sim, n);
+    let starts = service_times(&sim, "runliveresponse");
+    let looks = service_times(&sim, "actions");
+    // While 20 or more machines wait to start, and after the last start.
+    let busy_until = starts[n - 20];
+    let last_start = starts[n - 1];
+    let early: Vec<f64> = looks
         .windows(2)
-        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .filter(|w| w[1] <= busy_until)
+        .map(|w| w[1] - w[0])
         .collect();
-    // Service time measured on a scaled clock: allow for the client's own delays (a
-    // look that comes 20 ms late at 0.01 makes its gap 2 s longer and the next one 2 s
-    // shorter), and for the simulator dating the start a few milliseconds late on a
-    // busy machine (the client counts from before it sent the start): 15 ms is 1.5 s.
+    let late: Vec<f64> = looks
+        .windows(2)
+        .filter(|w| w[0] >= last_start)
+        .map(|w| w[1] - w[0])
+        .collect();
+    let (early, late) = (median(&early), median(&late));
     assert!(
-        gaps[0] >= 3.5,
-        "first look after {:.1} s: {gaps:?}",
-        gaps[0]
+        early >= 12.0 && late <= 8.0,
+        "median gap between looks {early:.1} s while machines wait to start, {late:.1} s after"
     );
-    assert!(
-        gaps[0] <= 9.0,
-        "first look after {:.1} s: {gaps:?}",
-        gaps[0]
-    );
-    assert!(
-        gaps.windows(2).all(|w| w[1] >= w[0] - 3.0),
-        "growing: {gaps:?}"
-    );
-    let longest = gaps.iter().copied().fold(0.0, f64::max);
-    assert!(
-        (27.0..=35.0).contains(&longest),
-        "capped near 30 s: {gaps:?}"
-    );
-    // 210 s of action: about 11 looks, not the 42 of one every 5 s.
-    assert!(looks.len() <= 14, "{} looks: {gaps:?}", looks.len());
-    assert_eq!(sim.stats().requests_to("action"), 0, "list queries only");
+    // The looks held up no start and no link: no window of an API quota ever filled,
+    // so the limiter never had a call wait.
+    let counted: Vec<f64> = sim
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.status != 429 && r.status != 401 && !matches!(r.endpoint, "blob" | "token"))
+        .map(|r| r.service_at.as_secs_f64())
+        .collect();
+    for (limit, window) in [(100, 60.0), (200, 600.0)] {
+        let busiest = (0..counted.len())
+            .map(|i| {
+                counted[i..]
+                    .iter()
+                    .take_while(|t| **t - counted[i] < window)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        assert!(
+            busiest < limit - 1,
+            "{busiest} calls in {window} s: the window filled (limit {limit})"
+        );
+    }
 }
 
 #[test]
@@ -1148,8 +1277,11 @@ fn a_killed_batch_resumes_without_starting_or_downloading_twice() {
     let hosts: Vec<String> = (1..=n).map(host).collect();
     let out_dir = sim.dir.join("out");
     let child = sim.live(&resume_args(&hosts)).spawn();
-    wait_until("a result is downloaded", || {
-        !journal_events(&out_dir, "downloaded").is_empty()
+    // The first results come a second after their action ends, possibly before the
+    // tenth start on a busy machine: wait for both.
+    wait_until("ten started and a result downloaded", || {
+        journal_events(&out_dir, "started").len() == 10
+            && !journal_events(&out_dir, "downloaded").is_empty()
     });
     let killed = child.kill();
     assert_eq!(killed.code, None, "killed by a signal");
