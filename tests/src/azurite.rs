@@ -15,7 +15,7 @@
 //!
 //! Blobs are written with Shared Key authentication ([`Azurite::put_blob`],
 //! [`Azurite::put_blob_blocks`]) and read through service SAS links
-//! ([`Azurite::sas_query`]), both signed with the public key of the emulator's
+//! ([`sas_query`]), both signed with the public key of the emulator's
 //! development account [`ACCOUNT`].
 
 use std::io::{self, Read, Write};

@@ -74,6 +74,17 @@
 //! 60 s) and [`SimConfig::package_links_per_hour`] (120 / 3600 s), over every call. The
 //! link serves [`SimMachine::package`], a zip, with no `Content-Disposition`.
 //!
+//! # What field reports show the real service doing (issue 13)
+//!
+//! Off by default, each turned on by a setting: a session opened in the portal that
+//! makes a machine busy with no action to be seen ([`SimMachine::portal_session_for`]);
+//! starts throttled past a client's retries ([`SimConfig::refuse_first_starts`]); new
+//! actions not found for a moment ([`SimConfig::new_action_404_for`]); result links
+//! refused just after their command completed ([`SimConfig::link_lag`]); GetFile
+//! results that are not gzip ([`SimMachine::plain_getfile`]); machines long unseen
+//! ([`SimMachine::last_seen_ago`], with `pending_for` as long as the service's queue
+//! for offline machines).
+//!
 //! # Choices where the real service is undocumented
 //!
 //! - Over the concurrency limit: `429 TooManyRequests` (see above), not a `400`.
@@ -157,6 +168,8 @@ pub enum QuotaKind {
     PackageLinksPerMinute,
     /// [`SimConfig::package_links_per_hour`].
     PackageLinksPerHour,
+    /// [`SimConfig::refuse_first_starts`]: refusals of the scenario, not of a quota.
+    Scenario,
 }
 
 /// How a machine's live response actions end.
@@ -240,6 +253,13 @@ pub struct SimMachine {
     /// Its GetFile results are served as the file is, not gzip (field reports show the
     /// service doing so now and then).
     pub plain_getfile: bool,
+    /// `Some(d)`: a session opened in the portal holds it for `d` from the start: a
+    /// start is refused as busy (`ActiveRequestAlreadyExists`) with no action of the
+    /// machine's to be seen in the API.
+    pub portal_session_for: Option<Duration>,
+    /// How long ago the machines API says it was last seen (default: 5 to 15 minutes,
+    /// by its number).
+    pub last_seen_ago: Option<Duration>,
 }
 
 impl SimMachine {
@@ -261,6 +281,8 @@ impl SimMachine {
             busy_for: None,
             collecting_for: None,
             plain_getfile: false,
+            portal_session_for: None,
+            last_seen_ago: None,
         }
     }
 
@@ -380,7 +402,7 @@ pub struct SimConfig {
     /// `starts_per_minute` (default true: the gateway counts calls, not successes).
     pub count_rejected_starts: bool,
     /// Non-terminal live response actions allowed at once, `Pending` included
-    /// (default 25).
+    /// (default 50, as documented today; older pages said 25).
     pub max_concurrent: usize,
     /// How long an action stays `Pending` (default 10 s).
     pub pending_for: Duration,
@@ -398,6 +420,16 @@ pub struct SimConfig {
     pub machines_not_found_as_404: bool,
     /// Largest request body (default 8 MiB; library uploads are capped by it).
     pub max_body: usize,
+    /// The first this many `runliveresponse` calls are answered `429` (a rate limit,
+    /// with a `Retry-After` of a second of service time), as a service that throttles
+    /// past a client's retries does; they count against nothing.
+    pub refuse_first_starts: usize,
+    /// A new action is not found (`404` by id, absent from lists) for this long after
+    /// its creation, as the real service's actions are for a few seconds.
+    pub new_action_404_for: Duration,
+    /// A result link is refused (`400`) for this long after its command completed, as
+    /// the real service's link endpoint does just after.
+    pub link_lag: Duration,
     /// Seed of action ids, correlation ids and link signatures.
     pub seed: u64,
     /// Wall-clock time the service clock starts at (default: now).
@@ -424,7 +456,7 @@ impl Default for SimConfig {
             package_links_per_hour: Quota::new(120, Duration::from_secs(3600)),
             package_for: Duration::from_secs(60),
             count_rejected_starts: true,
-            max_concurrent: 25,
+            max_concurrent: 50,
             pending_for: Duration::from_secs(10),
             run_for: Duration::from_secs(20),
             timeout_after: Duration::from_secs(600),
@@ -432,6 +464,9 @@ impl Default for SimConfig {
             link_ttl: Duration::from_secs(1800),
             machines_not_found_as_404: true,
             max_body: 8 << 20,
+            refuse_first_starts: 0,
+            new_action_404_for: Duration::ZERO,
+            link_lag: Duration::ZERO,
             seed: 0,
             epoch: None,
         }
@@ -463,7 +498,7 @@ impl SimConfig {
     ///
     /// Polls and result links are not counted (they only add calls), nor machines that
     /// are busy at start. With one duration `D` for all and the default quotas,
-    /// `bound = ⌊(n−1)/10⌋·60 s + D` as long as `D ≤ 150 s` (concurrency never binds).
+    /// `bound = ⌊(n−1)/10⌋·60 s + D` as long as `D ≤ 300 s` (concurrency never binds).
     pub fn quota_bound(&self, n: usize, commands: usize) -> Duration {
         let commands = commands.max(1);
         let default = SimMachine::new(1);
@@ -864,6 +899,8 @@ struct State {
     api_calls: VecDeque<Instant>,
     start_calls: VecDeque<Instant>,
     package_link_calls: VecDeque<Instant>,
+    /// Starts refused so far for [`SimConfig::refuse_first_starts`].
+    refused_starts: usize,
     counter: u64,
     correlations: u64,
     log: Vec<SimRequest>,
@@ -905,6 +942,7 @@ impl State {
             api_calls: VecDeque::new(),
             start_calls: VecDeque::new(),
             package_link_calls: VecDeque::new(),
+            refused_starts: 0,
             counter: 0,
             correlations: 0,
             log: Vec::new(),
@@ -1256,6 +1294,14 @@ impl Shared {
         }
         let is_start = endpoint == "runliveresponse" && req.method == "POST";
         let is_package_link = endpoint == "package.link";
+        if is_start && state.refused_starts < state.cfg.refuse_first_starts {
+            state.refused_starts += 1;
+            let wait = self.real(Duration::from_secs(1));
+            return (
+                endpoint,
+                self.throttle(&mut state, QuotaKind::Scenario, wait, &target),
+            );
+        }
         if let Some((kind, wait)) = self.over_quota(&mut state, now, is_start, is_package_link) {
             return (endpoint, self.throttle(&mut state, kind, wait, &target));
         }
@@ -1555,6 +1601,16 @@ impl Shared {
             }
         }
         state.prune_open(now);
+        let portal = state.cfg.machines[m].portal_session_for;
+        if portal.is_some_and(|d| now < self.epoch + self.real(d)) {
+            state.stats.active_request_already_exists += 1;
+            return api_error(
+                400,
+                "ActiveRequestAlreadyExists",
+                "Action is already in progress: there is an active live response session on this machine",
+                target,
+            );
+        }
         if let Some(&last) = state.last_action.get(&m)
             && state.actions[last].terminal_at > now
         {
@@ -1761,19 +1817,24 @@ impl Shared {
         if req.method != "GET" {
             return method_not_allowed(req, target);
         }
+        // New actions are not listed for their first moments.
+        let lag = self.real(state.cfg.new_action_404_for);
+        let visible: Vec<usize> = (0..state.actions.len())
+            .filter(|&i| now >= state.actions[i].created + lag)
+            .collect();
         let field = |i: usize, name: &str| {
-            let a = &state.actions[i];
+            let a = &state.actions[visible[i]];
             match name {
                 "id" => json!(a.id),
                 "status" => json!(status_at(a, now)),
                 "machineId" => json!(state.cfg.machines[a.machine].id),
-                "type" => json!("LiveResponse"),
+                "type" => json!(a.kind),
                 "requestor" => json!(a.requestor),
                 "creationDateTimeUtc" => json!(self.stamp(a.created)),
                 _ => Value::Null,
             }
         };
-        let full = |i: usize| self.view(state, i, now);
+        let full = |i: usize| self.view(state, visible[i], now);
         let allowed = [
             "id",
             "status",
@@ -1782,7 +1843,7 @@ impl Shared {
             "requestor",
             "creationDateTimeUtc",
         ];
-        let count = state.actions.len();
+        let count = visible.len();
         match self.collection(req, count, field, full, ("MachineAction", &allowed), target) {
             Ok((_, envelope)) => Response::json(200, &envelope),
             Err(r) => r,
@@ -1800,8 +1861,9 @@ impl Shared {
         if req.method != "GET" {
             return method_not_allowed(req, target);
         }
+        let lag = self.real(state.cfg.new_action_404_for);
         match state.action_index.get(&percent_decode(id)) {
-            Some(&i) => {
+            Some(&i) if now >= state.actions[i].created + lag => {
                 let mut v = self.view(state, i, now);
                 v["@odata.context"] = json!(format!(
                     "{}/api/$metadata#MachineActions/$entity",
@@ -1809,7 +1871,7 @@ impl Shared {
                 ));
                 Response::json(200, &v)
             }
-            None => api_error(
+            _ => api_error(
                 404,
                 "ResourceNotFound",
                 &format!("Machine action {id} was not found"),
@@ -1923,6 +1985,16 @@ impl Shared {
         let kind = state.actions[i].commands[index].kind;
         if kind == "PutFile" {
             return api_error(400, "BadRequest", "A PutFile command has no result", target);
+        }
+        let ended = state.actions[i].plan[index].end;
+        let lag = self.real(state.cfg.link_lag);
+        if command["commandStatus"] == "Completed" && ended.is_some_and(|e| now < e + lag) {
+            return api_error(
+                400,
+                "BadRequest",
+                &format!("Command {index} has no result yet"),
+                target,
+            );
         }
         if command["commandStatus"] != "Completed" {
             return api_error(
@@ -2149,7 +2221,9 @@ impl Shared {
     }
 
     fn machine_json(&self, m: &SimMachine, n: usize) -> Value {
-        let ago = Duration::from_secs(300 + (n as u64 % 600));
+        let ago = m
+            .last_seen_ago
+            .unwrap_or(Duration::from_secs(300 + (n as u64 % 600)));
         let seen = util::iso(self.wall_epoch.checked_sub(ago).unwrap_or(self.wall_epoch));
         json!({
             "id": m.id,

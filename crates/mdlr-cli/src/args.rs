@@ -47,7 +47,12 @@ pub struct Global {
 pub struct Wait {
     pub enabled: bool,
     pub timeout: Duration,
+    /// `--wait-timeout` was given: it counts from the start, whatever the state.
+    pub timeout_given: bool,
     pub poll: Duration,
+    /// `--offline-after`: how long an action may be `Pending` before its machine is
+    /// said to be probably offline.
+    pub offline_after: Duration,
 }
 
 /// Which commands of an action.
@@ -1159,21 +1164,32 @@ pub const OPTIONS: &[OptionSpec] = &[
             Ok(())
         },
     )
-    .default("25"),
+    .default("50"),
     valued(
         "--wait-timeout",
         DUR,
         Kind::Text,
-        "how long to wait for each action",
+        "how long to wait for each action once it runs; given, it counts from the start, \
+         queued or not",
         Scope::Batch,
         |r, v| duration("--wait-timeout", v).map(|d| r.wait_timeout = Some(d)),
     )
-    .default("15m"),
+    .default("15m, after up to 2h queued for an offline machine"),
+    valued(
+        "--offline-after",
+        DUR,
+        Kind::Text,
+        "say a machine is probably offline (last seen, health) when its action is still \
+         Pending after DUR",
+        Scope::Batch,
+        |r, v| duration("--offline-after", v).map(|d| r.offline_after = Some(d)),
+    )
+    .default("1m"),
     valued(
         "--poll-interval",
         DUR,
         Kind::Text,
-        "first interval between looks, growing to 6x",
+        "longest interval between looks (the first comes after a fifth of it)",
         Scope::Batch,
         |r, v| duration("--poll-interval", v).map(|d| r.poll_interval = Some(d)),
     )
@@ -1588,6 +1604,7 @@ pub struct Parsed {
     force: bool,
     wait: bool,
     wait_timeout: Option<Duration>,
+    offline_after: Option<Duration>,
     poll_interval: Option<Duration>,
     script: Option<String>,
     script_args: Option<String>,
@@ -1870,7 +1887,9 @@ fn build(name: &'static str, p: &mut Parsed, words: Vec<String>) -> Result<Comma
     let wait = Wait {
         enabled: p.wait,
         timeout: p.wait_timeout.unwrap_or(Duration::from_secs(15 * 60)),
+        timeout_given: p.wait_timeout.is_some(),
         poll: p.poll_interval.unwrap_or(Duration::from_secs(5)),
+        offline_after: p.offline_after.unwrap_or(Duration::from_secs(60)),
     };
     let command = match name {
         "help" => {
@@ -2028,7 +2047,7 @@ fn live(
         output: p.output.take(),
         resume: p.resume,
         on_busy: p.on_busy.unwrap_or_default(),
-        max_in_flight: p.max_in_flight.unwrap_or(25),
+        max_in_flight: p.max_in_flight.unwrap_or(50),
         wait,
         raw: p.raw,
         force: p.force,
@@ -2109,7 +2128,9 @@ mod tests {
         Wait {
             enabled: false,
             timeout: Duration::from_secs(900),
+            timeout_given: false,
             poll: Duration::from_secs(5),
+            offline_after: Duration::from_secs(60),
         }
     }
 
@@ -2173,7 +2194,9 @@ mod tests {
                 wait: Wait {
                     enabled: true,
                     timeout: Duration::from_secs(90),
+                    timeout_given: true,
                     poll: Duration::from_millis(200),
+                    offline_after: Duration::from_secs(60),
                 },
                 connections: None,
                 report: None,

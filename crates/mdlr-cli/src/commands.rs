@@ -1,7 +1,6 @@
 //! The commands: each turns arguments into library calls and output.
 
 use std::path::Path;
-use std::time::Duration;
 
 use mdlr::{
     ActionStatus, Client, CommandResult, CommandType, DownloadRequest, Downloaded, Downloader,
@@ -225,7 +224,7 @@ fn deliver(
             return Err(e).context(|| {
                 format!(
                     "gave up waiting after {}",
-                    human_duration(args.wait.timeout)
+                    crate::output::human_duration(args.wait.timeout)
                 )
             });
         }
@@ -475,7 +474,7 @@ pub fn action(client: &Client, out: &Output, action_id: &str, wait: Wait) -> Res
         _ => {
             out.note(&format!(
                 "gave up waiting after {}; the action is still {}",
-                human_duration(wait.timeout),
+                crate::output::human_duration(wait.timeout),
                 action.status_or_unknown()
             ));
             output::EX_TEMPFAIL
@@ -549,16 +548,4 @@ pub fn describe_action(action_id: &str, a: &MachineAction) -> String {
         }
     }
     s
-}
-
-/// `--wait-timeout` as the user would write it: `15m`, `90s`, `500ms`.
-fn human_duration(d: Duration) -> String {
-    if d.subsec_nanos() != 0 {
-        return format!("{}ms", d.as_millis());
-    }
-    match d.as_secs() {
-        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
 }

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use mdlr::files::{safe_file_name, write_file};
 use mdlr::{
     ActionStatus, BatchEvent, BatchOptions, BatchWork, Client, CommandResult, CommandStatus,
-    CommandType, DownloadRequest, Error, Gunzip, LiveResponse, MachineAction, Outcome, Report,
-    Target,
+    CommandType, Deferral, DownloadRequest, Error, Gunzip, LiveResponse, MachineAction, Outcome,
+    Report, Target,
 };
 use serde_json::{Value, json};
 
@@ -101,12 +101,17 @@ pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
     for (t, action_id) in &resumed {
         interrupt::started(action_id, &t.name);
     }
-    let options = BatchOptions::default()
+    let mut options = BatchOptions::default()
         .max_in_flight(args.max_in_flight)
         .on_busy(args.on_busy)
         .wait_timeout(args.wait.timeout)
+        .offline_after(args.wait.offline_after)
         .poll(crate::commands::poll_policy(args.wait))
         .wait(!args.no_wait);
+    if args.wait.timeout_given {
+        // --wait-timeout given: it counts from the start, queued or not.
+        options = options.queue_timeout(None);
+    }
     let on_event = |event: BatchEvent<'_>| match event {
         BatchEvent::Started { target, action_id } => {
             interrupt::started(action_id, &target.name);
@@ -122,6 +127,42 @@ pub fn live(client: &Client, out: &Output, args: &Live) -> Result<u8, Failure> {
             target.name
         )),
         BatchEvent::PollError(e) => ticker.note(&format!("could not read action states: {e}")),
+        BatchEvent::StartDeferred {
+            target,
+            reason,
+            retry_in,
+        } => ticker.note(&format!(
+            "{}: {}; trying again in {}",
+            target.name,
+            match reason {
+                Deferral::SessionCap { cap } => format!(
+                    "the service refused a session for too many at once; \
+                     keeping to {cap} at a time for a while"
+                ),
+                Deferral::BusyUnseen => "busy with a session the API does not show \
+                     (one opened in the portal?)"
+                    .to_owned(),
+                _ => "the service throttled the start; starts pause".to_owned(),
+            },
+            output::human_duration(retry_in)
+        )),
+        BatchEvent::ProbablyOffline {
+            target,
+            action_id,
+            machine,
+        } => ticker.note(&format!(
+            "{}: action {action_id} still Pending after {}: the machine is probably \
+             offline{}; the service keeps the action queued for up to 2 hours",
+            target.name,
+            output::human_duration(args.wait.offline_after),
+            machine
+                .map(|m| format!(
+                    " (last seen {}, health {})",
+                    m.last_seen.as_deref().unwrap_or("unknown"),
+                    m.health_status.as_deref().unwrap_or("unknown")
+                ))
+                .unwrap_or_default()
+        )),
         BatchEvent::Progress(counts) => ticker.show(counts),
         _ => {}
     };

@@ -298,6 +298,18 @@ fn aadsts_hint(code: Option<&str>, message: &str) -> Option<String> {
         })
 }
 
+/// `--wait-timeout` as the user would write it: `15m`, `90s`, `500ms`.
+pub fn human_duration(d: std::time::Duration) -> String {
+    if d.subsec_nanos() != 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    match d.as_secs() {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// `text` from the service or the network, made safe for a terminal: control
 /// characters — escape sequences that retitle the window or clear the screen, line
 /// breaks that forge a line — are shown escaped (`\u{1b}`, `\n`).

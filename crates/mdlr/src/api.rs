@@ -174,6 +174,10 @@ fn starts_within(starts: &[RateLimit], span: Duration) -> usize {
         .unwrap_or(usize::MAX)
 }
 
+/// Looks at an action that answers 404 before the 404 is believed ([`Client::wait_for`]):
+/// a new action may not be found for its first seconds.
+const NEW_ACTION_404_LOOKS: u32 = 3;
+
 /// Builds a [`Client`]. Everything has a default except the credential.
 #[must_use]
 pub struct ClientBuilder {
@@ -591,8 +595,27 @@ impl Client {
     ) -> Result<MachineAction> {
         let deadline = Instant::now() + timeout;
         let mut interval = poll.first;
+        // An action just created may answer 404 for a few seconds: believe it only
+        // after a few looks, and only before it was ever seen.
+        let mut unseen = 0;
+        let mut seen = false;
         loop {
-            let action = self.action(action_id)?;
+            let action = match self.action(action_id) {
+                Ok(a) => a,
+                Err(e @ Error::Api { status: 404, .. }) if !seen => {
+                    unseen += 1;
+                    if unseen > NEW_ACTION_404_LOOKS || Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    std::thread::sleep(
+                        interval.min(deadline.saturating_duration_since(Instant::now())),
+                    );
+                    interval = (interval + interval / 2).min(poll.max.max(poll.first));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            seen = true;
             let now = Instant::now();
             if done(&action) || now >= deadline {
                 return Ok(action);

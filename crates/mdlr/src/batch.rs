@@ -11,14 +11,14 @@
 //! Written against the crate's public API only: everything here an embedder could
 //! write with the same calls.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::mpsc;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::{
-    ActionQuery, ActionStatus, Client, CommandType, Error, LiveResponse, MachineAction, PollPlan,
-    PollPolicy, RateLimit, Target, TransportKind,
+    ActionQuery, ActionStatus, Client, CommandType, Error, ErrorKind, LiveResponse, Machine,
+    MachineAction, PollPlan, PollPolicy, RateLimit, Target, TransportKind,
 };
 
 /// What a batch starts on each machine.
@@ -114,12 +114,23 @@ pub enum OnBusy {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BatchOptions {
-    /// Most unfinished actions at once, `Pending` included (the service allows 25).
+    /// Most unfinished actions at once, `Pending` included (the service allows 50
+    /// sessions; when it refuses a start for too many, the batch starts fewer for a
+    /// while, and that machine later).
     pub max_in_flight: usize,
     /// What to do with a machine that has a session already.
     pub on_busy: OnBusy,
-    /// How long to wait for each machine's action, counted from its start.
+    /// How long to wait for each machine's action once it runs (left `Pending`); with
+    /// no [`queue_timeout`](BatchOptions#structfield.queue_timeout), counted from its
+    /// start.
     pub wait_timeout: Duration,
+    /// How long an action may stay `Pending`: the service queues an action for an
+    /// offline machine for up to 2 hours (the default). `None`: the wait timeout counts
+    /// from the start, whatever the action's state.
+    pub queue_timeout: Option<Duration>,
+    /// How long an action may be `Pending` before the batch looks the machine up and
+    /// says it is probably offline ([`BatchEvent::ProbablyOffline`]; default a minute).
+    pub offline_after: Duration,
     /// How often to look at unfinished actions: the first look at a fresh action comes
     /// `poll.first` after its start; after that, rounds of looks (one list query per 25
     /// actions) come as often as the API quotas allow once the batch's own starts and
@@ -137,7 +148,7 @@ pub struct BatchOptions {
 }
 
 impl BatchOptions {
-    /// Most unfinished actions at once (default 25).
+    /// Most unfinished actions at once (default 50).
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n;
         self
@@ -149,9 +160,23 @@ impl BatchOptions {
         self
     }
 
-    /// How long to wait for each machine's action, from its start (default 15 min).
+    /// How long to wait for each machine's action once it runs (default 15 min).
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
         self.wait_timeout = timeout;
+        self
+    }
+
+    /// How long an action may stay `Pending` (default 2 hours, the service's queue for
+    /// offline machines); `None`: the wait timeout counts from the start.
+    pub fn queue_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.queue_timeout = timeout;
+        self
+    }
+
+    /// How long an action may be `Pending` before its machine is said to be probably
+    /// offline (default a minute).
+    pub fn offline_after(mut self, after: Duration) -> Self {
+        self.offline_after = after;
         self
     }
 
@@ -179,9 +204,11 @@ impl BatchOptions {
 impl Default for BatchOptions {
     fn default() -> BatchOptions {
         BatchOptions {
-            max_in_flight: 25,
+            max_in_flight: 50,
             on_busy: OnBusy::Wait,
             wait_timeout: Duration::from_secs(15 * 60),
+            queue_timeout: Some(Duration::from_secs(2 * 3600)),
+            offline_after: Duration::from_secs(60),
             poll: PollPolicy::default(),
             wait: true,
             finishers: 4,
@@ -298,10 +325,48 @@ pub enum BatchEvent<'a> {
         /// The other session's action.
         other_action: &'a str,
     },
+    /// A start was put off: the machine is tried again later, within its wait.
+    StartDeferred {
+        /// The machine.
+        target: &'a Target,
+        /// Why.
+        reason: Deferral,
+        /// When it is tried again, from now.
+        retry_in: Duration,
+    },
+    /// An action has been `Pending` for [`BatchOptions::offline_after`]: its machine
+    /// is probably offline (the service keeps the action queued, for up to 2 hours).
+    ProbablyOffline {
+        /// The machine.
+        target: &'a Target,
+        /// The pending action.
+        action_id: &'a str,
+        /// The machine as the machines API describes it (last seen, health), when it
+        /// could be read.
+        machine: Option<&'a Machine>,
+    },
     /// A poll round failed; the next round tries again.
     PollError(&'a Error),
     /// The counts changed.
     Progress(Counts),
+}
+
+/// Why a start was put off ([`BatchEvent::StartDeferred`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Deferral {
+    /// The service refused it for too many sessions at once: the batch keeps to `cap`
+    /// unfinished actions for a while.
+    SessionCap {
+        /// Unfinished actions the batch now keeps to.
+        cap: usize,
+    },
+    /// The service refused it as busy, but no action of the machine's can be seen (a
+    /// session opened in the portal is not among the machine actions): tried again
+    /// less and less often, never every few seconds.
+    BusyUnseen,
+    /// The service throttled it (429) past the retries: the batch pauses its starts.
+    Throttled,
 }
 
 /// Figures about a finished batch.
@@ -314,6 +379,8 @@ pub struct BatchStats {
     pub poll_rounds: usize,
     /// Starts refused because the machine had a session.
     pub busy_refusals: usize,
+    /// Starts put off ([`BatchEvent::StartDeferred`]).
+    pub deferred: usize,
     /// Time from the first start to the last report.
     pub elapsed: Duration,
 }
@@ -322,6 +389,11 @@ pub struct BatchStats {
 const IDS_PER_QUERY: usize = 25;
 /// Poll rounds failing in a row before the batch gives up on its unfinished actions.
 const MAX_POLL_FAILURES: usize = 5;
+/// After the service refused a start for too many sessions, the lower cap holds for
+/// this many times `poll.max` (5 minutes by default) before the full one is tried again.
+const CAP_HOLD_ROUNDS: u32 = 60;
+/// The longest backoff of a put-off start, in times `poll.max` (5 minutes by default).
+const MAX_BACKOFF_ROUNDS: u32 = 60;
 
 struct Tracked {
     target: Target,
@@ -330,6 +402,49 @@ struct Tracked {
     first_look: Instant,
     action: Option<MachineAction>,
     failures: usize,
+    /// When it started (or, resumed, when this run began following it).
+    started: Instant,
+    /// Seen running (or ended): its deadline counts from then.
+    ran: bool,
+    /// Its machine was looked up for being `Pending` long.
+    offline_checked: bool,
+}
+
+impl Tracked {
+    fn new(target: Target, options: &BatchOptions, started: Instant, first_look: Instant) -> Self {
+        Tracked {
+            target,
+            deadline: started + options.queue_timeout.unwrap_or(options.wait_timeout),
+            first_look,
+            action: None,
+            failures: 0,
+            started,
+            ran: false,
+            offline_checked: false,
+        }
+    }
+}
+
+/// A machine waiting to start.
+struct Queued {
+    target: Target,
+    /// Not before then.
+    at: Instant,
+    /// Set once a start was put off: the machine is given up at this time.
+    deadline: Option<Instant>,
+    /// Starts put off in a row (the backoff grows with them).
+    tries: u32,
+}
+
+impl Queued {
+    fn now(target: Target, at: Instant) -> Queued {
+        Queued {
+            target,
+            at,
+            deadline: None,
+            tries: 0,
+        }
+    }
 }
 
 struct Blocked {
@@ -339,8 +454,17 @@ struct Blocked {
 
 #[derive(Default)]
 struct State {
-    queue: VecDeque<(Target, Instant)>,
+    queue: VecDeque<Queued>,
     starting: usize,
+    /// Unfinished actions the batch keeps to now (`max_in_flight`, lower for a while
+    /// after the service refused a start for too many sessions), and when it goes back.
+    cap: usize,
+    cap_until: Option<Instant>,
+    /// No start before then: the service throttled one past its retries.
+    paused_until: Option<Instant>,
+    /// Actions the batch stopped waiting for: the service may keep them running, so
+    /// they still count against the session cap until they are seen to end.
+    lingering: HashSet<String>,
     in_flight: HashMap<String, Tracked>,
     /// Other sessions' actions, and the machines waiting for them.
     blocked: HashMap<String, Vec<Blocked>>,
@@ -363,7 +487,26 @@ impl State {
     }
 
     fn occupied(&self) -> usize {
-        self.starting + self.in_flight.len() + self.blocked.len()
+        self.starting + self.in_flight.len() + self.blocked.len() + self.lingering.len()
+    }
+
+    /// The first machine that may start now, if any.
+    fn next_ready(&mut self, now: Instant) -> Option<Queued> {
+        if self.paused_until.is_some_and(|t| t > now) || self.occupied() >= self.cap {
+            return None;
+        }
+        let i = self.queue.iter().position(|q| q.at <= now)?;
+        self.queue.remove(i)
+    }
+
+    /// How long until a machine may start, when it is only a matter of time.
+    fn next_start_in(&self, now: Instant) -> Option<Duration> {
+        if self.occupied() >= self.cap {
+            return None;
+        }
+        let at = self.queue.iter().map(|q| q.at).min()?;
+        let at = self.paused_until.map_or(at, |p| p.max(at));
+        Some(at.saturating_duration_since(now))
     }
 
     fn counts(&self) -> Counts {
@@ -526,19 +669,12 @@ impl Run<'_> {
             total: targets.len() + resumed.len(),
             ..State::default()
         };
-        state.queue = targets.into_iter().map(|t| (t, begun)).collect();
+        state.cap = options.max_in_flight.max(1);
+        state.queue = targets.into_iter().map(|t| Queued::now(t, begun)).collect();
         for (target, action_id) in resumed {
-            state.in_flight.insert(
-                action_id,
-                Tracked {
-                    target,
-                    deadline: begun + options.wait_timeout,
-                    // Started in an earlier run: look at once.
-                    first_look: begun,
-                    action: None,
-                    failures: 0,
-                },
-            );
+            // Started in an earlier run: look at once.
+            let tracked = Tracked::new(target, options, begun, begun);
+            state.in_flight.insert(action_id, tracked);
         }
         let (sender, receiver) = mpsc::channel::<Report>();
         state.reports = Some(sender);
@@ -574,28 +710,26 @@ impl Run<'_> {
 
     fn starter(&self, shared: &Shared) {
         let (client, options, on_event) = (self.client, self.options, self.on_event);
-        let max = options.max_in_flight.max(1);
         loop {
-            let target = {
+            let queued = {
                 let mut st = shared.lock();
                 loop {
                     if st.queue.is_empty() && st.blocked.is_empty() {
                         return;
                     }
                     let now = Instant::now();
-                    let ready = st.queue.front().is_some_and(|(_, at)| *at <= now);
-                    if ready
-                        && st.occupied() < max
-                        && let Some((target, _)) = st.queue.pop_front()
-                    {
+                    if st.cap_until.is_some_and(|t| t <= now) {
+                        // Try the full number again: other people's sessions end too.
+                        st.cap = options.max_in_flight.max(1);
+                        st.cap_until = None;
+                    }
+                    if let Some(q) = st.next_ready(now) {
                         st.starting += 1;
-                        break target;
+                        break q;
                     }
                     let nap = st
-                        .queue
-                        .front()
-                        .map(|(_, at)| at.saturating_duration_since(now))
-                        .filter(|d| !d.is_zero() && st.occupied() < max)
+                        .next_start_in(now)
+                        .filter(|d| !d.is_zero())
                         .unwrap_or(Duration::from_secs(1));
                     st = shared
                         .wake
@@ -604,6 +738,7 @@ impl Run<'_> {
                         .0;
                 }
             };
+            let target = &queued.target;
             let started = self.work.start(client, &target.machine_id);
             let busy = started.as_ref().is_err_and(Error::is_busy);
             let other = if busy && options.on_busy == OnBusy::Wait {
@@ -613,8 +748,10 @@ impl Run<'_> {
             };
             let mut st = shared.lock();
             st.starting -= 1;
+            let now = Instant::now();
             match started {
                 Ok(action) => {
+                    let target = queued.target;
                     let Some(id) = action.id.clone() else {
                         let e = Error::malformed("machine action", "the started action has no id");
                         st.report(failed_start(target, e));
@@ -626,17 +763,10 @@ impl Run<'_> {
                         action_id: &id,
                     });
                     if options.wait {
-                        let now = Instant::now();
-                        st.in_flight.insert(
-                            id,
-                            Tracked {
-                                target,
-                                deadline: now + options.wait_timeout,
-                                first_look: now + options.poll.first,
-                                action: Some(action),
-                                failures: 0,
-                            },
-                        );
+                        let mut tracked =
+                            Tracked::new(target, options, now, now + options.poll.first);
+                        tracked.action = Some(action);
+                        st.in_flight.insert(id, tracked);
                     } else {
                         let r = Report {
                             target,
@@ -652,22 +782,24 @@ impl Run<'_> {
                     match (options.on_busy, other) {
                         (OnBusy::Wait, Some(other)) => {
                             on_event(BatchEvent::Busy {
-                                target: &target,
+                                target: &queued.target,
                                 other_action: &other,
                             });
+                            let deadline = queued.deadline.unwrap_or(now + options.wait_timeout);
                             st.blocked.entry(other).or_default().push(Blocked {
-                                target,
-                                deadline: Instant::now() + options.wait_timeout,
+                                target: queued.target,
+                                deadline,
                             });
                         }
-                        // The other session ended meanwhile: try again soon.
+                        // Busy, with no action to be seen: it ended meanwhile, or it
+                        // is a session the API does not list (opened in the portal).
+                        // Again later and later, within the machine's wait.
                         (OnBusy::Wait, None) => {
-                            let at = Instant::now() + options.poll.first;
-                            st.queue.push_back((target, at));
+                            self.defer(&mut st, queued, Deferral::BusyUnseen, now, None);
                         }
                         (_, other_action) => {
                             let r = Report {
-                                target,
+                                target: queued.target,
                                 action_id: None,
                                 action: None,
                                 outcome: Outcome::Busy { other_action },
@@ -676,11 +808,82 @@ impl Run<'_> {
                         }
                     }
                 }
-                Err(e) => st.report(failed_start(target, e)),
+                // Too many sessions at once: start no more than are open now, for a
+                // while, and this machine when one ends. Never a failure.
+                Err(e) if e.is_session_cap() => {
+                    let cap = st.occupied().max(1);
+                    st.cap = cap;
+                    st.cap_until = Some(now + CAP_HOLD_ROUNDS * options.poll.max);
+                    let reason = Deferral::SessionCap { cap };
+                    self.defer(&mut st, queued, reason, now, Some(options.poll.first));
+                }
+                // Throttled past the retries: the batch pauses its starts.
+                Err(e) if e.kind() == ErrorKind::Throttled => {
+                    if let Some(at) = self.defer(&mut st, queued, Deferral::Throttled, now, None) {
+                        st.paused_until = Some(at);
+                    }
+                }
+                Err(e) => st.report(failed_start(queued.target, e)),
             }
             shared.wake.notify_all();
             on_event(BatchEvent::Progress(st.counts()));
         }
+    }
+
+    /// Puts a machine's start off: again after `delay` (or a backoff that doubles
+    /// with each deferral in a row, from `poll.max` up to [`MAX_BACKOFF_ROUNDS`] times
+    /// it), within its wait; reported busy or not started once its wait has run out.
+    /// Returns when it is tried again, if it is.
+    fn defer(
+        &self,
+        st: &mut State,
+        mut queued: Queued,
+        reason: Deferral,
+        now: Instant,
+        delay: Option<Duration>,
+    ) -> Option<Instant> {
+        let options = self.options;
+        let deadline = *queued.deadline.get_or_insert(now + options.wait_timeout);
+        let base = options.poll.max.max(options.poll.first);
+        let backoff = base
+            .saturating_mul(1u32 << queued.tries.min(16))
+            .min(base.saturating_mul(MAX_BACKOFF_ROUNDS));
+        let at = now + delay.unwrap_or(backoff);
+        if at > deadline {
+            let outcome = match reason {
+                Deferral::BusyUnseen => Outcome::Busy { other_action: None },
+                _ => Outcome::StartFailed(Error::Api {
+                    status: 429,
+                    code: None,
+                    message: format!(
+                        "the service refused the start ({}) until the wait ran out",
+                        match reason {
+                            Deferral::SessionCap { .. } => "too many sessions at once",
+                            _ => "throttled",
+                        }
+                    ),
+                    correlation_id: None,
+                }),
+            };
+            let r = Report {
+                target: queued.target,
+                action_id: None,
+                action: None,
+                outcome,
+            };
+            st.report(r);
+            return None;
+        }
+        st.stats.deferred += 1;
+        (self.on_event)(BatchEvent::StartDeferred {
+            target: &queued.target,
+            reason,
+            retry_in: at - now,
+        });
+        queued.at = at;
+        queued.tries += 1;
+        st.queue.push_back(queued);
+        Some(at)
     }
 
     /// The unfinished action holding a machine's session, if one can be found.
@@ -704,6 +907,7 @@ impl Run<'_> {
         // quotas allow changes as calls leave their windows.
         let recheck = options.poll.first.max(Duration::from_millis(1));
         let mut last_round: Option<Instant> = None;
+        let mut offline: Vec<(Target, String)> = Vec::new();
         loop {
             let ids: Vec<String> = {
                 let mut st = shared.lock();
@@ -726,6 +930,7 @@ impl Run<'_> {
                 st.in_flight
                     .keys()
                     .chain(st.blocked.keys())
+                    .chain(st.lingering.iter())
                     .cloned()
                     .collect()
             };
@@ -755,6 +960,12 @@ impl Run<'_> {
             let now = Instant::now();
             for id in ids {
                 let action = seen.remove(&id);
+                if st.lingering.contains(&id) {
+                    if action.is_some_and(|a| a.status_or_unknown().is_terminal()) {
+                        st.lingering.remove(&id);
+                    }
+                    continue;
+                }
                 if let Some(waiting) = st.blocked.remove(&id) {
                     let ended = action
                         .as_ref()
@@ -774,7 +985,12 @@ impl Run<'_> {
                     }
                     if ended {
                         for b in keep {
-                            st.queue.push_front((b.target, now));
+                            st.queue.push_front(Queued {
+                                target: b.target,
+                                at: now,
+                                deadline: Some(b.deadline),
+                                tries: 0,
+                            });
                         }
                     } else if !keep.is_empty() {
                         st.blocked.insert(id, keep);
@@ -790,6 +1006,14 @@ impl Run<'_> {
                         Some(Outcome::Ended)
                     }
                     Some(a) => {
+                        let running = a.status_or_unknown() != ActionStatus::Pending;
+                        if running && !tracked.ran {
+                            // Out of the queue: its wait runs from now.
+                            tracked.ran = true;
+                            if options.queue_timeout.is_some() {
+                                tracked.deadline = now + options.wait_timeout;
+                            }
+                        }
                         tracked.action = Some(a);
                         tracked.failures = 0;
                         None
@@ -814,6 +1038,9 @@ impl Run<'_> {
                     outcome.or_else(|| (tracked.deadline <= now).then_some(Outcome::WaitTimedOut));
                 match outcome {
                     Some(outcome) => {
+                        if matches!(outcome, Outcome::WaitTimedOut) {
+                            st.lingering.insert(id.clone());
+                        }
                         let r = Report {
                             target: tracked.target,
                             action_id: Some(id),
@@ -823,12 +1050,31 @@ impl Run<'_> {
                         st.report(r);
                     }
                     None => {
+                        if !tracked.ran
+                            && !tracked.offline_checked
+                            && now.saturating_duration_since(tracked.started)
+                                >= options.offline_after
+                        {
+                            tracked.offline_checked = true;
+                            offline.push((tracked.target.clone(), id.clone()));
+                        }
                         st.in_flight.insert(id, tracked);
                     }
                 }
             }
             shared.wake.notify_all();
             on_event(BatchEvent::Progress(st.counts()));
+            drop(st);
+            // Machines whose action is still queued: say what the machines API knows
+            // of them (one call each, once).
+            for (target, action_id) in offline.drain(..) {
+                let machine = client.machine(&target.machine_id).ok();
+                on_event(BatchEvent::ProbablyOffline {
+                    target: &target,
+                    action_id: &action_id,
+                    machine: machine.as_ref(),
+                });
+            }
         }
     }
 
@@ -837,8 +1083,10 @@ impl Run<'_> {
     /// `poll.first` after its start.
     fn next_round(&self, st: &State, last: Option<Instant>, now: Instant) -> Option<Instant> {
         let poll = self.options.poll;
-        // Other sessions' actions are due at once; ours `poll.first` after their start.
-        let due = if st.blocked.is_empty() {
+        // Other sessions' actions are due at once (and ours we stopped waiting for,
+        // when machines wait for their places); ours `poll.first` after their start.
+        let lingering = !st.lingering.is_empty() && !st.queue.is_empty();
+        let due = if st.blocked.is_empty() && !lingering {
             st.in_flight.values().map(|t| t.first_look).min()?
         } else {
             now
@@ -888,7 +1136,7 @@ fn plan(
     links_each: usize,
     now: Instant,
 ) -> PollPlan {
-    let watched = st.in_flight.len() + st.blocked.len();
+    let watched = st.in_flight.len() + st.blocked.len() + st.lingering.len();
     let waiting: usize = st.blocked.values().map(Vec::len).sum();
     let to_start = st.queue.len() + st.starting + waiting;
     let last_deadline = st
@@ -944,19 +1192,14 @@ mod tests {
         // 30 queued, 2 starting, 27 watched (one of them another session with a
         // machine waiting for it), 3 being delivered.
         let mut st = State {
-            queue: (0..30).map(|n| (target(n), now)).collect(),
+            queue: (0..30).map(|n| Queued::now(target(n), now)).collect(),
             starting: 2,
             delivering: 3,
             ..State::default()
         };
         for n in 0..26 {
-            let t = Tracked {
-                target: target(100 + n),
-                deadline: now + Duration::from_secs(60 * (n as u64 + 1)),
-                first_look: now,
-                action: None,
-                failures: 0,
-            };
+            let mut t = Tracked::new(target(100 + n), &options, now, now);
+            t.deadline = now + Duration::from_secs(60 * (n as u64 + 1));
             st.in_flight.insert(format!("a{n}"), t);
         }
         let b = Blocked {

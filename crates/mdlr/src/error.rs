@@ -308,6 +308,14 @@ impl Error {
         matches!(self, Error::Api { status: 400, code: Some(c), .. } if c == BUSY_CODE)
     }
 
+    /// Whether the service refused a start because too many live response sessions are
+    /// open at once (a 429 whose message speaks of concurrent sessions; the exact reply
+    /// is not documented): start fewer at a time, and this machine later.
+    pub fn is_session_cap(&self) -> bool {
+        matches!(self, Error::Api { status: 429, message, .. }
+            if message.to_ascii_lowercase().contains("concurrent"))
+    }
+
     /// Whether the command (or the action) has not finished yet: ask again later.
     pub fn is_not_finished(&self) -> bool {
         self.kind() == ErrorKind::NotFinished
@@ -570,6 +578,15 @@ mod tests {
         assert!(busy.is_busy());
         assert_eq!(busy.kind(), K::Busy);
         assert!(!api(409, Some(BUSY_CODE)).is_busy());
+        let cap = Error::Api {
+            status: 429,
+            code: Some("TooManyRequests".to_owned()),
+            message: "Maximum number of concurrent live response sessions reached".to_owned(),
+            correlation_id: None,
+        };
+        assert!(cap.is_session_cap());
+        assert_eq!(cap.kind(), K::Throttled);
+        assert!(!api(429, Some("TooManyRequests")).is_session_cap());
         assert_eq!(api(503, None).kind(), K::Unavailable);
         let blob = |status| Error::Blob {
             status,

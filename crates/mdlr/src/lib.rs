@@ -415,7 +415,8 @@ pub use actions::LiveResponse;
 pub use api::{Client, ClientBuilder, PollPlan, PollPolicy};
 pub use auth::{ClientCertificate, Credential, LoginTokens, TokenSink};
 pub use batch::{
-    Batch, BatchEvent, BatchOptions, BatchStats, BatchWork, Counts, OnBusy, Outcome, Report,
+    Batch, BatchEvent, BatchOptions, BatchStats, BatchWork, Counts, Deferral, OnBusy, Outcome,
+    Report,
 };
 pub use cloud::{Cloud, Endpoints};
 pub use download::{Destination, DownloadRequest, Downloaded, Gunzip, Progress};

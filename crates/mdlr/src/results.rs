@@ -34,6 +34,21 @@ pub enum CommandResult {
     NoResult,
 }
 
+/// Times a result link refused although its command has ended is asked for again.
+const LINK_SETTLE_RETRIES: u32 = 3;
+
+/// Whether a refused result link may just be too early: the command says it has
+/// completed (or the service says "not found") while the link endpoint refuses.
+fn refused_though_done(e: &Error) -> bool {
+    match e {
+        Error::NotFinished { command_status, .. } => {
+            *command_status == Some(crate::CommandStatus::Completed)
+        }
+        Error::Api { status: 404, .. } => true,
+        _ => false,
+    }
+}
+
 impl Client {
     /// The raw bytes behind a result link, read into memory (up to the transcript limit).
     pub fn result_bytes(&self, link: &ResultLink) -> Result<Vec<u8>> {
@@ -152,7 +167,7 @@ impl Client {
         };
         let request = request.with_default_name(format!("{action_id}-{index}{extension}"));
         refuse_existing(&request)?;
-        let link = self.result_link(action_id, index)?;
+        let link = self.settled_link(action_id, index)?;
         let mut refresh = || self.result_link(action_id, index);
         transfer(
             self.http(),
@@ -214,6 +229,29 @@ impl Client {
         )
     }
 
+    /// [`Client::result_link`] for a command that has finished, asked again a few times
+    /// with backoff when the service refuses it all the same (a 400 though the command
+    /// says `Completed`, or a 404): just after a command ends, the service's link
+    /// endpoint may not know it yet. Only then is the refusal believed.
+    fn settled_link(&self, action_id: &str, index: u32) -> Result<ResultLink> {
+        let mut attempt = 0;
+        loop {
+            match self.result_link(action_id, index) {
+                Err(e) if attempt < LINK_SETTLE_RETRIES && refused_though_done(&e) => {
+                    let delay = self.http().backoff(attempt);
+                    self.http().emit(crate::Event::Retry {
+                        url: format!("result link {index} of action {action_id}"),
+                        reason: format!("refused although the command has ended ({e})"),
+                        delay,
+                    });
+                    std::thread::sleep(delay);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Runs `f` with a fresh link; when the result host answers 403 (an expired or
     /// refused link), asks for a new link and runs `f` once more.
     fn with_fresh_link<T>(
@@ -222,7 +260,7 @@ impl Client {
         index: u32,
         f: impl Fn(&ResultLink) -> Result<T>,
     ) -> Result<T> {
-        let link = self.result_link(action_id, index)?;
+        let link = self.settled_link(action_id, index)?;
         match f(&link) {
             Err(Error::Blob { status: 403, .. }) => f(&self.result_link(action_id, index)?),
             other => other,
