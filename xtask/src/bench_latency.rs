@@ -21,7 +21,9 @@
 //!   against `SimConfig::quota_bound(12, 1)` (about 90 s), the bound `bench-batch` uses.
 //! - **a 2-second action**, in real time (scale 1: no scaling error at all): one machine
 //!   whose action is `Pending` 1 s and runs 1 s and up to a tenth more (drawn per
-//!   round, so that it ends on either side of a look); `mdlr run NAME --script x.ps1`
+//!   round: an action of exactly 2 s ends just before mdlr's look 2 s after its start,
+//!   which would flatter; a little longer, it is seen at the next look);
+//!   `mdlr run NAME --script x.ps1`
 //!   with no option but the API URL (the default quotas and poll interval). From
 //!   launching mdlr to the transcript on its stdout.
 //!
@@ -374,9 +376,9 @@ fn run_batch(bin: &Path, n: usize, scale: f64, round: usize) -> Result<Figures, 
     })
 }
 
-/// `mdlr run NAME --script x.ps1` on one machine whose action lasts 2 s (and up to a
-/// tenth more, drawn per round, so that it ends on either side of a look), in real
-/// time, with mdlr's defaults.
+/// `mdlr run NAME --script x.ps1` on one machine whose action lasts 2 s and up to a
+/// tenth more, drawn per round (exactly 2 s would end just before the look 2 s after
+/// the start), in real time, with mdlr's defaults.
 fn run_quick(bin: &Path, round: usize) -> Result<Figures, String> {
     let mut m = SimMachine::new(1);
     m.pending_for = Some(Duration::from_secs(1));
@@ -710,8 +712,9 @@ fn section(
          fractions: ten start at once, two a minute later, each action lasts 30 s), the \
          bound `bench-batch` uses.\n\
          - **2-second action**: real time, scale 1 (no scaling error): one machine whose \
-         action is `Pending` 1 s and runs 1 s and up to a tenth more, drawn per round, so \
-         that it ends on either side of mdlr's look 2 s after the start; `mdlr run NAME \
+         action is `Pending` 1 s and runs 1 s and up to a tenth more, drawn per round (an \
+         action of exactly 2 s ends just before mdlr's look 2 s after its start, which \
+         would flatter; a little longer, it is seen at the next look); `mdlr run NAME \
          --script x.ps1` with nothing but the API URL on its command line; from launching \
          mdlr to the transcript on its stdout (the name lookup and the start included).\n\
          - **Verdicts** are taken at the upper quartile of the rounds, never the best \
