@@ -1062,7 +1062,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         "--poll-interval",
         DUR,
         Kind::Text,
-        "first interval between looks when waiting",
+        "longest interval between looks when waiting (the first after a fifth of it)",
         WAITING,
         |r, v| duration("--poll-interval", v).map(|d| r.poll_interval = Some(d)),
     )
@@ -1189,7 +1189,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         "--poll-interval",
         DUR,
         Kind::Text,
-        "longest interval between looks (the first comes after a fifth of it)",
+        "longest interval between looks; the first after a fifth of it, then as often as the quotas allow",
         Scope::Batch,
         |r, v| duration("--poll-interval", v).map(|d| r.poll_interval = Some(d)),
     )
