@@ -239,9 +239,12 @@ impl Client {
             match self.result_link(action_id, index) {
                 Err(e) if attempt < LINK_SETTLE_RETRIES && refused_though_done(&e) => {
                     let delay = self.http().backoff(attempt);
+                    let path = format!(
+                        "machineactions/{action_id}/GetLiveResponseResultDownloadLink(index={index})"
+                    );
                     self.http().emit(crate::Event::Retry {
-                        url: format!("result link {index} of action {action_id}"),
-                        reason: format!("refused although the command has ended ({e})"),
+                        url: self.endpoints().api_url(&path),
+                        reason: format!("no result yet though command {index} has ended"),
                         delay,
                     });
                     std::thread::sleep(delay);

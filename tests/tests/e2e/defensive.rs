@@ -211,7 +211,14 @@ fn new_actions_and_fresh_results_are_asked_again_before_believed() {
     });
     // A batch: lists leave the new action out for a moment; its link comes late.
     let out = sim.live(&["run", &host(1), "--script", "x.ps1"]).run();
-    out.check(0, &format!("{}: x.ps1\n", host(1)), "");
+    out.status(0);
+    assert_eq!(out.stdout, format!("{}: x.ps1\n", host(1)));
+    assert!(
+        out.stderr
+            .contains("no result yet though command 0 has ended from http://127.0.0.1:"),
+        "{}",
+        out.stderr
+    );
     // Waiting on an action that is not found yet: `mdlr action --wait`.
     let client = mdlr::Client::builder(mdlr::Credential::token(sim.sim.token()))
         .endpoints(mdlr::Endpoints::default().with_api_base(&sim.sim.api_url()))
