@@ -109,7 +109,10 @@
 //!   (`Commands`, `Comment`, `type`, `params`, `key`, `value`).
 //! - Library: file names compare case-insensitively; `Description` is required
 //!   (`400 MissingRequiredParameter`); an existing name without `OverrideIfExists=true`:
-//!   `400 BadRequest`; `sha256` is lowercase hex.
+//!   `400 BadRequest`; `sha256` is lowercase hex. An upload named with characters other
+//!   than ASCII letters, digits, `-`, `_` and `.` (the documented set), or of a file over
+//!   [`LIBRARY_UPLOAD_LIMIT`] (the documented "20MB", read as MiB): `400 BadRequest`,
+//!   with a message saying the rule (the real replies are not documented).
 //! - The token endpoint accepts any tenant and checks the secret only when
 //!   [`SimConfig::client_secret`] is set.
 
@@ -128,6 +131,9 @@ use crate::server::{Request, Response, Server, ServerConfig, parse_query, percen
 
 /// Longest page of a list (`$top` ≤ this); also the page size without `$top`.
 pub const MAX_TOP: usize = 10_000;
+
+/// Largest file a library upload takes: 20 MiB.
+pub const LIBRARY_UPLOAD_LIMIT: usize = 20 << 20;
 
 /// A quota: at most `limit` calls in any sliding window of `window` (service time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,7 +424,8 @@ pub struct SimConfig {
     /// `GET /api/machines?$filter=...` matching nothing answers `404 ResourceNotFound`
     /// instead of an empty list (default true, as the real service may).
     pub machines_not_found_as_404: bool,
-    /// Largest request body (default 8 MiB; library uploads are capped by it).
+    /// Largest request body (default 21 MiB: room for a library upload at
+    /// [`LIBRARY_UPLOAD_LIMIT`] and its form; more gets `413`).
     pub max_body: usize,
     /// The first this many `runliveresponse` calls are answered `429` (a rate limit,
     /// with a `Retry-After` of a second of service time), as a service that throttles
@@ -463,7 +470,7 @@ impl Default for SimConfig {
             cancel_after: Duration::from_secs(10),
             link_ttl: Duration::from_secs(1800),
             machines_not_found_as_404: true,
-            max_body: 8 << 20,
+            max_body: 21 << 20,
             refuse_first_starts: 0,
             new_action_404_for: Duration::ZERO,
             link_lag: Duration::ZERO,
@@ -2372,6 +2379,31 @@ impl Shared {
                 400,
                 "InvalidRequestBody",
                 "The 'file' part has no file name",
+                target,
+            );
+        }
+        if let Some(bad) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            return api_error(
+                400,
+                "BadRequest",
+                &format!(
+                    "File name {name:?} contains {bad:?}: library file names may contain \
+                     only letters, digits, '-', '_' and '.'"
+                ),
+                target,
+            );
+        }
+        if file.data.len() > LIBRARY_UPLOAD_LIMIT {
+            return api_error(
+                400,
+                "BadRequest",
+                &format!(
+                    "File {name} is {} bytes: the maximum file size is 20MB ({LIBRARY_UPLOAD_LIMIT} bytes)",
+                    file.data.len()
+                ),
                 target,
             );
         }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use mdlr::{ActionStatus, Client, Credential, Endpoints, MachineAction};
 // Percent-encodes a query value (spaces as `%20`, quotes as `%27`).
 use mdlr_tests::server::percent_encode as encode;
-use mdlr_tests::sim::{LibraryFile, Outcome, Quota, QuotaKind, SimConfig, SimMachine, Simulator};
+use mdlr_tests::sim::{
+    LIBRARY_UPLOAD_LIMIT, LibraryFile, Outcome, Quota, QuotaKind, SimConfig, SimMachine, Simulator,
+};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------
@@ -1116,6 +1118,38 @@ fn library_upload_list_and_delete() {
     assert!(r.body.is_empty());
     assert_eq!(delete("collect.ps1").code(), "ResourceNotFound");
     assert_eq!(names(), ["x.ps1"]);
+}
+
+#[test]
+fn library_uploads_keep_to_the_documented_names_and_size() {
+    let api = Api::start(fast());
+    let upload = |name: &str, data: &[u8]| {
+        let (ct, body) = multipart(&[("file", Some(name), data), ("Description", None, b"d")]);
+        send(
+            "POST",
+            &api.url("/api/libraryfiles"),
+            &[("Authorization", &api.bearer), ("Content-Type", &ct)],
+            &body,
+        )
+    };
+    for bad in ["collect data.ps1", "données.ps1", "a+b.sh", "x(1).exe"] {
+        let r = upload(bad, b"x");
+        assert_eq!((r.status, r.code().as_str()), (400, "BadRequest"), "{bad}");
+        assert!(
+            r.text().contains("only letters, digits, '-', '_' and '.'"),
+            "{}",
+            r.text()
+        );
+    }
+    let r = upload("Get-Thing_v2.ps1", b"x");
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let big = vec![b'a'; LIBRARY_UPLOAD_LIMIT + 1];
+    let r = upload("big.bin", &big);
+    assert_eq!((r.status, r.code().as_str()), (400, "BadRequest"));
+    assert!(r.text().contains("20MB (20971520 bytes)"), "{}", r.text());
+    let r = upload("big.bin", &big[1..]);
+    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 // ---------------------------------------------------------------------------------------

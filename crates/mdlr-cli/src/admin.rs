@@ -229,11 +229,6 @@ pub fn library_upload(
     parameters_description: Option<&str>,
     override_existing: bool,
 ) -> Result<u8, Failure> {
-    let content = std::fs::read(path).map_err(|e| Error::Io {
-        path: path.to_owned(),
-        op: "read",
-        source: e,
-    })?;
     let file_name = match name {
         Some(n) => n.to_owned(),
         None => path
@@ -243,6 +238,23 @@ pub fn library_upload(
                 message: format!("{} has no file name; pass --name", path.display()),
             })?,
     };
+    let read_error = |e| Error::Io {
+        path: path.to_owned(),
+        op: "read",
+        source: e,
+    };
+    // What the service would refuse is refused before the file is read or anything sent.
+    let size = std::fs::metadata(path).map_err(read_error)?.len();
+    mdlr::ids::check_library_upload_name(&file_name).context(|| match name {
+        Some(_) => format!("cannot upload {}", path.display()),
+        None => format!(
+            "cannot upload {} under its own name (--name gives it another)",
+            path.display()
+        ),
+    })?;
+    LibraryUpload::check(&file_name, size)
+        .context(|| format!("cannot upload {}", path.display()))?;
+    let content = std::fs::read(path).map_err(read_error)?;
     let mut upload = LibraryUpload::new(file_name.clone(), content);
     upload.description = description.to_owned();
     upload.parameters_description = parameters_description.map(str::to_owned);

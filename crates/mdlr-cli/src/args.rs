@@ -596,7 +596,9 @@ machine it goes in the current directory or -o; on several, under DIR/NAME/.",
         args: &[text("MACHINE..."), text("FILE_NAME")],
         subcommands: &[],
         description: "\
-FILE_NAME is the name of a file in the live response library (`mdlr library list`).",
+FILE_NAME is the name of a file in the live response library (`mdlr library list`).
+PutFile delivers files up to 300 MB to Windows and 10 MB to macOS and Linux; mdlr
+cannot check this first, as the library does not say how large its files are.",
         examples: &["mdlr putfile host1.contoso.com collect.ps1"],
     },
     CommandSpec {
@@ -704,7 +706,11 @@ line.",
                 args: &[text("NAME")],
             },
         ],
-        description: "Needs the Library.Manage permission.",
+        description: "\
+Needs the Library.Manage permission. upload refuses, before anything is sent, a file
+over 20 MB (the API's limit; the Defender portal takes up to 250 MB) and a name with
+characters other than letters, digits, '-', '_' and '.', suggesting one that would do
+(--name gives it).",
         examples: &[
             "mdlr library upload ./triage.ps1 --description 'Collect triage data'",
             "mdlr library delete triage.ps1",

@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::api::{ApiCall, Client};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::http::Method;
-use crate::ids::check_library_name;
+use crate::ids::{check_library_name, check_library_upload_name};
 
 /// A file in the live response library.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -55,6 +55,39 @@ pub struct LibraryUpload {
 }
 
 impl LibraryUpload {
+    /// The largest file the API takes into the library, in bytes. Microsoft's page on the
+    /// upload ("Upload files to the live response library") says "File max size
+    /// limitation is 20MB" without saying which megabyte; this is the larger reading,
+    /// 20 MiB (20 971 520 bytes), so that a file the service would take is never
+    /// refused here. (The portal takes up to 250 MB; US Government tenants may have a
+    /// lower limit, which only the service can tell.)
+    pub const MAX_SIZE: u64 = 20 * 1024 * 1024;
+
+    /// Checks what the service would refuse in an upload of `size` bytes as
+    /// `file_name`, before anything is sent: a name with characters other than ASCII
+    /// letters, digits, `-`, `_` and `.` (the message suggests one that would do, see
+    /// [`crate::ids::library_name_suggestion`]), or a file over [`Self::MAX_SIZE`].
+    /// [`Client::upload_library_file`] checks this itself; a program that reads the
+    /// file can call it first with the file's length, and read nothing too large.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`], saying the limit.
+    pub fn check(file_name: &str, size: u64) -> Result<()> {
+        check_library_upload_name(file_name)?;
+        if size > Self::MAX_SIZE {
+            return Err(Error::InvalidArgument {
+                message: format!(
+                    "{file_name} is {:.1} MB ({size} bytes): the API takes library files \
+                     up to 20 MB ({} bytes); the Defender portal takes up to 250 MB",
+                    size as f64 / (1024.0 * 1024.0),
+                    Self::MAX_SIZE
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// An upload of `content` as `file_name`, with no description, not overriding.
     pub fn new(file_name: impl Into<String>, content: Vec<u8>) -> LibraryUpload {
         LibraryUpload {
@@ -116,8 +149,13 @@ impl Client {
     }
 
     /// `POST /api/libraryfiles`: uploads a file to the library.
+    ///
+    /// # Errors
+    ///
+    /// Before anything is sent, [`Error::InvalidArgument`] for a name or a size the
+    /// service would refuse ([`LibraryUpload::check`]).
     pub fn upload_library_file(&self, upload: &LibraryUpload) -> Result<LibraryFile> {
-        check_library_name(&upload.file_name)?;
+        LibraryUpload::check(&upload.file_name, upload.content.len() as u64)?;
         let boundary = format!("mdlr-{:016x}", crate::ids::random_u64());
         let url = self.endpoints().api_url("libraryfiles");
         let mut call = ApiCall::json(Method::Post, url, upload.multipart(&boundary));
@@ -156,5 +194,31 @@ mod tests {
         assert!(body.contains("name=\"HasParameters\"\r\n\r\ntrue\r\n"));
         assert!(body.contains("name=\"OverrideIfExists\"\r\n\r\nfalse\r\n"));
         assert!(body.ends_with("--B--\r\n"));
+    }
+
+    #[test]
+    fn upload_checks() {
+        assert!(LibraryUpload::check("tool.exe", LibraryUpload::MAX_SIZE).is_ok());
+        assert!(LibraryUpload::check("tool.exe", 0).is_ok());
+        let e = LibraryUpload::check("tool.exe", LibraryUpload::MAX_SIZE + 1)
+            .err()
+            .map(|e| (e.kind(), e.to_string()));
+        assert_eq!(
+            e,
+            Some((
+                crate::ErrorKind::InvalidInput,
+                "tool.exe is 20.0 MB (20971521 bytes): the API takes library files up to \
+                 20 MB (20971520 bytes); the Defender portal takes up to 250 MB"
+                    .to_owned()
+            ))
+        );
+        let e = LibraryUpload::check("my tool.exe", 1)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.ends_with("; my_tool.exe would do")),
+            "{e:?}"
+        );
     }
 }

@@ -11,6 +11,7 @@ mod evidence;
 mod hostile;
 mod jumphost;
 mod library;
+mod limits;
 mod live;
 mod packages;
 mod transfer;
