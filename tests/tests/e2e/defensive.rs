@@ -206,7 +206,8 @@ fn an_offline_machine_is_named_and_its_queued_action_waited_for() {
 fn new_actions_and_fresh_results_are_asked_again_before_believed() {
     let sim = Sim::start(SimConfig {
         new_action_404_for: Duration::from_secs(3),
-        link_lag: Duration::from_secs(3),
+        // A second of real time: the link is asked for well within it.
+        link_lag: Duration::from_secs(100),
         ..sim_config(SimMachine::many(2))
     });
     // A batch: lists leave the new action out for a moment; its link comes late.
