@@ -104,6 +104,16 @@
 //!   text case-insensitively. Filterable: actions `id`, `status`, `machineId`, `type`,
 //!   `requestor`, `creationDateTimeUtc`; machines `id`, `computerDnsName`,
 //!   `healthStatus`, `osPlatform`, `lastSeen` and a few more.
+//! - Stricter services, each off by default: [`SimConfig::refuse_or_filters`] answers a
+//!   `$filter` with `or` `400 ODataError` with ASP.NET OData's message for a logical
+//!   operator not allowed; [`SimConfig::empty_action_list_as_404`] answers an action
+//!   list matching nothing (its first page) `404 ResourceNotFound`, as machines lists
+//!   do by default; [`SimConfig::list_without_commands`] leaves `commands` out of action
+//!   list items. [`SimConfig::odd_paging`] ([`OddPaging`]) pages as field reports have
+//!   it: pages smaller than `$top`, an empty second page whose link goes on, a page
+//!   that gives its own link as the next, links without the `$filter`, pages that
+//!   repeat the last item of the page before. The real service's page size and link
+//!   format are undocumented: here a link is `{path}?$filter=..&$top=..&$skip=..`.
 //! - A machine id that is not 40 hex characters: `400 InvalidInput` (upper case is
 //!   accepted); an unknown one: `404 ResourceNotFound`. Body keys are case-sensitive
 //!   (`Commands`, `Comment`, `type`, `params`, `key`, `value`).
@@ -375,6 +385,24 @@ impl LibraryFile {
     }
 }
 
+/// Ways lists (`GET /api/machineactions`, `GET /api/machines`) page oddly, as field
+/// reports have it; each applies only where a list has more than one page. The default
+/// is none of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OddPaging {
+    /// Pages hold at most this many items, whatever `$top` asks; the `@odata.nextLink`
+    /// goes on from the items shown.
+    pub page_size: Option<usize>,
+    /// The second page comes empty, with a `@odata.nextLink` to the rest.
+    pub empty_page: bool,
+    /// Every page after the first gives its own link as `@odata.nextLink`.
+    pub repeat_link: bool,
+    /// `@odata.nextLink` leaves out the `$filter`.
+    pub drop_filter: bool,
+    /// Every page after the first begins with the last item of the page before.
+    pub overlap: bool,
+}
+
 /// How the simulator behaves. Durations are **service time** (see the module docs).
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -424,6 +452,18 @@ pub struct SimConfig {
     /// `GET /api/machines?$filter=...` matching nothing answers `404 ResourceNotFound`
     /// instead of an empty list (default true, as the real service may).
     pub machines_not_found_as_404: bool,
+    /// A list whose `$filter` has an `or` anywhere answers `400 ODataError` ("The
+    /// logical operator 'Or' is not allowed"), as a stricter service does (default
+    /// false).
+    pub refuse_or_filters: bool,
+    /// Ways lists page oddly (default: none).
+    pub odd_paging: OddPaging,
+    /// Items of `GET /api/machineactions` lists leave out `commands` (`GET
+    /// /api/machineactions/{id}` still has them; default false).
+    pub list_without_commands: bool,
+    /// `GET /api/machineactions` matching nothing answers `404 ResourceNotFound`
+    /// instead of an empty list (default false).
+    pub empty_action_list_as_404: bool,
     /// Largest request body (default 21 MiB: room for a library upload at
     /// [`LIBRARY_UPLOAD_LIMIT`] and its form; more gets `413`).
     pub max_body: usize,
@@ -470,6 +510,10 @@ impl Default for SimConfig {
             cancel_after: Duration::from_secs(10),
             link_ttl: Duration::from_secs(1800),
             machines_not_found_as_404: true,
+            refuse_or_filters: false,
+            odd_paging: OddPaging::default(),
+            list_without_commands: false,
+            empty_action_list_as_404: false,
             max_body: 21 << 20,
             refuse_first_starts: 0,
             new_action_404_for: Duration::ZERO,
@@ -1085,6 +1129,11 @@ fn in_window(calls: &VecDeque<Instant>, now: Instant, window: Duration) -> usize
 }
 
 /// Whether `id` is 40 hex characters.
+/// Whether the request's query has `key`.
+fn has_param(req: &Request, key: &str) -> bool {
+    req.query_params().iter().any(|(k, _)| k == key)
+}
+
 fn is_machine_id(id: &str) -> bool {
     id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -1122,6 +1171,14 @@ fn flag(value: &str) -> Option<bool> {
 }
 
 /// Paging parameters of a list request.
+/// What a list holds, for `collection`: the entity type, the properties a filter may
+/// name, and the configuration (how the service refuses and pages).
+struct Listing<'a> {
+    what: &'a str,
+    allowed: &'a [&'a str],
+    cfg: &'a SimConfig,
+}
+
 struct Page {
     filter: Option<String>,
     top: usize,
@@ -1742,15 +1799,15 @@ impl Shared {
     }
 
     /// Filters `count` entities (on `field(i, name)`, the properties a filter names), pages them by
-    /// `$top`/`$skip` and wraps `full(i)` of the page as an OData collection: the number
-    /// shown and the reply body. `allowed` are the properties a filter may name.
+    /// `$top`/`$skip` (and the odd ways of [`SimConfig::odd_paging`]) and wraps `full(i)`
+    /// of the page as an OData collection: the number shown and the reply body.
     fn collection(
         &self,
         req: &Request,
         count: usize,
         field: impl Fn(usize, &str) -> Value,
         full: impl Fn(usize) -> Value,
-        (what, allowed): (&str, &[&str]),
+        Listing { what, allowed, cfg }: Listing<'_>,
         target: &str,
     ) -> Result<(usize, Value), Response> {
         let page = self.page(req, target)?;
@@ -1775,6 +1832,16 @@ impl Shared {
                         target,
                     ));
                 }
+                if cfg.refuse_or_filters && expr.has_or() {
+                    return Err(api_error(
+                        400,
+                        "ODataError",
+                        "The query specified in the URI is not valid. The logical operator \
+                         'Or' is not allowed. To allow it, set the 'AllowedLogicalOperators' \
+                         property on EnableQueryAttribute or QueryValidationSettings.",
+                        target,
+                    ));
+                }
                 Some(expr)
             }
         };
@@ -1795,10 +1862,15 @@ impl Shared {
             })
             .collect();
         let total = matching.len();
+        let odd = &cfg.odd_paging;
+        let size = odd.page_size.map_or(page.top, |n| n.min(page.top));
+        let empty = odd.empty_page && has_param(req, "sim-empty");
+        // An overlapping page begins one item early.
+        let from = page.skip - usize::from(odd.overlap && page.skip > 0);
         let shown: Vec<Value> = matching
             .into_iter()
-            .skip(page.skip)
-            .take(page.top)
+            .skip(from)
+            .take(if empty { 0 } else { size + page.skip - from })
             .map(full)
             .collect();
         let shown_count = shown.len();
@@ -1807,15 +1879,23 @@ impl Shared {
             "@odata.context": format!("{base}/api/$metadata#{what}s"),
             "value": shown,
         });
-        if page.skip.saturating_add(page.top) < total && page.top > 0 {
+        let next = if empty { page.skip } else { page.skip + size };
+        if next < total && size > 0 {
             let mut query = Vec::new();
-            if let Some(f) = &page.filter {
+            if let Some(f) = page.filter.as_ref().filter(|_| !odd.drop_filter) {
                 query.push(format!("$filter={}", crate::server::percent_encode(f)));
             }
             query.push(format!("$top={}", page.top));
-            query.push(format!("$skip={}", page.skip + page.top));
-            envelope["@odata.nextLink"] =
-                json!(format!("{base}{}?{}", req.path(), query.join("&")));
+            query.push(format!("$skip={next}"));
+            if odd.empty_page && page.skip == 0 {
+                query.push("sim-empty=1".to_owned());
+            }
+            let link = if odd.repeat_link && page.skip > 0 {
+                format!("{base}{}", req.target)
+            } else {
+                format!("{base}{}?{}", req.path(), query.join("&"))
+            };
+            envelope["@odata.nextLink"] = json!(link);
         }
         Ok((shown_count, envelope))
     }
@@ -1841,7 +1921,15 @@ impl Shared {
                 _ => Value::Null,
             }
         };
-        let full = |i: usize| self.view(state, visible[i], now);
+        let full = |i: usize| {
+            let mut v = self.view(state, visible[i], now);
+            if state.cfg.list_without_commands
+                && let Some(o) = v.as_object_mut()
+            {
+                o.remove("commands");
+            }
+            v
+        };
         let allowed = [
             "id",
             "status",
@@ -1851,7 +1939,19 @@ impl Shared {
             "creationDateTimeUtc",
         ];
         let count = visible.len();
-        match self.collection(req, count, field, full, ("MachineAction", &allowed), target) {
+        let what = Listing {
+            what: "MachineAction",
+            allowed: &allowed,
+            cfg: &state.cfg,
+        };
+        let first_page = !has_param(req, "$skip");
+        match self.collection(req, count, field, full, what, target) {
+            Ok((0, _)) if first_page && state.cfg.empty_action_list_as_404 => api_error(
+                404,
+                "ResourceNotFound",
+                "No machine action matches the query",
+                target,
+            ),
             Ok((_, envelope)) => Response::json(200, &envelope),
             Err(r) => r,
         }
@@ -2290,8 +2390,14 @@ impl Shared {
             "aadDeviceId",
         ];
         let count = state.cfg.machines.len();
-        let filtered = req.query_params().iter().any(|(k, _)| k == "$filter");
-        match self.collection(req, count, field, machine, ("Machine", &allowed), target) {
+        // Nothing found is a 404 on the first page (a later one may be empty).
+        let filtered = has_param(req, "$filter") && !has_param(req, "$skip");
+        let what = Listing {
+            what: "Machine",
+            allowed: &allowed,
+            cfg: &state.cfg,
+        };
+        match self.collection(req, count, field, machine, what, target) {
             Ok((shown, _)) if shown == 0 && filtered && state.cfg.machines_not_found_as_404 => {
                 api_error(
                     404,

@@ -11,7 +11,8 @@ use mdlr::{ActionStatus, Client, Credential, Endpoints, MachineAction};
 // Percent-encodes a query value (spaces as `%20`, quotes as `%27`).
 use mdlr_tests::server::percent_encode as encode;
 use mdlr_tests::sim::{
-    LIBRARY_UPLOAD_LIMIT, LibraryFile, Outcome, Quota, QuotaKind, SimConfig, SimMachine, Simulator,
+    LIBRARY_UPLOAD_LIMIT, LibraryFile, OddPaging, Outcome, Quota, QuotaKind, SimConfig, SimMachine,
+    Simulator,
 };
 use serde_json::{Value, json};
 
@@ -827,6 +828,111 @@ fn lists_page_with_next_links() {
     assert_eq!(api.get("/api/machineactions?$top=many").status, 400);
     let skipped = api.get("/api/machineactions?$top=2&$skip=4").json();
     assert_eq!(skipped["value"].as_array().map(Vec::len), Some(1));
+}
+
+/// The pages of `target` and those its `@odata.nextLink`s lead to, up to `most`: each
+/// page's ids and its link (relative to the API).
+fn pages(api: &Api, target: &str, most: usize) -> Vec<(Vec<String>, Option<String>)> {
+    let mut out = Vec::new();
+    let mut next = Some(target.to_owned());
+    while let Some(t) = next.take().filter(|_| out.len() < most) {
+        let r = api.get(&t);
+        assert_eq!(r.status, 200, "{t}: {}", r.text());
+        let page = r.json();
+        let values = page["value"].as_array().cloned().unwrap_or_default();
+        let link = page["@odata.nextLink"].as_str().map(|l| {
+            l.strip_prefix(&api.sim.api_url())
+                .expect("a link to this server")
+                .to_owned()
+        });
+        let ids = values
+            .iter()
+            .map(|v| v["id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        out.push((ids, link.clone()));
+        next = link;
+    }
+    out
+}
+
+#[test]
+fn stricter_and_odder_lists() {
+    let machines = SimMachine::many(5);
+    let ids: Vec<String> = machines.iter().map(|m| m.id.clone()).collect();
+    let odd = |odd: OddPaging| {
+        Api::start(SimConfig {
+            machines: machines.clone(),
+            odd_paging: odd,
+            ..fast()
+        })
+    };
+    let all = "/api/machines?$top=10";
+    // Pages of two, whatever $top asks.
+    let api = odd(OddPaging {
+        page_size: Some(2),
+        ..OddPaging::default()
+    });
+    let got = pages(&api, all, 10);
+    let shown: Vec<&[String]> = got.iter().map(|(ids, _)| ids.as_slice()).collect();
+    assert_eq!(shown, [&ids[0..2], &ids[2..4], &ids[4..5]]);
+    assert_eq!(got[0].1.as_deref(), Some("/api/machines?$top=10&$skip=2"));
+    // An empty second page, whose link goes on.
+    let api = odd(OddPaging {
+        page_size: Some(2),
+        empty_page: true,
+        ..OddPaging::default()
+    });
+    let got = pages(&api, all, 10);
+    let shown: Vec<&[String]> = got.iter().map(|(ids, _)| ids.as_slice()).collect();
+    assert_eq!(shown, [&ids[0..2], &[], &ids[2..4], &ids[4..5]]);
+    // The second page links to itself.
+    let api = odd(OddPaging {
+        page_size: Some(2),
+        repeat_link: true,
+        ..OddPaging::default()
+    });
+    let got = pages(&api, all, 4);
+    assert_eq!(got[2], got[1]);
+    assert_eq!(got[1].1.as_deref(), Some("/api/machines?$top=10&$skip=2"));
+    // Links without the filter; pages that repeat the last item before them.
+    let api = odd(OddPaging {
+        page_size: Some(2),
+        drop_filter: true,
+        overlap: true,
+        ..OddPaging::default()
+    });
+    let filtered = format!(
+        "/api/machines?$filter={}&$top=10",
+        encode("healthStatus eq 'Active'")
+    );
+    let got = pages(&api, &filtered, 10);
+    assert_eq!(got[0].1.as_deref(), Some("/api/machines?$top=10&$skip=2"));
+    let shown: Vec<&[String]> = got.iter().map(|(ids, _)| ids.as_slice()).collect();
+    assert_eq!(shown, [&ids[0..2], &ids[1..4], &ids[3..5]]);
+
+    // `or` refused; action lists without commands, and empty ones as 404.
+    let api = Api::start(SimConfig {
+        machines: machines.clone(),
+        refuse_or_filters: true,
+        list_without_commands: true,
+        empty_action_list_as_404: true,
+        pending_for: Duration::ZERO,
+        ..fast()
+    });
+    let r = api.get(&format!(
+        "/api/machines?$filter={}",
+        encode(&format!("id eq '{}' or id eq '{}'", ids[0], ids[1]))
+    ));
+    assert_eq!((r.status, r.code().as_str()), (400, "ODataError"));
+    assert!(r.text().contains("'Or' is not allowed"), "{}", r.text());
+    let r = api.get("/api/machineactions?$filter=id%20eq%20%27a%27");
+    assert_eq!((r.status, r.code().as_str()), (404, "ResourceNotFound"));
+    let a = api.started(&ids[0], run_script("x.ps1"));
+    let listed = api.list(&format!("id eq '{a}'"));
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].get("commands").is_none(), "{}", listed[0]);
+    let one = api.get(&format!("/api/machineactions/{a}")).json();
+    assert_eq!(one["commands"].as_array().map(Vec::len), Some(1));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -251,6 +251,16 @@ impl Expr {
         }
     }
 
+    /// Whether it has an `or` anywhere.
+    pub(crate) fn has_or(&self) -> bool {
+        match self {
+            Expr::Or(..) => true,
+            Expr::And(a, b) => a.has_or() || b.has_or(),
+            Expr::Not(a) => a.has_or(),
+            Expr::Cmp { .. } | Expr::In { .. } => false,
+        }
+    }
+
     /// Whether the JSON object `entity` matches.
     pub(crate) fn matches(&self, entity: &Value) -> bool {
         match self {
@@ -370,5 +380,12 @@ mod tests {
         }
         let e = parse("id eq 'a' or (machineId eq 'x' and status eq 'y')").expect("parses");
         assert_eq!(e.fields(), vec!["id", "machineId", "status"]);
+        assert!(e.has_or());
+        let or = |f: &str| parse(f).map(|e| e.has_or()).ok();
+        assert_eq!(
+            or("not (id eq 'a' and (id eq 'b' OR id eq 'c'))"),
+            Some(true)
+        );
+        assert_eq!(or("id eq 'a or b' and id in ('c', 'd')"), Some(false));
     }
 }
