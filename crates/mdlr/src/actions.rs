@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::api::{ApiCall, Client, Quota};
+use crate::api::{ApiCall, Client, NotFound, Quota};
 use crate::error::{Error, Result};
 use crate::http::Method;
 use crate::ids::{check_action_id, check_machine_id};
@@ -142,13 +142,14 @@ impl Client {
     }
 
     /// `GET /api/machineactions?$filter=...`: the actions `query` selects, following
-    /// further pages up to `query.top` (default 10 000).
+    /// further pages up to `query.top` (default 10 000). A 404 (which a service may
+    /// answer when nothing matches) is an empty list.
     pub fn list_actions(&self, query: &ActionQuery) -> Result<Vec<MachineAction>> {
         for id in &query.ids {
             check_action_id(id)?;
         }
         let max = query.top.unwrap_or(10_000) as usize;
-        self.get_list(&query.path(), "action list", max)
+        self.get_list(&query.path(), "action list", max, NotFound::Empty)
     }
 }
 

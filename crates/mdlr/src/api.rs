@@ -2,6 +2,7 @@
 //! and waiting. One method per API call; the other service modules (`actions`,
 //! `machines`, `library`) add theirs.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -397,6 +398,38 @@ impl ApiCall {
     }
 }
 
+/// Most pages one list call follows: 100 pages hold 100 000 items at 1000 a page (a
+/// million at the 10 000 the documentation allows), and a service handing out link
+/// after link costs at most a minute's quota before the list is refused.
+pub(crate) const MAX_PAGES: usize = 100;
+
+/// What a 404 to a list query means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotFound {
+    /// Nothing matched: an empty list (or, on a later page, the end of it).
+    Empty,
+    /// An error, as for any other call.
+    Error,
+}
+
+/// A list item's id, by which [`Client::get_list`] drops an item a later page repeats.
+pub(crate) trait Listed {
+    /// The id, if the item has one.
+    fn list_id(&self) -> Option<&str>;
+}
+
+impl Listed for MachineAction {
+    fn list_id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+}
+
+impl Listed for crate::model::Machine {
+    fn list_id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+}
+
 #[derive(Deserialize)]
 struct Page<T> {
     value: Option<Vec<T>>,
@@ -666,35 +699,85 @@ impl Client {
         resp.read_json(self.inner.json_limit, what)
     }
 
-    /// GETs a list and follows `@odata.nextLink` (only on the API host) up to `max` items.
-    pub(crate) fn get_list<T: DeserializeOwned>(
+    /// GETs a list and follows `@odata.nextLink` up to `max` items, de-duplicated by id
+    /// (the first of each is kept).
+    ///
+    /// A list can end oddly; each way is taken as the end of the list, or refused:
+    ///
+    /// - an empty page ends it, whatever link it carries;
+    /// - a link seen before ends it (no loop);
+    /// - a link to another host is refused: the bearer token goes to the API host only;
+    /// - a link that drops or changes the query's `$filter` is refused: it would list
+    ///   what was not asked for;
+    /// - past [`MAX_PAGES`] pages the list is refused rather than followed on;
+    /// - a 404 ends it when `not_found` says an empty list may come as one (a first
+    ///   page's 404 is an empty list).
+    pub(crate) fn get_list<T: DeserializeOwned + Listed>(
         &self,
         path: &str,
         what: &str,
         max: usize,
+        not_found: NotFound,
     ) -> Result<Vec<T>> {
         let prefix = self.inner.endpoints.api_url("");
         let mut url = self.inner.endpoints.api_url(path);
+        let filter = crate::odata::filter_of(&url);
+        let mut visited = HashSet::from([url.clone()]);
+        let mut ids = HashSet::new();
         let mut items = Vec::new();
-        loop {
-            let page: Page<T> = self.read_json(self.call(&ApiCall::get(url))?, what)?;
-            items.extend(page.value.unwrap_or_default());
-            match page.next_link {
-                Some(next) if items.len() < max => {
-                    // The bearer token goes to the API host only.
-                    if !next.starts_with(&prefix) {
-                        return Err(Error::malformed(
-                            what,
-                            format!(
-                                "its next page is not on the API host: {}",
-                                redact_url(&next)
-                            ),
-                        ));
-                    }
-                    url = next;
-                }
-                _ => break,
+        for pages in 1.. {
+            let page: Page<T> = match self.call(&ApiCall::get(url)) {
+                Ok(resp) => self.read_json(resp, what)?,
+                Err(Error::Api { status: 404, .. }) if not_found == NotFound::Empty => break,
+                Err(e) => return Err(e),
+            };
+            let values = page.value.unwrap_or_default();
+            if values.is_empty() {
+                break;
             }
+            for item in values {
+                let fresh = item
+                    .list_id()
+                    .is_none_or(|id| ids.insert(id.to_ascii_lowercase()));
+                if fresh {
+                    items.push(item);
+                }
+            }
+            let Some(next) = page.next_link else {
+                break;
+            };
+            if items.len() >= max {
+                break;
+            }
+            // The bearer token goes to the API host only.
+            if !next.starts_with(&prefix) {
+                return Err(Error::malformed(
+                    what,
+                    format!(
+                        "its next page is not on the API host: {}",
+                        redact_url(&next)
+                    ),
+                ));
+            }
+            if filter.is_some() && crate::odata::filter_of(&next) != filter {
+                return Err(Error::malformed(
+                    what,
+                    format!(
+                        "its next page drops the query's $filter: {}",
+                        redact_url(&next)
+                    ),
+                ));
+            }
+            if !visited.insert(next.clone()) {
+                break;
+            }
+            if pages >= MAX_PAGES {
+                return Err(Error::malformed(
+                    what,
+                    format!("it goes on for more than {MAX_PAGES} pages"),
+                ));
+            }
+            url = next;
         }
         items.truncate(max);
         Ok(items)

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiCall, Client};
+use crate::api::{ApiCall, Client, Listed, NotFound};
 use crate::error::{Error, Result};
 use crate::http::Method;
 use crate::ids::{check_library_name, check_library_upload_name};
@@ -142,10 +142,16 @@ impl LibraryUpload {
     }
 }
 
+impl Listed for LibraryFile {
+    fn list_id(&self) -> Option<&str> {
+        self.file_name.as_deref()
+    }
+}
+
 impl Client {
     /// `GET /api/libraryfiles`: every file in the live response library.
     pub fn library_files(&self) -> Result<Vec<LibraryFile>> {
-        self.get_list("libraryfiles", "library list", usize::MAX)
+        self.get_list("libraryfiles", "library list", usize::MAX, NotFound::Error)
     }
 
     /// `POST /api/libraryfiles`: uploads a file to the library.

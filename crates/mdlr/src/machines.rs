@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::api::Client;
+use crate::api::{Client, NotFound};
 use crate::error::{Error, Result};
 use crate::ids::{check_dns_name, check_machine_id, is_machine_id};
 use crate::model::Machine;
@@ -53,6 +53,7 @@ impl Client {
             &format!("machines?$top={top}"),
             "machine list",
             top as usize,
+            NotFound::Error,
         )
     }
 
@@ -68,11 +69,12 @@ impl Client {
         let mut found = Vec::new();
         for chunk in names.chunks(NAMES_PER_QUERY) {
             let path = crate::odata::machines_named(chunk);
-            match self.get_list::<Machine>(&path, "machine list", 10_000) {
-                Ok(ms) => found.extend(ms),
-                Err(Error::Api { status: 404, .. }) => {}
-                Err(e) => return Err(e),
-            }
+            found.extend(self.get_list::<Machine>(
+                &path,
+                "machine list",
+                10_000,
+                NotFound::Empty,
+            )?);
         }
         Ok(found)
     }

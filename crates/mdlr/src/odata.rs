@@ -71,8 +71,25 @@ impl ActionQuery {
     }
 }
 
+/// The `$filter` of a list URL, decoded and made comparable: without white space or
+/// `+`, in lower case. Another page's link must carry the same.
+pub(crate) fn filter_of(url: &str) -> Option<String> {
+    let (_, query) = url.split_once('?')?;
+    let query = query.split('#').next().unwrap_or_default();
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (encode::percent_decode(key) == "$filter").then(|| {
+            encode::percent_decode(value)
+                .chars()
+                .filter(|c| !c.is_whitespace() && *c != '+')
+                .flat_map(char::to_lowercase)
+                .collect()
+        })
+    })
+}
+
 /// The path of a machine lookup by DNS names (OR-ed; lowercase, as the service stores
-/// them).
+/// them), asking for up to 10 000 a page.
 pub(crate) fn machines_named(names: &[&str]) -> String {
     let filter = names
         .iter()
@@ -84,7 +101,7 @@ pub(crate) fn machines_named(names: &[&str]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" or ");
-    format!("machines?$filter={}", encode::query(&filter))
+    format!("machines?$filter={}&$top=10000", encode::query(&filter))
 }
 
 #[cfg(test)]
@@ -123,7 +140,24 @@ mod tests {
     fn machine_lookups() {
         assert_eq!(
             machines_named(&["A.x", "b"]),
-            "machines?$filter=computerDnsName%20eq%20%27a.x%27%20or%20computerDnsName%20eq%20%27b%27"
+            "machines?$filter=computerDnsName%20eq%20%27a.x%27%20or%20computerDnsName%20eq%20%27b%27&$top=10000"
         );
+    }
+
+    #[test]
+    fn filters_of_links() {
+        let mut q = ActionQuery::new();
+        q.ids = vec!["A".into(), "b".into()];
+        let ours = filter_of(&format!("https://h/api/{}", q.path()));
+        assert_eq!(ours.as_deref(), Some("(ideq'a'orideq'b')"));
+        // Another encoding of the same filter, and `+` for spaces.
+        let theirs = "https://h/api/machineactions?%24top=2&%24filter=(id+eq+%27a%27+or+id%20eq%20'B')&$skip=2";
+        assert_eq!(filter_of(theirs), ours);
+        assert_eq!(
+            filter_of("https://h/api/machineactions?$top=2&$skip=2"),
+            None
+        );
+        assert_eq!(filter_of("https://h/api/machineactions"), None);
+        assert_eq!(filter_of("https://h/api/m?$filter=").as_deref(), Some(""));
     }
 }

@@ -12,6 +12,7 @@ mod hostile;
 mod jumphost;
 mod library;
 mod limits;
+mod lists;
 mod live;
 mod packages;
 mod transfer;
