@@ -302,6 +302,9 @@ pub fn transport(
                     delay.as_secs_f64()
                 );
             }
+            Event::Fallback { message } if verbose > 0 => {
+                eprintln!("mdlr: {}", output::clean(message));
+            }
             Event::Throttled { delay } if !quiet && delay.as_secs() >= 1 => {
                 eprintln!(
                     "mdlr: waiting {:.1} s to stay within the API quota",

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use std::collections::HashSet;
+
 use crate::api::{ApiCall, Client, NotFound, Quota};
 use crate::error::{Error, Result};
 use crate::http::Method;
@@ -144,11 +146,44 @@ impl Client {
     /// `GET /api/machineactions?$filter=...`: the actions `query` selects, following
     /// further pages up to `query.top` (default 10 000). A 404 (which a service may
     /// answer when nothing matches) is an empty list.
+    ///
+    /// A service that refuses alternatives in a filter (several ids, machines or
+    /// statuses OR-ed: a 400) is asked for each combination on its own instead, by this
+    /// call and every later list call of the client and its clones
+    /// ([`Client::lists_one_at_a_time`]); the actions then come query by query.
     pub fn list_actions(&self, query: &ActionQuery) -> Result<Vec<MachineAction>> {
         for id in &query.ids {
             check_action_id(id)?;
         }
         let max = query.top.unwrap_or(10_000) as usize;
+        if !query.has_alternatives() || !self.lists_one_at_a_time() {
+            match self.list_actions_once(query, max) {
+                Err(e) if query.has_alternatives() && crate::odata::refuses_alternatives(&e) => {
+                    self.go_one_at_a_time();
+                }
+                listed => return listed,
+            }
+        }
+        let mut seen = HashSet::new();
+        let mut all = Vec::new();
+        for single in query.one_at_a_time() {
+            for a in self.list_actions_once(&single, max)? {
+                if a.id
+                    .as_ref()
+                    .is_none_or(|id| seen.insert(id.to_ascii_lowercase()))
+                {
+                    all.push(a);
+                }
+            }
+            if all.len() >= max {
+                break;
+            }
+        }
+        all.truncate(max);
+        Ok(all)
+    }
+
+    fn list_actions_once(&self, query: &ActionQuery, max: usize) -> Result<Vec<MachineAction>> {
         self.get_list(&query.path(), "action list", max, NotFound::Empty)
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -81,7 +82,8 @@ impl Default for PollPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PollPlan {
-    /// API calls one round of looks takes (a batch: one list query per 25 actions).
+    /// API calls one round of looks takes (a batch: one list query per 25 actions, or
+    /// one per action once [`Client::lists_one_at_a_time`]).
     pub round_calls: usize,
     /// How much longer the looks may go on: until the last wait runs out.
     pub horizon: Duration,
@@ -320,6 +322,7 @@ impl ClientBuilder {
                 json_limit: self.json_limit,
                 transcript_limit: self.transcript_limit,
                 renew_links_before: self.renew_links_before,
+                one_at_a_time: AtomicBool::new(false),
             }),
         })
     }
@@ -334,6 +337,9 @@ struct Inner {
     json_limit: u64,
     transcript_limit: u64,
     renew_links_before: Option<Duration>,
+    /// The service refused a list query asking for several ids or names at once: lists
+    /// ask for one at a time from then on.
+    one_at_a_time: AtomicBool,
 }
 
 /// A blocking Defender for Endpoint live response client.
@@ -488,6 +494,26 @@ impl Client {
     /// room a quota's window has left.
     pub fn recent_api_calls(&self, within: Duration) -> usize {
         self.inner.http.recent_calls(within)
+    }
+
+    /// Whether the service refused, during this client's life (or a clone's), a list
+    /// query asking for several ids or names at once (an `or` in its `$filter`): lists
+    /// then ask for one at a time, within the same quotas, so a round of looks at `n`
+    /// actions takes `n` calls instead of one per 25 ([`PollPlan::round_calls`]).
+    pub fn lists_one_at_a_time(&self) -> bool {
+        self.inner.one_at_a_time.load(Ordering::Relaxed)
+    }
+
+    /// Notes that the service refused a list query with several alternatives: from now
+    /// on lists ask for one item at a time, and the observer hears it once.
+    pub(crate) fn go_one_at_a_time(&self) {
+        if !self.inner.one_at_a_time.swap(true, Ordering::Relaxed) {
+            self.inner.http.emit(Event::Fallback {
+                message: "the service refuses list queries asking for several items at \
+                          once (400 to an `or` filter); asking for one at a time from now on"
+                    .to_owned(),
+            });
+        }
     }
 
     /// The shortest interval between rounds of looks at unfinished actions that leaves

@@ -1095,11 +1095,16 @@ impl Run<'_> {
             return Some(due);
         };
         let links_each = links_per_action(self.work);
+        let per_query = if self.client.lists_one_at_a_time() {
+            1
+        } else {
+            IDS_PER_QUERY
+        };
         let plan = plan(
             st,
             self.options,
             self.work.pace(self.client),
-            links_each,
+            (links_each, per_query),
             now,
         );
         let interval = self.client.poll_interval(&plan).max(poll.first);
@@ -1128,12 +1133,12 @@ fn links_per_action(work: &BatchWork) -> usize {
 
 /// What the batch still has to spend besides its looks: a start for every machine not
 /// started, a link per result of every action not delivered, and looks until the last
-/// wait can run out.
+/// wait can run out, at one list query per `per_query` actions.
 fn plan(
     st: &State,
     options: &BatchOptions,
     start_quotas: &[RateLimit],
-    links_each: usize,
+    (links_each, per_query): (usize, usize),
     now: Instant,
 ) -> PollPlan {
     let watched = st.in_flight.len() + st.blocked.len() + st.lingering.len();
@@ -1153,7 +1158,7 @@ fn plan(
     } else {
         last_deadline
     };
-    PollPlan::new(watched.div_ceil(IDS_PER_QUERY).max(1), horizon)
+    PollPlan::new(watched.div_ceil(per_query.max(1)).max(1), horizon)
         .starts(to_start, links_each)
         .links(links_each * (st.in_flight.len() + st.delivering))
 }
@@ -1207,7 +1212,7 @@ mod tests {
             deadline: now + Duration::from_secs(30),
         };
         st.blocked.insert("other".to_owned(), vec![b]);
-        let p = plan(&st, &options, &RateLimit::start_defaults(), 2, now);
+        let p = plan(&st, &options, &RateLimit::start_defaults(), (2, 25), now);
         assert_eq!(p.round_calls, 2, "27 actions: two list queries a round");
         assert_eq!((p.starts, p.links_per_start), (33, 2));
         assert_eq!(p.links, 2 * (26 + 3));
@@ -1217,9 +1222,12 @@ mod tests {
         st.queue.clear();
         st.starting = 0;
         st.blocked.clear();
-        let p = plan(&st, &options, &RateLimit::start_defaults(), 2, now);
+        let p = plan(&st, &options, &RateLimit::start_defaults(), (2, 25), now);
         assert_eq!((p.starts, p.round_calls), (0, 2));
         assert_eq!(p.horizon, Duration::from_secs(26 * 60));
+        // A service that takes one id a query: a call per action a round.
+        let p = plan(&st, &options, &RateLimit::start_defaults(), (2, 1), now);
+        assert_eq!(p.round_calls, 26);
         assert_eq!(
             start_span(&RateLimit::start_defaults(), 33),
             Duration::from_secs(180)

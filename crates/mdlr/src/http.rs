@@ -13,7 +13,7 @@ use crate::net::Proxies;
 use crate::quota::{Permit, RateLimit, RateLimiter};
 use crate::secret::{Redactor, Secret, redact_url};
 
-/// Something the HTTP layer did, for logs (`mdlr -v`). URLs in it are redacted.
+/// Something the client did, for logs (`mdlr -v`). URLs in it are redacted.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Event {
@@ -41,6 +41,13 @@ pub enum Event {
     Throttled {
         /// How long it waits.
         delay: Duration,
+    },
+    /// The service refused a kind of request that the client can replace by several
+    /// simpler ones, and the client makes the simpler ones from now on (for the rest of
+    /// its life and its clones'). Said once per client.
+    Fallback {
+        /// What was refused and what is done instead, in a sentence.
+        message: String,
     },
 }
 

@@ -62,19 +62,34 @@ impl Client {
     /// twenty to a query. An empty result (which the service may send as 404) is an
     /// empty list. A name may match several machines (a reinstalled host keeps its old
     /// record for a while): [`Client::resolve_targets`] insists on one.
+    ///
+    /// A service that refuses names OR-ed together (a 400) is asked one name at a time,
+    /// by this call and every later list call of the client and its clones
+    /// ([`Client::lists_one_at_a_time`]).
     pub fn find_machines(&self, names: &[&str]) -> Result<Vec<Machine>> {
         for n in names {
             check_dns_name(n)?;
         }
         let mut found = Vec::new();
-        for chunk in names.chunks(NAMES_PER_QUERY) {
+        let mut rest = names;
+        while !rest.is_empty() {
+            let per_query = if self.lists_one_at_a_time() {
+                1
+            } else {
+                NAMES_PER_QUERY
+            };
+            let (chunk, after) = rest.split_at(per_query.min(rest.len()));
             let path = crate::odata::machines_named(chunk);
-            found.extend(self.get_list::<Machine>(
-                &path,
-                "machine list",
-                10_000,
-                NotFound::Empty,
-            )?);
+            match self.get_list::<Machine>(&path, "machine list", 10_000, NotFound::Empty) {
+                Ok(ms) => found.extend(ms),
+                Err(e) if chunk.len() > 1 && crate::odata::refuses_alternatives(&e) => {
+                    // The same names again, one at a time.
+                    self.go_one_at_a_time();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            rest = after;
         }
         Ok(found)
     }

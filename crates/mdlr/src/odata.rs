@@ -1,6 +1,7 @@
 //! OData queries of the list calls: `$filter` expressions and paths.
 
 use crate::encode::{self, odata_quote};
+use crate::error::Error;
 use crate::model::ActionStatus;
 
 /// Which actions to list (`GET /api/machineactions?$filter=...`). Empty fields do not
@@ -60,6 +61,37 @@ impl ActionQuery {
         (!clauses.is_empty()).then(|| clauses.join(" and "))
     }
 
+    /// Whether its `$filter` has alternatives (`or`): several ids, machines or statuses.
+    pub(crate) fn has_alternatives(&self) -> bool {
+        self.ids.len() > 1 || self.machine_ids.len() > 1 || self.statuses.len() > 1
+    }
+
+    /// The same selection as queries without alternatives, one per combination of an
+    /// id, a machine and a status (the fields left empty stay empty).
+    pub(crate) fn one_at_a_time(&self) -> Vec<ActionQuery> {
+        fn each<T: Clone>(values: &[T]) -> Vec<Vec<T>> {
+            if values.is_empty() {
+                vec![Vec::new()]
+            } else {
+                values.iter().map(|v| vec![v.clone()]).collect()
+            }
+        }
+        let mut singles = Vec::new();
+        for ids in each(&self.ids) {
+            for machine_ids in each(&self.machine_ids) {
+                for statuses in each(&self.statuses) {
+                    singles.push(ActionQuery {
+                        ids: ids.clone(),
+                        machine_ids: machine_ids.clone(),
+                        statuses,
+                        ..self.clone()
+                    });
+                }
+            }
+        }
+        singles
+    }
+
     /// The list call's path and query, under `/api/`.
     pub(crate) fn path(&self) -> String {
         let mut params = Vec::new();
@@ -69,6 +101,15 @@ impl ActionQuery {
         params.push(format!("$top={}", self.top.unwrap_or(10_000).min(10_000)));
         format!("machineactions?{}", params.join("&"))
     }
+}
+
+/// Whether `e`, the answer to a list query whose `$filter` has alternatives (`or`),
+/// refuses the alternatives: a 400. A stricter service refuses `or` in a filter; nothing
+/// else in such a query can be wrong that a query of one item would not also get wrong
+/// (ids and names are checked before they are sent), so one item at a time is worth a
+/// try.
+pub(crate) fn refuses_alternatives(e: &Error) -> bool {
+    matches!(e, Error::Api { status: 400, .. }) && !e.is_busy()
 }
 
 /// The `$filter` of a list URL, decoded and made comparable: without white space or
@@ -145,6 +186,34 @@ mod tests {
     }
 
     #[test]
+    fn one_at_a_time() {
+        let mut q = ActionQuery::new();
+        assert!(!q.has_alternatives());
+        assert_eq!(q.one_at_a_time(), [q.clone()]);
+        q.ids = vec!["a".into(), "b".into()];
+        q.statuses = vec![ActionStatus::Pending, ActionStatus::InProgress];
+        q.action_type = Some("LiveResponse".into());
+        q.top = Some(7);
+        assert!(q.has_alternatives());
+        let singles = q.one_at_a_time();
+        let filters: Vec<String> = singles.iter().filter_map(ActionQuery::filter).collect();
+        assert_eq!(
+            filters,
+            [
+                "id eq 'a' and status eq 'Pending' and type eq 'LiveResponse'",
+                "id eq 'a' and status eq 'InProgress' and type eq 'LiveResponse'",
+                "id eq 'b' and status eq 'Pending' and type eq 'LiveResponse'",
+                "id eq 'b' and status eq 'InProgress' and type eq 'LiveResponse'",
+            ]
+        );
+        assert!(
+            singles
+                .iter()
+                .all(|s| !s.has_alternatives() && s.top == Some(7))
+        );
+    }
+
+    #[test]
     fn filters_of_links() {
         let mut q = ActionQuery::new();
         q.ids = vec!["A".into(), "b".into()];
@@ -159,5 +228,19 @@ mod tests {
         );
         assert_eq!(filter_of("https://h/api/machineactions"), None);
         assert_eq!(filter_of("https://h/api/m?$filter=").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn a_400_refuses_alternatives() {
+        let api = |status, code: &str| Error::Api {
+            status,
+            code: Some(code.to_owned()),
+            message: "m".into(),
+            correlation_id: None,
+        };
+        assert!(refuses_alternatives(&api(400, "ODataError")));
+        assert!(refuses_alternatives(&api(400, "BadRequest")));
+        assert!(!refuses_alternatives(&api(404, "ResourceNotFound")));
+        assert!(!refuses_alternatives(&api(429, "TooManyRequests")));
     }
 }

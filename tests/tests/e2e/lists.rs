@@ -1,7 +1,10 @@
-//! Lists as a stricter or odder service answers them (issue 13): pages that end oddly
-//! and a 404 for an empty action list. Against the simulator's modes.
+//! Lists as a stricter or odder service answers them (issue 13): a service that refuses
+//! `or` in a `$filter`, pages that end oddly, and a 404 for an empty action list.
+//! Against the simulator's modes.
 
-use mdlr_tests::sim::{OddPaging, SimConfig, SimMachine};
+use std::time::Duration;
+
+use mdlr_tests::sim::{OddPaging, QuotaKind, SimConfig, SimMachine};
 
 use crate::util::*;
 
@@ -9,6 +12,9 @@ use crate::util::*;
 fn host(n: usize) -> String {
     format!("host{n:04}.contoso.test")
 }
+
+/// What `-v` says once when the service refuses `or`.
+const ONE_AT_A_TIME: &str = "asking for one at a time from now on";
 
 /// The requests the simulator answered 400.
 fn refusals(sim: &Sim) -> Vec<String> {
@@ -18,6 +24,112 @@ fn refusals(sim: &Sim) -> Vec<String> {
         .filter(|r| r.status == 400)
         .map(|r| r.target)
         .collect()
+}
+
+/// `mdlr run` on six machines named by DNS against a service that refuses `or`: the
+/// names are looked up one at a time, the batch's looks too, every result arrives,
+/// and `-v` says so once (and nothing says it without `-v`). Only the first lookup is
+/// refused: the rest of the run goes one at a time at once.
+#[test]
+fn six_machines_by_name_when_the_service_refuses_or() {
+    let sim = Sim::start(SimConfig {
+        refuse_or_filters: true,
+        ..sim_config(SimMachine::many(6))
+    });
+    let names: Vec<String> = (1..=6).map(host).collect();
+    let mut args: Vec<&str> = vec!["-v", "run"];
+    args.extend(names.iter().map(String::as_str));
+    args.extend(["--script", "x.ps1"]);
+    let out = sim.live(&args).run();
+    out.status(0);
+    let said = out.stderr.matches(ONE_AT_A_TIME).count();
+    assert_eq!(said, 1, "the notice, once:\n{}", out.stderr);
+    for name in &names {
+        assert!(
+            out.stdout.contains(&format!("{name}: x.ps1")),
+            "{name}'s transcript:\n{}",
+            out.stdout
+        );
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.throttled, 0, "429s: {:?}", stats.throttled_by);
+    assert_eq!(stats.starts_per_machine.len(), 6, "machines started");
+    let refused = refusals(&sim);
+    assert_eq!(refused.len(), 1, "refused: {refused:?}");
+    assert!(refused[0].starts_with("/api/machines?"), "{refused:?}");
+    assert_eq!(stats.requests_to("machines"), 1 + 6, "one lookup per name");
+
+    let quiet = sim.live(&args[1..]).run();
+    quiet.status(0);
+    assert!(!quiet.stderr.contains(ONE_AT_A_TIME), "{}", quiet.stderr);
+}
+
+/// A batch whose looks go one action at a time keeps to the quotas and leaves its starts
+/// and links their room: the rounds are paced for a call per action, so the minute's
+/// window never fills and the makespan stays near what the quotas allow. (Paced for one
+/// query per 25 actions, rounds of a dozen calls a second fill the window, and starts
+/// and links wait for it.)
+#[test]
+fn a_batch_looking_one_action_at_a_time_keeps_within_the_quotas() {
+    let machines: Vec<SimMachine> = (1..=60)
+        .map(|n| {
+            let mut m = SimMachine::new(n);
+            m.run_for = Some(Duration::from_secs(60));
+            m
+        })
+        .collect();
+    let sim = Sim::start(SimConfig {
+        refuse_or_filters: true,
+        ..sim_config(machines)
+    });
+    let list: String = sim
+        .sim
+        .machines()
+        .iter()
+        .map(|m| format!("{}\n", m.id))
+        .collect();
+    write(sim.dir.join("hosts.txt"), list);
+    let out = sim
+        .live(&["run", "--machines-file", "hosts.txt", "--script", "x.ps1"])
+        .run();
+    out.status(0);
+    let stats = sim.stats();
+    let config = sim.sim.config();
+    assert_eq!(stats.throttled, 0, "429s: {:?}", stats.throttled_by);
+    for (kind, quota) in [
+        (QuotaKind::ApiPerMinute, config.api_per_minute),
+        (QuotaKind::ApiPerHour, config.api_per_hour),
+        (QuotaKind::StartsPerMinute, config.starts_per_minute),
+    ] {
+        let busiest = stats.busiest_window.get(&kind).copied().unwrap_or(0);
+        assert!(
+            busiest <= quota.limit,
+            "{kind:?}: {busiest} calls in a window"
+        );
+    }
+    // Planned for, the looks never fill the minute's window: no call waits for it.
+    let minute = stats.busiest_window[&QuotaKind::ApiPerMinute];
+    assert!(
+        minute < config.api_per_minute.limit,
+        "the minute's window filled ({minute} calls): the rounds were not paced for a \
+         call per action"
+    );
+    let refused = refusals(&sim);
+    assert_eq!(refused.len(), 1, "refused: {refused:?}");
+    let looks = stats.requests_to("actions");
+    assert!(looks > 60, "{looks} looks: one at a time");
+    let bound = sim.sim.quota_bound(60, 1);
+    let makespan = stats.makespan_service().expect("a makespan");
+    let ratio = makespan.as_secs_f64() / bound.as_secs_f64();
+    eprintln!(
+        "makespan {makespan:?} / bound {bound:?} = {ratio:.3}; {} API calls, {looks} looks, \
+         busiest windows {:?}",
+        stats.api_calls, stats.busiest_window
+    );
+    assert!(
+        ratio <= 1.15,
+        "makespan {makespan:?} against the bound {bound:?}: the looks held the starts back"
+    );
 }
 
 /// A simulator of `machines` machines whose lists page oddly.
