@@ -472,6 +472,9 @@ struct State {
     total: usize,
     /// Reports handed to the finishers whose callback has not returned yet.
     delivering: usize,
+    /// The service listed an ended action without its commands: each ended action may
+    /// take a read by id.
+    rereads_ended: bool,
     stats: BatchStats,
     /// Where reports go; dropped when the batch is over, which ends the finishers.
     reports: Option<mpsc::Sender<Report>>,
@@ -952,8 +955,10 @@ impl Run<'_> {
                     Err(e) => failure = Some(e),
                 }
             }
+            let reread = self.read_unlisted_commands(shared, &mut seen, &mut failure);
             let mut st = shared.lock();
             st.stats.poll_rounds += 1;
+            st.rereads_ended |= reread;
             if let Some(e) = &failure {
                 on_event(BatchEvent::PollError(e));
             }
@@ -1078,6 +1083,43 @@ impl Run<'_> {
         }
     }
 
+    /// Reads by id each of our ended live response actions that the list showed
+    /// without commands (a service may leave them out of list items): delivery needs
+    /// them, and a live response always has some. An action that cannot be read is left
+    /// unseen this round, as a failed look. Says whether any was read. (Other sessions'
+    /// actions and investigation packages need no commands.)
+    fn read_unlisted_commands(
+        &self,
+        shared: &Shared,
+        seen: &mut HashMap<String, MachineAction>,
+        failure: &mut Option<Error>,
+    ) -> bool {
+        if !matches!(self.work, BatchWork::LiveResponse(_)) {
+            return false;
+        }
+        let unlisted: Vec<String> = {
+            let st = shared.lock();
+            seen.iter()
+                .filter(|(id, a)| {
+                    st.in_flight.contains_key(*id) && a.is_finished() && a.commands.is_empty()
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for id in &unlisted {
+            match self.client.action(id) {
+                Ok(a) => {
+                    seen.insert(id.clone(), a);
+                }
+                Err(e) => {
+                    seen.remove(id);
+                    *failure = Some(e);
+                }
+            }
+        }
+        !unlisted.is_empty()
+    }
+
     /// When the next round of looks is due, if there is anything to look at: at the
     /// pace the quotas leave after the batch's own needs, but no fresh action before
     /// `poll.first` after its start.
@@ -1132,8 +1174,9 @@ fn links_per_action(work: &BatchWork) -> usize {
 }
 
 /// What the batch still has to spend besides its looks: a start for every machine not
-/// started, a link per result of every action not delivered, and looks until the last
-/// wait can run out, at one list query per `per_query` actions.
+/// started, a link per result of every action not delivered (and a read of each once
+/// the service was seen to list ended actions without their commands), and looks until
+/// the last wait can run out, at one list query per `per_query` actions.
 fn plan(
     st: &State,
     options: &BatchOptions,
@@ -1158,9 +1201,10 @@ fn plan(
     } else {
         last_deadline
     };
+    let reads = usize::from(st.rereads_ended) * st.in_flight.len();
     PollPlan::new(watched.div_ceil(per_query.max(1)).max(1), horizon)
         .starts(to_start, links_each)
-        .links(links_each * (st.in_flight.len() + st.delivering))
+        .links(links_each * (st.in_flight.len() + st.delivering) + reads)
 }
 
 /// How long the start quotas take to let `n` more starts through.
@@ -1225,9 +1269,12 @@ mod tests {
         let p = plan(&st, &options, &RateLimit::start_defaults(), (2, 25), now);
         assert_eq!((p.starts, p.round_calls), (0, 2));
         assert_eq!(p.horizon, Duration::from_secs(26 * 60));
-        // A service that takes one id a query: a call per action a round.
+        // A service that takes one id a query: a call per action a round; one that
+        // lists ended actions without commands: a read each on top of the links.
+        st.rereads_ended = true;
         let p = plan(&st, &options, &RateLimit::start_defaults(), (2, 1), now);
         assert_eq!(p.round_calls, 26);
+        assert_eq!(p.links, 2 * (26 + 3) + 26);
         assert_eq!(
             start_span(&RateLimit::start_defaults(), 33),
             Duration::from_secs(180)

@@ -1,6 +1,6 @@
 //! Lists as a stricter or odder service answers them (issue 13): a service that refuses
-//! `or` in a `$filter`, pages that end oddly, and a 404 for an empty action list.
-//! Against the simulator's modes.
+//! `or` in a `$filter`, pages that end oddly, action list items without their
+//! `commands`, and a 404 for an empty action list. Against the simulator's modes.
 
 use std::time::Duration;
 
@@ -257,6 +257,30 @@ fn a_list_of_too_many_pages_is_refused() {
         &["malformed machine list: it goes on for more than 100 pages"],
     );
     assert_eq!(sim.stats().requests_to("machines"), 100);
+}
+
+/// Action list items without `commands`: each ended action is read by id before its
+/// results are delivered, once.
+#[test]
+fn list_items_without_commands_still_deliver() {
+    let sim = Sim::start(SimConfig {
+        list_without_commands: true,
+        ..sim_config(SimMachine::many(3))
+    });
+    let out = sim
+        .live(&["run", &host(1), &host(2), &host(3), "--script", "x.ps1"])
+        .run();
+    out.status(0);
+    for n in 1..=3 {
+        assert!(
+            out.stdout.contains(&format!("{}: x.ps1", host(n))),
+            "{}'s transcript:\n{}\n--- stderr\n{}",
+            host(n),
+            out.stdout,
+            out.stderr
+        );
+    }
+    assert_eq!(sim.stats().requests_to("action"), 3, "one read per action");
 }
 
 #[test]
