@@ -1016,6 +1016,11 @@ impl Tool {
         }
     }
 
+    /// Whether it is mdlr, this tree's binary or the `--baseline` one.
+    fn is_any_mdlr(&self) -> bool {
+        matches!(self, Tool::Mdlr { .. })
+    }
+
     /// Whether it writes the un-gzipped text rather than the blob.
     fn gunzips(&self) -> bool {
         matches!(self, Tool::Mdlr { raw: false, .. } | Tool::CurlGunzip)
@@ -1182,6 +1187,7 @@ impl Env {
         source: &Source,
     ) -> Result<Case, String> {
         let name = format!("{}-{}", spec.id, source.size / MIB);
+        let md5 = blob.content_md5.is_some();
         host.put(&name, blob);
         let link = host.link(&name);
         let dir = places.dir(spec.place);
@@ -1224,6 +1230,10 @@ impl Env {
                     false => (source.blob_len, &source.blob_sha),
                 };
                 let file = only_file(&dir)?;
+                if tool.is_any_mdlr() {
+                    check_manifest(&dir, &file, source, md5, tool.gunzips())
+                        .map_err(|e| format!("{}: {e}", tool.label()))?;
+                }
                 let len = std::fs::metadata(&file)
                     .map_err(|e| format!("cannot read {}: {e}", file.display()))?
                     .len();
@@ -1406,7 +1416,11 @@ impl Env {
     }
 }
 
-/// The one visible file a client left in `dir`; a part file left behind is an error.
+/// The evidence manifest `mdlr` writes into its `-o DIR` (issue 12).
+const MANIFEST: &str = "manifest.jsonl";
+
+/// The one visible file a client left in `dir` (besides mdlr's manifest); a part file
+/// left behind is an error.
 fn only_file(dir: &Path) -> Result<PathBuf, String> {
     let mut files = Vec::new();
     let entries =
@@ -1416,18 +1430,70 @@ fn only_file(dir: &Path) -> Result<PathBuf, String> {
         if name.contains("mdlr-part") || name.ends_with(".aria2") {
             return Err(format!("{name} was left behind in {}", dir.display()));
         }
-        if !name.starts_with('.') {
+        if !name.starts_with('.') && name != MANIFEST {
             files.push(entry.path());
         }
     }
     match files.as_slice() {
         [one] => Ok(one.clone()),
         _ => Err(format!(
-            "{} files in {}, not one",
+            "{} files in {}, not one: {}",
             files.len(),
-            dir.display()
+            dir.display(),
+            files
+                .iter()
+                .map(|f| f.file_name().unwrap_or_default().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
+}
+
+/// Checks the line mdlr wrote into `dir`'s manifest for `file` (when it writes one: an
+/// older binary does not): its SHA-256 as written and as served, its sizes and whether
+/// the `Content-MD5` was checked must be what the source says. They are what mdlr
+/// computed while streaming; the bench hashes the file itself as well.
+fn check_manifest(
+    dir: &Path,
+    file: &Path,
+    source: &Source,
+    md5: bool,
+    gunzips: bool,
+) -> Result<(), String> {
+    let path = dir.join(MANIFEST);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let [line] = lines.as_slice() else {
+        return Err(format!("{MANIFEST} has {} lines, not one", lines.len()));
+    };
+    let entry: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("{MANIFEST}: {e}"))?;
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+    let (size, sha) = match gunzips {
+        true => (source.delivered_len, &source.delivered_sha),
+        false => (source.blob_len, &source.blob_sha),
+    };
+    let want = serde_json::json!({
+        "path": name,
+        "size": size,
+        "sha256": sha,
+        "size_served": source.blob_len,
+        "sha256_served": source.blob_sha,
+        "md5_checked": md5,
+    });
+    for (key, value) in want.as_object().into_iter().flatten() {
+        if entry.get(key) != Some(value) {
+            return Err(format!(
+                "{MANIFEST} says {key} {}, not {value}",
+                entry.get(key).unwrap_or(&serde_json::Value::Null)
+            ));
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
