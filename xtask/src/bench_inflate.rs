@@ -147,6 +147,11 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
     println!("bench-inflate: building mdlr with flate2's zlib-rs backend (a copy of the tree) ...");
     let dist = crate::dist::build(root, true)?;
     let zlib_bin = build_mdlr_with_zlib_rs(root, &work, dist.target)?;
+    let in_mdlr = locked_version(&work.join("ws"), "zlib-rs").unwrap_or_else(|_| "?".to_owned());
+    let zlib_rs_version = match in_mdlr == zlib_rs_version {
+        true => zlib_rs_version,
+        false => format!("{zlib_rs_version}; the mdlr build: {in_mdlr}"),
+    };
     let zlib_size = std::fs::metadata(&zlib_bin)
         .map_err(|e| format!("{}: {e}", zlib_bin.display()))?
         .len();
@@ -362,11 +367,12 @@ fn build_probe(root: &Path, work: &Path, flate2: &str, backend: &str) -> Result<
     );
     write(&dir.join("Cargo.toml"), &manifest)?;
     write(&dir.join("src").join("main.rs"), PROBE_MAIN)?;
-    // The workspace's lock file: the same flate2, miniz_oxide and crc32fast as mdlr.
-    if !dir.join("Cargo.lock").is_file() {
-        std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock"))
-            .map_err(|e| format!("cannot copy Cargo.lock: {e}"))?;
-    }
+    // The workspace's lock file, afresh each run: the same flate2, miniz_oxide and
+    // crc32fast as mdlr, and zlib-rs (which it does not list) resolved as the copy of
+    // the tree resolves it for the mdlr built with it.
+    let lock = std::fs::read_to_string(root.join("Cargo.lock"))
+        .map_err(|e| format!("cannot read Cargo.lock: {e}"))?;
+    write(&dir.join("Cargo.lock"), &lock)?;
     let status = crate::cargo(&dir)
         .args(["build", "--quiet", "--release", "--features", backend])
         .env("CARGO_TARGET_DIR", dir.join("target"))
