@@ -242,8 +242,9 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
              workspace's flate2 ({flate2}) and lock file, both backends at opt-level 3 \
              (as the release profile builds `miniz_oxide`), the rest as the release profile.\n\
              - **Size**: the dist binary built from a copy of the tree whose flate2 features \
-             are `zlib-rs` + `runtime_detection` (and `zlib-rs` at opt-level 3), with the \
-             flags of `cargo xtask dist`, against `target/dist/mdlr`. The repository's \
+             are `zlib-rs` + `runtime_detection` (and `zlib-rs` at opt-level 3), with \
+             cargo-auditable and the flags of `cargo xtask dist`, against \
+             `target/dist/mdlr`. The repository's \
              features are not changed by this task.\n\
              - **Payload**: {} MiB in 1 MiB blocks: log text (half), structured binary \
              records (a quarter), code-like bytes of a skewed alphabet (an eighth), noise \
