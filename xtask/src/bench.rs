@@ -309,7 +309,7 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
                     human_exact(source.blob_len)
                 ),
                 place: *place,
-                tools: env.with_baseline(vec![Tool::mdlr_gunzip(), Tool::CurlGunzip]),
+                tools: env.with_baseline(vec![Tool::mdlr_gunzip(None), Tool::CurlGunzip]),
                 rounds: plan.big_rounds,
                 warmup: plan.warmup,
                 hash_every_round: false,
@@ -349,12 +349,17 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
             .push(env.run_case(&host, &places, &case, blob, &source)?);
     }
     if options.runs("sizes") {
+        // The same connections at every size, so that "flat" compares sizes only: by
+        // default mdlr uses 4 from a 64 MiB blob on and 1 below (the 64 and 256 MiB
+        // GetFile blobs are 10 and 41 MiB, the 1 GiB one 162 MiB), and each connection
+        // holds buffers of its own. Four: the most mdlr uses unless told.
+        let fixed = connections.then_some(CONNECTIONS);
         for &s in &plan.sizes {
             for gzip in [false, true] {
                 let (source, tools, title) = match gzip {
                     false => (
                         data.noise(s)?,
-                        vec![Tool::mdlr_raw(None), Tool::CurlO],
+                        vec![Tool::mdlr_raw(fixed), Tool::CurlO],
                         format!("raw {}", human(s)),
                     ),
                     true => {
@@ -364,7 +369,8 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
                             human(s),
                             human_exact(source.blob_len)
                         );
-                        (source, vec![Tool::mdlr_gunzip(), Tool::CurlGunzip], title)
+                        let tools = vec![Tool::mdlr_gunzip(fixed), Tool::CurlGunzip];
+                        (source, tools, title)
                     }
                 };
                 let case = CaseSpec {
@@ -979,10 +985,10 @@ impl Tool {
         }
     }
 
-    fn mdlr_gunzip() -> Tool {
+    fn mdlr_gunzip(connections: Option<u32>) -> Tool {
         Tool::Mdlr {
             raw: false,
-            connections: None,
+            connections,
             baseline: false,
         }
     }
@@ -1014,6 +1020,11 @@ impl Tool {
             Tool::CurlGunzip => "`curl -s URL \\| gzip -dc > FILE`".to_owned(),
             Tool::Aria2c => format!("`aria2c -q -x{CONNECTIONS} -s{CONNECTIONS} -k1M`"),
         }
+    }
+
+    /// Whether it is mdlr, this tree's binary or the `--baseline` one.
+    fn is_any_mdlr(&self) -> bool {
+        matches!(self, Tool::Mdlr { .. })
     }
 
     /// Whether it writes the un-gzipped text rather than the blob.
@@ -1182,6 +1193,7 @@ impl Env {
         source: &Source,
     ) -> Result<Case, String> {
         let name = format!("{}-{}", spec.id, source.size / MIB);
+        let md5 = blob.content_md5.is_some();
         host.put(&name, blob);
         let link = host.link(&name);
         let dir = places.dir(spec.place);
@@ -1224,6 +1236,10 @@ impl Env {
                     false => (source.blob_len, &source.blob_sha),
                 };
                 let file = only_file(&dir)?;
+                if tool.is_any_mdlr() {
+                    check_manifest(&dir, &file, source, md5, tool.gunzips())
+                        .map_err(|e| format!("{}: {e}", tool.label()))?;
+                }
                 let len = std::fs::metadata(&file)
                     .map_err(|e| format!("cannot read {}: {e}", file.display()))?
                     .len();
@@ -1406,7 +1422,11 @@ impl Env {
     }
 }
 
-/// The one visible file a client left in `dir`; a part file left behind is an error.
+/// The evidence manifest `mdlr` writes into its `-o DIR` (issue 12).
+const MANIFEST: &str = "manifest.jsonl";
+
+/// The one visible file a client left in `dir` (besides mdlr's manifest); a part file
+/// left behind is an error.
 fn only_file(dir: &Path) -> Result<PathBuf, String> {
     let mut files = Vec::new();
     let entries =
@@ -1416,18 +1436,70 @@ fn only_file(dir: &Path) -> Result<PathBuf, String> {
         if name.contains("mdlr-part") || name.ends_with(".aria2") {
             return Err(format!("{name} was left behind in {}", dir.display()));
         }
-        if !name.starts_with('.') {
+        if !name.starts_with('.') && name != MANIFEST {
             files.push(entry.path());
         }
     }
     match files.as_slice() {
         [one] => Ok(one.clone()),
         _ => Err(format!(
-            "{} files in {}, not one",
+            "{} files in {}, not one: {}",
             files.len(),
-            dir.display()
+            dir.display(),
+            files
+                .iter()
+                .map(|f| f.file_name().unwrap_or_default().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
+}
+
+/// Checks the line mdlr wrote into `dir`'s manifest for `file` (when it writes one: an
+/// older binary does not): its SHA-256 as written and as served, its sizes and whether
+/// the `Content-MD5` was checked must be what the source says. They are what mdlr
+/// computed while streaming; the bench hashes the file itself as well.
+fn check_manifest(
+    dir: &Path,
+    file: &Path,
+    source: &Source,
+    md5: bool,
+    gunzips: bool,
+) -> Result<(), String> {
+    let path = dir.join(MANIFEST);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let [line] = lines.as_slice() else {
+        return Err(format!("{MANIFEST} has {} lines, not one", lines.len()));
+    };
+    let entry: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("{MANIFEST}: {e}"))?;
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+    let (size, sha) = match gunzips {
+        true => (source.delivered_len, &source.delivered_sha),
+        false => (source.blob_len, &source.blob_sha),
+    };
+    let want = serde_json::json!({
+        "path": name,
+        "size": size,
+        "sha256": sha,
+        "size_served": source.blob_len,
+        "sha256_served": source.blob_sha,
+        "md5_checked": md5,
+    });
+    for (key, value) in want.as_object().into_iter().flatten() {
+        if entry.get(key) != Some(value) {
+            return Err(format!(
+                "{MANIFEST} says {key} {}, not {value}",
+                entry.get(key).unwrap_or(&serde_json::Value::Null)
+            ));
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1516,7 +1588,11 @@ impl Run {
         if let Some(c) = self.case("capped", Where::Disk) {
             rows.extend(self.capped_rows(c, &ratio_row));
         }
-        for (id, gunzip) in [("sizes-raw", false), ("sizes-getfile", true)] {
+        for id in ["sizes-raw", "sizes-getfile"] {
+            let Some((tool, _)) = self.cases.iter().find(|c| c.id == id).and_then(Case::mdlr)
+            else {
+                continue;
+            };
             let peaks: Vec<(u64, f64)> = self
                 .cases
                 .iter()
@@ -1535,12 +1611,7 @@ impl Run {
                 id: format!("{id}-rss"),
                 figure: format!(
                     "peak RSS of {}, by size (largest of every round) [disk]",
-                    Tool::Mdlr {
-                        raw: !gunzip,
-                        connections: None,
-                        baseline: false
-                    }
-                    .label()
+                    tool.label()
                 ),
                 goal: format!("≤ {GOAL_RSS_MIB:.0} MiB, flat (within {FLAT_MIB:.0} MiB)"),
                 measured: peaks
@@ -2037,7 +2108,9 @@ fn section(
          computed once, not per request) for the raw `Content-MD5` case and the capped link, \
          as Azure does for a blob written in one piece; mdlr checks it, curl and aria2c \
          check nothing. Every output's length is checked every round and its SHA-256 in the \
-         warm-up and the last round (every round on the capped link).\n\
+         warm-up and the last round (every round on the capped link); mdlr's line in \
+         `DIR/manifest.jsonl` (the SHA-256 it computed while streaming, as written and as \
+         served, and whether it checked the MD5) is checked every round. {}\n\
          - **Capped link.** The same host, pausing {} ms after every {} KiB on each \
          connection (about {:.1} MiB/s a connection; several connections get several times \
          that) and waiting {} ms before each reply's head, as a distant jump host or a \
@@ -2076,6 +2149,17 @@ fn section(
             "is not writable here"
         },
         CAPPED.pause.as_millis(),
+        match run.connections {
+            true =>
+                "**Connections.** Unless told, `mdlr fetch` fetches a blob of 64 MiB or \
+                     more over 4 connections (pieces of 1–16 MiB, each its own `Range` \
+                     request) and a smaller one over 1: the 512 MiB rows run as a user would, \
+                     with 4 (the *requests* column counts them). The rows by size ask for \
+                     `--connections 4` at every size, so that \"flat\" compares sizes, not \
+                     connection counts (the 64 and 256 MiB GetFile blobs are under 64 MiB); \
+                     each connection holds buffers of its own.",
+            false => "",
+        },
         CAPPED.chunk / 1024,
         CAPPED.mib_per_s(),
         CAPPED.latency.as_millis(),
@@ -2136,10 +2220,14 @@ mod tests {
             "`mdlr fetch URL --raw --connections 4 -o DIR/`"
         );
         assert_eq!(
-            Tool::mdlr_gunzip().label(),
+            Tool::mdlr_gunzip(None).label(),
             "`mdlr fetch URL -o DIR/` (un-gzips)"
         );
-        assert!(Tool::mdlr_gunzip().gunzips() && !Tool::CurlO.gunzips());
+        assert!(Tool::mdlr_gunzip(Some(4)).gunzips() && !Tool::CurlO.gunzips());
+        assert_eq!(
+            Tool::mdlr_gunzip(Some(4)).label(),
+            "`mdlr fetch URL --connections 4 -o DIR/` (un-gzips)"
+        );
     }
 
     #[test]

@@ -146,7 +146,12 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
 
     println!("bench-inflate: building mdlr with flate2's zlib-rs backend (a copy of the tree) ...");
     let dist = crate::dist::build(root, true)?;
-    let zlib_bin = build_mdlr_with_zlib_rs(root, &work)?;
+    let zlib_bin = build_mdlr_with_zlib_rs(root, &work, dist.target)?;
+    let in_mdlr = locked_version(&work.join("ws"), "zlib-rs").unwrap_or_else(|_| "?".to_owned());
+    let zlib_rs_version = match in_mdlr == zlib_rs_version {
+        true => zlib_rs_version,
+        false => format!("{zlib_rs_version}; the mdlr build: {in_mdlr}"),
+    };
     let zlib_size = std::fs::metadata(&zlib_bin)
         .map_err(|e| format!("{}: {e}", zlib_bin.display()))?
         .len();
@@ -237,8 +242,9 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
              workspace's flate2 ({flate2}) and lock file, both backends at opt-level 3 \
              (as the release profile builds `miniz_oxide`), the rest as the release profile.\n\
              - **Size**: the dist binary built from a copy of the tree whose flate2 features \
-             are `zlib-rs` (and `zlib-rs` at opt-level 3), with the \
-             flags of `cargo xtask dist`, against `target/dist/mdlr`. The repository's \
+             are `zlib-rs` + `runtime_detection` (and `zlib-rs` at opt-level 3), with \
+             cargo-auditable and the flags of `cargo xtask dist`, against \
+             `target/dist/mdlr`. The repository's \
              features are not changed by this task.\n\
              - **Payload**: {} MiB in 1 MiB blocks: log text (half), structured binary \
              records (a quarter), code-like bytes of a skewed alphabet (an eighth), noise \
@@ -362,11 +368,12 @@ fn build_probe(root: &Path, work: &Path, flate2: &str, backend: &str) -> Result<
     );
     write(&dir.join("Cargo.toml"), &manifest)?;
     write(&dir.join("src").join("main.rs"), PROBE_MAIN)?;
-    // The workspace's lock file: the same flate2, miniz_oxide and crc32fast as mdlr.
-    if !dir.join("Cargo.lock").is_file() {
-        std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock"))
-            .map_err(|e| format!("cannot copy Cargo.lock: {e}"))?;
-    }
+    // The workspace's lock file, afresh each run: the same flate2, miniz_oxide and
+    // crc32fast as mdlr, and zlib-rs (which it does not list) resolved as the copy of
+    // the tree resolves it for the mdlr built with it.
+    let lock = std::fs::read_to_string(root.join("Cargo.lock"))
+        .map_err(|e| format!("cannot read Cargo.lock: {e}"))?;
+    write(&dir.join("Cargo.lock"), &lock)?;
     let status = crate::cargo(&dir)
         .args(["build", "--quiet", "--release", "--features", backend])
         .env("CARGO_TARGET_DIR", dir.join("target"))
@@ -421,8 +428,10 @@ fn run_probe(probe: &Path, gz: &Path) -> Result<(f64, u64, f64), String> {
     }
 }
 
-/// The dist binary built from a copy of the working tree with flate2's `zlib-rs`.
-fn build_mdlr_with_zlib_rs(root: &Path, work: &Path) -> Result<PathBuf, String> {
+/// The dist binary built from a copy of the working tree with flate2's `zlib-rs`, for
+/// the dist's `target`, with cargo-auditable as `cargo xtask dist` builds (so both
+/// binaries carry the `.dep-v0` list of crates, and the sizes compare like with like).
+fn build_mdlr_with_zlib_rs(root: &Path, work: &Path, target: &str) -> Result<PathBuf, String> {
     let ws = work.join("ws");
     let listed = Command::new("git")
         .args(["ls-files", "-z"])
@@ -455,13 +464,16 @@ fn build_mdlr_with_zlib_rs(root: &Path, work: &Path) -> Result<PathBuf, String> 
     let switched = switch_flate2(&manifest)?;
     write(&ws.join("Cargo.toml"), &switched)?;
     let user = std::env::var("RUSTFLAGS").unwrap_or_default();
-    let status = crate::cargo(&ws)
+    // cargo-auditable as `cargo xtask dist` installed it (crate::tools).
+    let status = crate::tools::cargo(root, &crate::tools::CARGO_AUDITABLE)
+        .current_dir(&ws)
         .args([
+            "auditable",
             "build",
             "--quiet",
             "--release",
             "--target",
-            "x86_64-unknown-linux-gnu",
+            target,
             "--package",
             "mdlr-cli",
             "--bin",
@@ -480,20 +492,26 @@ fn build_mdlr_with_zlib_rs(root: &Path, work: &Path) -> Result<PathBuf, String> 
     }
     Ok(work
         .join("ws-target")
-        .join("x86_64-unknown-linux-gnu")
+        .join(target)
         .join("release")
         .join("mdlr"))
 }
 
-/// The workspace manifest with flate2's backend switched to `zlib-rs` (built at
-/// opt-level 3, as `miniz_oxide` is).
+/// The workspace manifest with flate2's backend switched to `zlib-rs` with
+/// `runtime_detection` (zlib-rs's `std`: its SIMD chosen at run time, as the probe
+/// builds it), built at opt-level 3 as `miniz_oxide` is. The workspace turned
+/// `runtime_detection` off for the miniz backend (it asks crc32fast's `std` directly):
+/// either form of the line is switched.
 fn switch_flate2(manifest: &str) -> Result<String, String> {
-    let from = "features = [\"rust_backend\"]";
     let line = manifest
         .lines()
-        .find(|l| l.starts_with("flate2 = ") && l.contains(from))
+        .find(|l| l.starts_with("flate2 = ") && l.contains("\"rust_backend\""))
         .ok_or("the root Cargo.toml's flate2 line is not the one expected")?;
-    let new_line = line.replace(from, "features = [\"zlib-rs\"]");
+    let features = line
+        .find("features = [")
+        .and_then(|at| Some(&line[at..at + line[at..].find(']')? + 1]))
+        .ok_or("the root Cargo.toml's flate2 line has no features list")?;
+    let new_line = line.replace(features, "features = [\"zlib-rs\", \"runtime_detection\"]");
     Ok(format!(
         "{}\n[profile.release.package.zlib-rs]\nopt-level = 3\n",
         manifest.replace(line, &new_line).trim_end()
@@ -510,13 +528,24 @@ mod tests {
                         default-features = false, features = [\"rust_backend\"] }\n";
         let out = switch_flate2(manifest);
         assert!(
-            out.as_ref()
-                .is_ok_and(|m| m.contains("features = [\"zlib-rs\"]")
-                    && m.ends_with("[profile.release.package.zlib-rs]\nopt-level = 3\n")
-                    && !m.contains("rust_backend")),
+            out.as_ref().is_ok_and(|m| m
+                .contains("features = [\"zlib-rs\", \"runtime_detection\"]")
+                && m.ends_with("[profile.release.package.zlib-rs]\nopt-level = 3\n")
+                && !m.contains("rust_backend")),
             "{out:?}"
         );
         assert!(switch_flate2("flate2 = \"1\"\n").is_err());
+        // The line as the workspace has it since runtime_detection was turned off.
+        let manifest = "flate2 = { version = \"1.1.10\", default-features = false, features = \
+                        [\"rust_backend\"] }\n";
+        assert!(
+            switch_flate2(manifest).is_ok_and(|m| m.starts_with(
+                "flate2 = { version = \"1.1.10\", default-features = false, features = \
+                 [\"zlib-rs\", \"runtime_detection\"] }\n"
+            )),
+            "{:?}",
+            switch_flate2(manifest)
+        );
         // The real one still has the line this task switches.
         let real = std::fs::read_to_string(crate::root().join("Cargo.toml"));
         assert!(real.is_ok_and(|m| switch_flate2(&m).is_ok()));
