@@ -40,7 +40,8 @@ const END_MARK: &str = "<!-- bench:end -->";
 const SECTION_TITLE: &str = "## Downloads and start-up: mdlr against curl and aria2c";
 
 const USAGE: &str = "usage: cargo xtask bench [--quick] [--rounds N] [--no-write] [--mdlr PATH] \
-                     [--baseline PATH] [--only md5,getfile,capped,sizes,small,startup]";
+                     [--baseline PATH] [--connections N] \
+                     [--only md5,getfile,capped,sizes,small,startup]";
 /// The parts `--only` can pick.
 const PARTS: [&str; 6] = ["md5", "getfile", "capped", "sizes", "small", "startup"];
 
@@ -156,6 +157,9 @@ struct Options {
     /// `--baseline PATH`: another mdlr binary, run interleaved with the first wherever
     /// mdlr downloads, for before/after figures of a change (never written).
     baseline: Option<PathBuf>,
+    /// `--connections N`: mdlr (and the baseline) fetch over N connections in every
+    /// download row, for figures by connection count (never written).
+    connections: Option<u32>,
 }
 
 impl Options {
@@ -172,6 +176,7 @@ fn parse(args: &[&str]) -> Result<Options, String> {
         mdlr: None,
         only: PARTS.iter().map(|p| (*p).to_owned()).collect(),
         baseline: None,
+        connections: None,
     };
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -205,6 +210,17 @@ fn parse(args: &[&str]) -> Result<Options, String> {
             }
             "--mdlr" => options.mdlr = Some(PathBuf::from(value()?)),
             "--baseline" => options.baseline = Some(PathBuf::from(value()?)),
+            "--connections" => {
+                let v = value()?;
+                options.connections = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| (1..=16).contains(n))
+                        .ok_or_else(|| {
+                            format!("--connections: {v:?} is not a number in 1..=16\n{USAGE}")
+                        })?,
+                );
+            }
             "--only" => {
                 let v = value()?;
                 options.only = v.split(',').map(|p| p.trim().to_owned()).collect();
@@ -254,6 +270,13 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
     };
     let bin_sha = measure::sha256_file(&bin)?;
     let connections = has_connections(&bin)?;
+    if options.connections.is_some() && !connections {
+        return Err("--connections: the binary has no --connections".to_owned());
+    }
+    let baseline_connections = match &options.baseline {
+        Some(b) => has_connections(b)?,
+        None => false,
+    };
     let tools = Tools::find(options.runs("capped"))?;
     let places = Places::new(root)?;
     println!("bench: downloads go to {}", places.describe());
@@ -267,6 +290,7 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
     let env = Env {
         mdlr: bin.clone(),
         baseline: options.baseline.clone(),
+        baseline_connections,
         api: host.url(),
         tools,
         report: places.disk.join(".time"),
@@ -288,7 +312,7 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
                 id: "md5",
                 title: format!("raw {}, the host sends `Content-MD5`", human(plan.big)),
                 place: *place,
-                tools: env.with_baseline(vec![Tool::mdlr_raw(None), Tool::CurlO]),
+                tools: env.with_baseline(vec![Tool::mdlr_raw(options.connections), Tool::CurlO]),
                 rounds: plan.big_rounds,
                 warmup: plan.warmup,
                 hash_every_round: false,
@@ -309,7 +333,10 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
                     human_exact(source.blob_len)
                 ),
                 place: *place,
-                tools: env.with_baseline(vec![Tool::mdlr_gunzip(None), Tool::CurlGunzip]),
+                tools: env.with_baseline(vec![
+                    Tool::mdlr_gunzip(options.connections),
+                    Tool::CurlGunzip,
+                ]),
                 rounds: plan.big_rounds,
                 warmup: plan.warmup,
                 hash_every_round: false,
@@ -322,7 +349,9 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
     if options.runs("capped") {
         let source = data.noise(plan.capped)?;
         let mut tools = match connections {
-            true => vec![Tool::mdlr_raw(Some(CONNECTIONS))],
+            true => vec![Tool::mdlr_raw(Some(
+                options.connections.unwrap_or(CONNECTIONS),
+            ))],
             false => vec![Tool::mdlr_raw(None)],
         };
         tools.push(Tool::CurlO);
@@ -353,7 +382,7 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
         // default mdlr uses 4 from a 64 MiB blob on and 1 below (the 64 and 256 MiB
         // GetFile blobs are 10 and 41 MiB, the 1 GiB one 162 MiB), and each connection
         // holds buffers of its own. Four: the most mdlr uses unless told.
-        let fixed = connections.then_some(CONNECTIONS);
+        let fixed = connections.then_some(options.connections.unwrap_or(CONNECTIONS));
         for &s in &plan.sizes {
             for gzip in [false, true] {
                 let (source, tools, title) = match gzip {
@@ -428,6 +457,8 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
         Some("--mdlr names a binary not built from this tree")
     } else if options.baseline.is_some() {
         Some("--baseline adds rows of another binary")
+    } else if options.connections.is_some() {
+        Some("--connections changes mdlr's rows")
     } else if options.only.len() < PARTS.len() {
         Some("--only leaves figures out")
     } else if options.quick {
@@ -1084,6 +1115,8 @@ impl Case {
 struct Env {
     mdlr: PathBuf,
     baseline: Option<PathBuf>,
+    /// Whether the baseline has `--connections`.
+    baseline_connections: bool,
     api: String,
     tools: Tools,
     /// GNU time's report.
@@ -1098,12 +1131,17 @@ impl Env {
         let mut out = Vec::new();
         for t in tools {
             if self.baseline.is_some()
-                && let Tool::Mdlr { raw, .. } = &t
+                && let Tool::Mdlr {
+                    raw, connections, ..
+                } = &t
             {
                 out.push(Tool::Mdlr {
                     raw: *raw,
-                    // The baseline may predate --connections.
-                    connections: None,
+                    // The same connections, unless the baseline predates them.
+                    connections: match self.baseline_connections {
+                        true => *connections,
+                        false => None,
+                    },
                     baseline: true,
                 });
             }
@@ -2196,6 +2234,8 @@ mod tests {
         assert!(parse(&["--rounds", "0"]).is_err());
         assert!(parse(&["--rounds"]).is_err());
         assert!(parse(&["--fast"]).is_err());
+        assert!(parse(&["--connections", "1"]).is_ok_and(|o| o.connections == Some(1)));
+        assert!(parse(&["--connections", "0"]).is_err());
     }
 
     #[test]

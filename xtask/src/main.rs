@@ -54,7 +54,7 @@ Tasks:
                       action in real time and 12 machines against the quota bound,
                       over N interleaved rounds (default 8); writes BENCHMARKS.md
   bench [--quick] [--rounds N] [--no-write] [--mdlr PATH] [--baseline PATH]
-        [--only md5,getfile,capped,sizes,small,startup]
+        [--connections N] [--only md5,getfile,capped,sizes,small,startup]
                       the dist binary's `mdlr fetch` against curl, curl | gzip -dc and
                       aria2c on loopback, in interleaved rounds judged at mdlr's upper
                       quartile, on the disk and on tmpfs: raw 512 MiB with Content-MD5,
@@ -62,7 +62,8 @@ Tasks:
                       when the binary has it; installs aria2 as root), memory from
                       64 MiB to 1 GiB, start-up, size; writes BENCHMARKS.md (not with
                       --quick, --mdlr, another build, --baseline, a second build run
-                      beside it for before/after figures, or --only)
+                      beside it for before/after figures, --connections, mdlr's
+                      connections in every download row, or --only)
   bench-inflate [--rounds N] [--no-write]
                       flate2's zlib-rs backend against miniz_oxide: inflate speed of a
                       256 MiB GetFile-like payload (a probe built twice under target/)
