@@ -348,6 +348,11 @@ const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Bytes ureq reads from a connection at a time (its default is 128 KiB).
 const INPUT_BUFFER: usize = 512 * 1024;
+/// ureq's buffer for what is sent on a connection: a request's head must fit in it (a
+/// body goes through it in parts). Its default, 128 KiB, is resident memory for each
+/// connection; the longest head mdlr sends (a SAS link, or a bearer token) is a few
+/// KiB, and hosts refuse heads of more than 16 KiB or so.
+const OUTPUT_BUFFER: usize = 32 * 1024;
 
 /// One agent per route: direct, through the https proxy, through the http proxy, and to
 /// the metadata service. Each keeps its own connection pool.
@@ -380,6 +385,7 @@ impl Agents {
                 .tls_config(tls)
                 // Large reads for downloads: fewer system calls per GiB.
                 .input_buffer_size(INPUT_BUFFER)
+                .output_buffer_size(OUTPUT_BUFFER)
                 .timeout_connect(Some(connect))
                 .timeout_per_read(Some(timeouts.read))
                 .timeout_per_write(Some(timeouts.read))

@@ -45,8 +45,15 @@ use crate::files::{disposition_file_name, publish, temp_path};
 use crate::http::{Event, Http, Response};
 use crate::md5::Md5;
 
-/// Size of the copy buffers.
+/// Size of the first connection's copy buffer: large reads from the socket, few writes.
 const BUFFER: usize = 512 * 1024;
+/// Size of the copy buffer of each further connection: memory grows with connections,
+/// and several connections share the wire, each getting less of it at a time.
+const EXTRA_BUFFER: usize = 128 * 1024;
+/// Size of the buffers of the stages that read the files back (hashers, decoder): they
+/// read from the page cache, where larger reads gain nothing, and each buffer is
+/// resident memory for the whole download.
+const READ_BACK: usize = 128 * 1024;
 /// Results at least this large use [`DEFAULT_CONNECTIONS`] unless told otherwise.
 const PARALLEL_FROM: u64 = 64 << 20;
 /// Connections for a large result.
@@ -572,10 +579,11 @@ impl Pipeline<'_, '_> {
                 let mut first = first;
                 std::thread::scope(|s| {
                     let workers: Vec<_> = (0..connections)
-                        .map(|_| {
+                        .map(|i| {
                             let reply = first.take();
                             let queue = &queue;
-                            s.spawn(move || self.fetch_pieces(queue, reply))
+                            let buffer = if i == 0 { BUFFER } else { EXTRA_BUFFER };
+                            s.spawn(move || self.fetch_pieces(queue, reply, buffer))
                         })
                         .collect();
                     let mut outcome = Ok(());
@@ -624,15 +632,17 @@ impl Pipeline<'_, '_> {
     /// Takes pieces from `queue` until none is left. The connection that has the
     /// reply of the whole blob (`first`) takes them from the front and reads them on
     /// from that reply as long as it lasts; the others take them from the back, each
-    /// piece over a request of its own; they meet in the middle.
+    /// piece over a request of its own; they meet in the middle. `buffer`: the size of
+    /// its copy buffer.
     fn fetch_pieces(
         &self,
         queue: &Mutex<VecDeque<(u64, u64)>>,
         first: Option<Response>,
+        buffer: usize,
     ) -> Result<()> {
         let raw = self.parts.raw_path();
         let mut file = self.parts.open_raw_at_offsets()?;
-        let mut buf = vec![0u8; BUFFER];
+        let mut buf = vec![0u8; buffer];
         let front = first.is_some();
         let mut conn = Connection::new(self, first);
         // Where the reply of the whole blob is, while it is read.
@@ -710,7 +720,7 @@ impl Pipeline<'_, '_> {
     fn digest_prefix(&self, mut digest: Digest) -> Result<Option<Digest>> {
         let raw = self.parts.raw_path();
         let mut file = File::open(raw).map_err(|e| Error::io(raw, "read", e))?;
-        let mut buf = vec![0u8; BUFFER];
+        let mut buf = vec![0u8; READ_BACK];
         let mut at = 0u64;
         while let Some(prefix) = self.flow.past(at) {
             while at < prefix {
@@ -750,7 +760,7 @@ impl Pipeline<'_, '_> {
         let file = File::open(raw).map_err(|e| Error::io(raw, "read", e))?;
         let stopped = Cell::new(false);
         let mut input = BufReader::with_capacity(
-            BUFFER,
+            READ_BACK,
             Prefix {
                 file,
                 flow: &self.flow,
@@ -778,7 +788,7 @@ impl Pipeline<'_, '_> {
         let mut digest = sha256.then(|| ring::digest::Context::new(&ring::digest::SHA256));
         let out = &self.parts.out;
         let mut file = File::create(out).map_err(|e| Error::io(out, "create", e))?;
-        let mut buf = vec![0u8; BUFFER];
+        let mut buf = vec![0u8; READ_BACK];
         loop {
             let n = match decoder.read(&mut buf) {
                 Ok(0) => break,
