@@ -785,37 +785,48 @@ impl Pipeline<'_, '_> {
             true => Box::new(MultiGzDecoder::new(source)),
             false => Box::new(source),
         };
-        let mut digest = sha256.then(|| ring::digest::Context::new(&ring::digest::SHA256));
         let out = &self.parts.out;
         let mut file = File::create(out).map_err(|e| Error::io(out, "create", e))?;
-        let mut buf = vec![0u8; READ_BACK];
-        loop {
-            let n = match decoder.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // Stopped by another stage, or out of bytes because fetching failed
-                // (its error is the one to report); not on bytes received.
-                Err(_) if self.flow.failed() || stopped.get() => {
-                    return Ok(None);
-                }
-                Err(e) if gzip => return Err(Error::malformed("gzip stream", e.to_string())),
-                Err(e) => return Err(Error::io(raw, "read", e)),
+        // With `sha256`, the written bytes are hashed on a thread of their own, handed
+        // over in a few recycled buffers: inflate and SHA-256 each take a core.
+        std::thread::scope(|s| {
+            let mut hand = sha256.then(|| Handoff::start(s));
+            // The buffer when nothing is handed over.
+            let mut spare = match hand {
+                Some(_) => Vec::new(),
+                None => vec![0u8; READ_BACK],
             };
-            file.write_all(&buf[..n])
-                .map_err(|e| Error::io(out, "write", e))?;
-            if let Some(d) = digest.as_mut() {
-                d.update(&buf[..n]);
+            loop {
+                let mut buf = match hand.as_mut() {
+                    Some(h) => h.empty()?,
+                    None => std::mem::take(&mut spare),
+                };
+                let n = match decoder.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // Stopped by another stage, or out of bytes because fetching failed
+                    // (its error is the one to report); not on bytes received.
+                    Err(_) if self.flow.failed() || stopped.get() => {
+                        return Ok(None);
+                    }
+                    Err(e) if gzip => return Err(Error::malformed("gzip stream", e.to_string())),
+                    Err(e) => return Err(Error::io(raw, "read", e)),
+                };
+                file.write_all(&buf[..n])
+                    .map_err(|e| Error::io(out, "write", e))?;
+                written.fetch_add(n as u64, Ordering::Relaxed);
+                match hand.as_mut() {
+                    Some(h) => h.full(buf, n)?,
+                    None => spare = buf,
+                }
             }
-            written.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        if self.flow.stopped() {
-            return Ok(None);
-        }
-        Ok(Some((
-            written.load(Ordering::Relaxed),
-            digest.map(sha256_hex),
-        )))
+            let digest = hand.map(Handoff::finish).transpose()?;
+            if self.flow.stopped() {
+                return Ok(None);
+            }
+            Ok(Some((written.load(Ordering::Relaxed), digest)))
+        })
     }
 
     /// Pushes what is written to the output file to disk every [`SYNC_EVERY`] bytes,
@@ -848,6 +859,64 @@ impl Pipeline<'_, '_> {
                 synced = now;
             }
         }
+    }
+}
+
+/// Buffers of written bytes handed from the decoder to the thread that hashes them,
+/// and handed back: at most [`HANDOFF_BUFFERS`] exist.
+struct Handoff<'scope> {
+    full: std::sync::mpsc::SyncSender<(Vec<u8>, usize)>,
+    empty: std::sync::mpsc::Receiver<Vec<u8>>,
+    made: usize,
+    hasher: std::thread::ScopedJoinHandle<'scope, String>,
+}
+
+/// Buffers in flight between the decoder and the SHA-256 thread.
+const HANDOFF_BUFFERS: usize = 4;
+
+impl<'scope> Handoff<'scope> {
+    fn start<'env>(s: &'scope std::thread::Scope<'scope, 'env>) -> Self {
+        let (full, filled) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(HANDOFF_BUFFERS);
+        let (back, empty) = std::sync::mpsc::channel();
+        let hasher = s.spawn(move || {
+            let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+            for (buf, n) in filled {
+                digest.update(&buf[..n]);
+                // The decoder may be gone (it failed): then the buffer goes too.
+                let _ = back.send(buf);
+            }
+            sha256_hex(digest)
+        });
+        Handoff {
+            full,
+            empty,
+            made: 0,
+            hasher,
+        }
+    }
+
+    /// A buffer to decode into: a new one while fewer than [`HANDOFF_BUFFERS`] exist,
+    /// else the next the hasher is done with.
+    fn empty(&mut self) -> Result<Vec<u8>> {
+        if let Ok(buf) = self.empty.try_recv() {
+            return Ok(buf);
+        }
+        if self.made < HANDOFF_BUFFERS {
+            self.made += 1;
+            return Ok(vec![0u8; READ_BACK]);
+        }
+        self.empty.recv().map_err(|_| panicked("SHA-256"))
+    }
+
+    /// Hands `buf[..n]` to the hasher.
+    fn full(&mut self, buf: Vec<u8>, n: usize) -> Result<()> {
+        self.full.send((buf, n)).map_err(|_| panicked("SHA-256"))
+    }
+
+    /// The digest of everything handed over.
+    fn finish(self) -> Result<String> {
+        drop(self.full);
+        self.hasher.join().map_err(|_| panicked("SHA-256"))
     }
 }
 
