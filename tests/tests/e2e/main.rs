@@ -13,5 +13,6 @@ mod jumphost;
 mod library;
 mod live;
 mod packages;
+mod shared;
 mod transfer;
 mod util;
