@@ -470,9 +470,13 @@ fn section(runs: &[Run], table: &str, machine: &Machine, command: &str, scale: f
          - **429s** and the **busiest** windows (accepted calls in any window of the \
          quota, over all rounds) from the simulator. Each alone, each process's \
          limiter lets its own 8 starts through in the first minute, 16 against the \
-         quota of 10: the service refuses some (429) and the processes wait out its \
-         `Retry-After` (here whole real seconds, rounded up: one is {:.0} service \
-         seconds) and try again.\n\
+         quota of 10: the service refuses the first start over the quota of each \
+         (a batch's later starts queue behind it), and each process waits out the \
+         `Retry-After` and tries again. The simulator's `Retry-After` is the exact \
+         wait to the window's end (rounded up to a whole real second, {:.0} service \
+         seconds here), so in it the refusals cost no time; the service's own cost the \
+         issue's reporter 13 s. Shared, the quota is never overrun: the second \
+         process's starts wait at its limiter for the window the first one filled.\n\
          - Checked on every run: both exit 0, one action per machine, a result directory \
          per machine, no window over its quota; with the quotas shared, no 429 and one \
          state file (and its lock) in the runtime directory.\n\
