@@ -304,9 +304,11 @@ impl ClientBuilder {
     /// while [`Event::SharedQuotas`] says so. Files are created readable by the user
     /// only; the directory must exist.
     ///
-    /// Every client sharing the file should keep to the same quotas: each drops calls
-    /// older than its own longest window. The calls of processes that do not share the
-    /// file (on other hosts, of other users) are not counted.
+    /// Each client keeps to its own quotas counting the calls of all: one given smaller
+    /// quotas waits for the room the others leave it. A finished call stays in the file
+    /// for the longest window of the clients that used it within that window. The calls
+    /// of processes that do not share the file (on other hosts, of other users) are not
+    /// counted.
     /// [`build`](Self::build) fails when the lock file cannot be created.
     pub fn shared_quotas(mut self, path: impl Into<PathBuf>) -> Self {
         self.shared_quotas = Some(SharedQuotas::File(path.into()));

@@ -27,7 +27,8 @@
 //!   are; each process's own limiter, on the monotonic clock, still holds its own calls.
 //! - A lock not had within [`PATIENCE`] (its holder stopped, not killed), or a file
 //!   that cannot be read or written, lets the call go by the process's own limiter
-//!   alone, and is reported once until the file works again.
+//!   alone, and is reported once until the file works again; meanwhile calls wait for
+//!   the lock a tenth of a second at most.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Write};
@@ -44,8 +45,12 @@ use crate::error::{Error, Result};
 /// this its process is taken for dead, and the call as finished then. API calls take
 /// seconds; the service has seen a request long before this.
 pub(crate) const STALE: Duration = Duration::from_secs(120);
-/// How long a call waits for the lock before it goes by its own process's limiter.
+/// How long a call waits for the lock before it goes by its own process's limiter ...
 pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
+/// ... and, once one has had to, how long the next calls wait for it, until the file
+/// works again: time enough for a holder that is running (it holds the lock for well
+/// under a millisecond), not enough for calls to pile up behind one that is stopped.
+const PATIENCE_FAILING: Duration = Duration::from_millis(100);
 /// A larger state is not one this module wrote (1500 calls an hour take about 21 KB).
 const MAX_STATE: u64 = 4 << 20;
 /// The format's version, in the file as `"mdlr_quotas"`.
@@ -104,14 +109,31 @@ struct Calls {
     /// Calls under way: `[since (ms since the epoch), owner, number]`.
     #[serde(default)]
     open: Vec<(u64, String, u64)>,
+    /// How long finished calls are kept (ms): the longest window of the clients
+    /// sharing the file, so that one with shorter windows (`--api-quota 50/1m`) does
+    /// not drop the calls another's hour needs ...
+    #[serde(default)]
+    keep: u64,
+    /// ... as long as a client with that window used the file within it (ms since
+    /// the epoch).
+    #[serde(default)]
+    keep_until: u64,
 }
 
 impl Calls {
     /// Brings the calls to `now` (ms since the epoch, rounded up): times in the future
     /// become now, calls under way past [`STALE`] finish then, and finished calls older
-    /// than `keep` go. Whether anything changed.
+    /// than the longest window of the clients using the file (this one's is `keep`)
+    /// go. Whether anything changed.
     fn tidy(&mut self, now: u64, keep: Duration) -> bool {
         let mut changed = false;
+        let own = millis(keep);
+        let others = if self.keep_until > now { self.keep } else { 0 };
+        if own >= others {
+            changed |= self.keep != own;
+            (self.keep, self.keep_until) = (own, now.saturating_add(own));
+        }
+        let keep = own.max(others);
         for t in self
             .done
             .iter_mut()
@@ -133,7 +155,6 @@ impl Calls {
             !gone
         });
         self.done.extend(ended);
-        let keep = millis(keep);
         let count = self.done.len();
         self.done.retain(|t| now - t < keep);
         self.done.sort_unstable();
@@ -337,12 +358,17 @@ impl QuotaFile {
         f: impl FnOnce(&mut State, (u64, u64)) -> (R, bool),
     ) -> std::result::Result<R, String> {
         let file = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let patience = if self.failing.load(Ordering::Relaxed) {
+            self.patience.min(PATIENCE_FAILING)
+        } else {
+            self.patience
+        };
         let began = Instant::now();
         let mut pause = Duration::from_micros(100);
         loop {
             match file.try_lock() {
                 Ok(()) => break,
-                Err(TryLockError::WouldBlock) if began.elapsed() < self.patience => {
+                Err(TryLockError::WouldBlock) if began.elapsed() < patience => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(5));
                 }
@@ -350,7 +376,7 @@ impl QuotaFile {
                     return Err(format!(
                         "another process has held {} for over {} s",
                         self.lock_path.display(),
-                        self.patience.as_secs_f64()
+                        patience.as_secs_f64()
                     ));
                 }
                 Err(TryLockError::Error(e)) => {
@@ -578,6 +604,7 @@ mod tests {
                 (down - millis(STALE) - 1, "dead".into(), 1),
                 (down, "alive".into(), 2),
             ],
+            ..Calls::default()
         };
         assert!(calls.tidy(up, keep));
         // The dead process's call counts as finished STALE after it began (a
@@ -592,6 +619,30 @@ mod tests {
             held.ages
         );
         assert!(!calls.tidy(up, keep), "nothing more to do");
+    }
+
+    /// A client with shorter windows keeps the calls another client's longer window
+    /// needs, for as long as that window; then its own.
+    #[test]
+    fn calls_are_kept_for_the_longest_window_of_the_clients() {
+        let (hour, minute) = (Duration::from_secs(3600), Duration::from_secs(60));
+        let (_, now) = clock();
+        let mut calls = Calls {
+            done: vec![now - 600_000, now - 1000],
+            ..Calls::default()
+        };
+        // The client of the hour used the file just now.
+        calls.tidy(now, hour);
+        assert_eq!(calls.done.len(), 2);
+        // One of a minute's window does not drop the call of 10 minutes ago ...
+        assert!(!calls.tidy(now + 1, minute));
+        assert_eq!(calls.done.len(), 2);
+        // ... until the hour's client has not been seen for an hour.
+        let later = now + 3_600_001;
+        calls.done.push(later - 1000);
+        calls.tidy(later, minute);
+        assert_eq!(calls.done, vec![later - 1000]);
+        assert_eq!((calls.keep, calls.keep_until), (60_000, later + 60_000));
     }
 
     /// `flock -o FILE sleep 30` (the lock held by flock itself, not by sleep), killed:
@@ -617,7 +668,15 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        // A live holder: the call went by the process's own limiter after the patience.
+        // A live holder: the call went by the process's own limiter after the patience,
+        // and while that lasts the next calls do not wait as long.
+        let began = Instant::now();
+        assert_eq!(file.take(Section::Api, keep, room(100)), Turn::Go(None));
+        assert!(
+            began.elapsed() < Duration::from_millis(250),
+            "{:?}",
+            began.elapsed()
+        );
         holder.kill().expect("kill flock");
         holder.wait().expect("reap flock");
         let began = Instant::now();
