@@ -1138,6 +1138,37 @@ fn is_machine_id(id: &str) -> bool {
     id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// The index of the action `id` (as it came in the path) names, or `404`.
+fn action_of(state: &State, id: &str, target: &str) -> Result<usize, Response> {
+    state
+        .action_index
+        .get(&percent_decode(id))
+        .copied()
+        .ok_or_else(|| {
+            api_error(
+                404,
+                "ResourceNotFound",
+                &format!("Machine action {id} was not found"),
+                target,
+            )
+        })
+}
+
+/// The `Comment` of a JSON body (cancel, collect), or the `400` that says what is wrong.
+fn comment_of(req: &Request, target: &str) -> Result<String, Response> {
+    let body: Value = serde_json::from_slice(&req.body)
+        .map_err(|_| api_error(400, "InvalidRequestBody", "The body is not JSON", target))?;
+    match body["Comment"].as_str() {
+        Some(c) => Ok(c.to_owned()),
+        None => Err(api_error(
+            400,
+            "MissingRequiredParameter",
+            "Comment is required",
+            target,
+        )),
+    }
+}
+
 /// An API error reply.
 fn api_error(status: u16, code: &str, message: &str, target: &str) -> Response {
     Response::json(
@@ -1998,27 +2029,13 @@ impl Shared {
         if req.method != "POST" {
             return method_not_allowed(req, target);
         }
-        let Some(&i) = state.action_index.get(&percent_decode(id)) else {
-            return api_error(
-                404,
-                "ResourceNotFound",
-                &format!("Machine action {id} was not found"),
-                target,
-            );
+        let i = match action_of(state, id, target) {
+            Ok(i) => i,
+            Err(refusal) => return refusal,
         };
-        let body: Value = match serde_json::from_slice(&req.body) {
-            Ok(v) => v,
-            Err(_) => {
-                return api_error(400, "InvalidRequestBody", "The body is not JSON", target);
-            }
-        };
-        let Some(comment) = body["Comment"].as_str() else {
-            return api_error(
-                400,
-                "MissingRequiredParameter",
-                "Comment is required",
-                target,
-            );
+        let comment = match comment_of(req, target) {
+            Ok(c) => c,
+            Err(refusal) => return refusal,
         };
         if state.actions[i].terminal_at <= now {
             let status = state.actions[i].final_status;
@@ -2063,13 +2080,9 @@ impl Shared {
                 target,
             );
         };
-        let Some(&i) = state.action_index.get(&percent_decode(id)) else {
-            return api_error(
-                404,
-                "ResourceNotFound",
-                &format!("Machine action {id} was not found"),
-                target,
-            );
+        let i = match action_of(state, id, target) {
+            Ok(i) => i,
+            Err(refusal) => return refusal,
         };
         let view = self.view(state, i, now);
         let commands = view["commands"].as_array().cloned().unwrap_or_default();
@@ -2179,19 +2192,9 @@ impl Shared {
             Ok(m) => m,
             Err(refusal) => return refusal,
         };
-        let body: Value = match serde_json::from_slice(&req.body) {
-            Ok(v) => v,
-            Err(_) => {
-                return api_error(400, "InvalidRequestBody", "The body is not JSON", target);
-            }
-        };
-        let Some(comment) = body["Comment"].as_str() else {
-            return api_error(
-                400,
-                "MissingRequiredParameter",
-                "Comment is required",
-                target,
-            );
+        let comment = match comment_of(req, target) {
+            Ok(c) => c,
+            Err(refusal) => return refusal,
         };
         if let Some(&last) = state.last_package.get(&m)
             && state.actions[last].terminal_at > now
@@ -2254,13 +2257,9 @@ impl Shared {
         if req.method != "GET" {
             return method_not_allowed(req, target);
         }
-        let Some(&i) = state.action_index.get(&percent_decode(id)) else {
-            return api_error(
-                404,
-                "ResourceNotFound",
-                &format!("Machine action {id} was not found"),
-                target,
-            );
+        let i = match action_of(state, id, target) {
+            Ok(i) => i,
+            Err(refusal) => return refusal,
         };
         let a = &state.actions[i];
         if a.kind != PACKAGE {

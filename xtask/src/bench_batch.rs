@@ -108,8 +108,12 @@ fn list<T>(text: &str, item: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, Strin
         .collect()
 }
 
-/// Runs the benchmark; `args` are what follows `bench-batch` on the command line.
+/// Runs the benchmark; `args` are what follows `bench-batch` on the command line
+/// (`--pair`: the two-process case of `bench_pair` instead).
 pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
+    if args.contains(&"--pair") {
+        return crate::bench_pair::run(root, args);
+    }
     let options = parse(args)?;
     let command = std::iter::once("cargo xtask bench-batch")
         .chain(args.iter().copied().filter(|a| *a != "--write"))
@@ -347,7 +351,7 @@ fn mdlr_args(scale: f64, machines_file: &Path, out_dir: &Path) -> Vec<String> {
 }
 
 /// `service` seconds scaled to real time, in milliseconds as mdlr parses them.
-fn real_ms(service: f64, scale: f64) -> String {
+pub(crate) fn real_ms(service: f64, scale: f64) -> String {
     let ms = (service * scale * 1e6).round() / 1e3;
     format!("{ms}ms")
 }
@@ -359,7 +363,7 @@ fn number_before(line: &str, word: &str) -> Option<usize> {
     words.get(at.checked_sub(1)?)?.parse().ok()
 }
 
-fn count_dirs(dir: &Path) -> usize {
+pub(crate) fn count_dirs(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries

@@ -6,6 +6,7 @@ mod bench;
 mod bench_batch;
 mod bench_inflate;
 mod bench_latency;
+mod bench_pair;
 mod demo;
 mod deny;
 mod dist;
@@ -48,6 +49,11 @@ Tasks:
                       run the release mdlr binary on N simulated machines and set its
                       makespan against the quota bound; writes BENCHMARKS.md (not with
                       --mdlr, which benchmarks another build; default scale: per N)
+  bench-batch --pair [--rounds N] [--scale F] [--no-write] [--mdlr PATH]
+                      two release mdlr processes started together, 8 simulated
+                      machines each, one app and tenant: with the quotas shared and
+                      with --no-shared-quotas, over N interleaved rounds (default 5),
+                      makespan against the joint bound and 429s; writes BENCHMARKS.md
   bench-latency [--rounds N] [--no-write] [--mdlr PATH]
                       how soon the release mdlr binary delivers results once their
                       actions end (1, 10, 25, 200 simulated machines), a 2-second

@@ -26,6 +26,8 @@ pub struct Global {
     pub start_quota: Option<Vec<(u32, Duration)>>,
     /// `--package-quota`: (calls, window) pairs.
     pub package_quota: Option<Vec<(u32, Duration)>>,
+    /// `--no-shared-quotas`: keep to the quotas without the other processes.
+    pub no_shared_quotas: bool,
     /// `--timeout`.
     pub timeout: Option<Duration>,
     /// `--retries`.
@@ -947,6 +949,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         |r, v| quota("--package-quota", v).map(|q| r.global.package_quota = Some(q)),
     )
     .default("2/1m,120/1h"),
+    flag(
+        "--no-shared-quotas",
+        "keep to the quotas alone, not together with this user's other mdlr processes \
+         on this host that use the same app on the same tenant",
+        Scope::Global,
+        |r| r.global.no_shared_quotas = true,
+    ),
     valued(
         "--proxy",
         "URL",
@@ -1380,9 +1389,12 @@ Exit status: 0 success · the script's exit code for a transcript · 64 usage ·
 /// After the batch options of `run`, `getfile` and `putfile`.
 const BATCH_NOTES: &str = "\
 Quotas: at most 10 starts a minute, 100 API calls a minute and 1500 an hour, and
---max-in-flight unfinished actions, all at once. Exit status: 0 when every machine
-succeeded, else the most severe status among them. On a terminal, a live count per
-state is shown on stderr. Ctrl-C stops waiting and says how to pick the actions up.";
+--max-in-flight unfinished actions, all at once. The quotas are kept together with
+your other mdlr processes on this host that use the same app on the same tenant
+(--no-shared-quotas: alone); not with other users or hosts. Exit status: 0 when
+every machine succeeded, else the most severe status among them. On a terminal, a
+live count per state is shown on stderr. Ctrl-C stops waiting and says how to pick
+the actions up.";
 
 const DURATIONS: &str = "DUR is 90s, 10m, 1h, 500ms or plain seconds.";
 

@@ -588,45 +588,76 @@ impl Delivery<'_> {
     ) -> Result<Delivered, (u8, Option<Error>)> {
         let id = action.id.as_deref().unwrap_or_default();
         let base = json!({ "type": action.action_type });
-        let earlier = self
-            .journal
-            .and_then(|j| j.downloaded(id, 0))
-            .or_else(|| self.manifest.and_then(|m| m.delivered(id, None)));
-        if let Some(path) = earlier {
-            self.record(id, 0, &path);
-            return Ok(Delivered {
-                value: merge(
-                    base,
-                    json!({ "path": path, "skipped": "downloaded before" }),
-                ),
-                exit_code: None,
-                sha256: None,
-                file: Some(path),
-            });
+        if let Some(d) = self.earlier(id, None, &base) {
+            return Ok(d);
         }
         let fail = |e: Error| (output::exit_status(&e), Some(e));
-        let dir = self
-            .dir_for(target)
-            .map_err(fail)?
-            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = self.dir_for(target).map_err(fail)?;
+        let (request, bar) =
+            self.request_into(dir, Gunzip::Off, &format!("{} package", target.name));
+        let done = self.client.package_of(action, &request).map_err(fail)?;
+        drop(bar);
+        self.file_delivered(target, done, action, None, base, block)
+            .map_err(fail)
+    }
+
+    /// What an earlier run delivered of command `index` of action `id` (`None`: its
+    /// package), as the journal or the manifest says, recorded again in the journal (a
+    /// run killed after the manifest line and before the journal's).
+    fn earlier(&self, id: &str, index: Option<u32>, base: &Value) -> Option<Delivered> {
+        let path = self
+            .journal
+            .and_then(|j| j.downloaded(id, index.unwrap_or(0)))
+            .or_else(|| self.manifest.and_then(|m| m.delivered(id, index)))?;
+        self.record(id, index.unwrap_or(0), &path);
+        Some(Delivered {
+            value: merge(
+                base.clone(),
+                json!({ "path": path, "skipped": "downloaded before" }),
+            ),
+            exit_code: None,
+            sha256: None,
+            file: Some(path),
+        })
+    }
+
+    /// How a result or package is downloaded into `dir` (the current directory when
+    /// `None`): the options, and a progress bar for one machine.
+    fn request_into(
+        &self,
+        dir: Option<PathBuf>,
+        gunzip: Gunzip,
+        label: &str,
+    ) -> (DownloadRequest, crate::progress::Shown) {
+        let dir = dir.unwrap_or_else(|| PathBuf::from("."));
         let mut request = DownloadRequest::to_dir(dir)
+            .gunzip(gunzip)
             .overwrite(self.overwrite())
             .sha256(self.manifest.is_some() || self.report.is_some());
         if let Some(n) = self.args.connections {
             request = request.connections(n);
         }
-        let (request, bar) = crate::progress::attach(
-            request,
-            self.single && self.out.progress,
-            &format!("{} package", target.name),
-        );
-        let done = self.client.package_of(action, &request).map_err(fail)?;
-        drop(bar);
+        // One download at a time: a bar. In a batch the live count says enough.
+        crate::progress::attach(request, self.single && self.out.progress, label)
+    }
+
+    /// A file downloaded for command `index` of `action` (`None`: its package): in the
+    /// manifest and the journal, said on one machine, warned about when it was not
+    /// gzip.
+    fn file_delivered(
+        &self,
+        target: &Target,
+        done: mdlr::Downloaded,
+        action: &MachineAction,
+        index: Option<u32>,
+        base: Value,
+        block: &mut Block,
+    ) -> Result<Delivered, Error> {
+        let id = action.id.as_deref().unwrap_or_default();
         if let Some(m) = self.manifest {
-            m.record_all(&[Entry::of_download(m, &done, Origin::of(action, None))])
-                .map_err(fail)?;
+            m.record_all(&[Entry::of_download(m, &done, Origin::of(action, index))])?;
         }
-        self.record(id, 0, &done.path);
+        self.record(id, index.unwrap_or(0), &done.path);
         if self.single && !self.out.json {
             block.out.push_str(&format!(
                 "saved {} ({} bytes)\n",
@@ -634,8 +665,20 @@ impl Delivery<'_> {
                 done.written
             ));
         }
+        let mut value = merge(base, json!({ "path": done.path, "bytes": done.written }));
+        if done.not_gzip {
+            let what = match index {
+                Some(i) => format!("{}: command {i} of action {id}", target.name),
+                None => format!("{}: the package of action {id}", target.name),
+            };
+            block.err.push_str(&format!(
+                "mdlr: warning: {}\n",
+                output::clean(&crate::commands::not_gzip(&done, &what))
+            ));
+            value = merge(value, json!({ "not_gzip": true }));
+        }
         Ok(Delivered {
-            value: merge(base, json!({ "path": done.path, "bytes": done.written })),
+            value,
             exit_code: None,
             sha256: done.sha256,
             file: Some(done.path),
@@ -663,22 +706,8 @@ impl Delivery<'_> {
     ) -> Result<Delivered, Error> {
         let id = action.id.as_deref().unwrap_or_default();
         let base = json!({ "index": index, "type": kind.as_str() });
-        let earlier = self
-            .journal
-            .and_then(|j| j.downloaded(id, index))
-            .or_else(|| self.manifest.and_then(|m| m.delivered(id, Some(index))));
-        if let Some(path) = earlier {
-            // A run killed after the manifest line and before the journal's: say it now.
-            self.record(id, index, &path);
-            return Ok(Delivered {
-                value: merge(
-                    base,
-                    json!({ "path": path, "skipped": "downloaded before" }),
-                ),
-                exit_code: None,
-                sha256: None,
-                file: Some(path),
-            });
+        if let Some(d) = self.earlier(id, Some(index), &base) {
+            return Ok(d);
         }
         if *kind == CommandType::RunScript {
             // Transcripts are saved with -o, printed otherwise.
@@ -755,24 +784,12 @@ impl Delivery<'_> {
                 sha256: sha,
             })
         } else {
-            let dir = self.dir_for(target)?.unwrap_or_else(|| PathBuf::from("."));
-            let mut request = DownloadRequest::to_dir(dir)
-                .gunzip(if self.args.raw {
-                    Gunzip::Off
-                } else {
-                    Gunzip::Auto
-                })
-                .overwrite(self.overwrite())
-                .sha256(self.manifest.is_some() || self.report.is_some());
-            if let Some(n) = self.args.connections {
-                request = request.connections(n);
-            }
-            // One download at a time: a bar. In a batch the live count says enough.
-            let (request, bar) = crate::progress::attach(
-                request,
-                self.single && self.out.progress,
-                &format!("{} #{index}", target.name),
-            );
+            let gunzip = match self.args.raw {
+                true => Gunzip::Off,
+                false => Gunzip::Auto,
+            };
+            let label = format!("{} #{index}", target.name);
+            let (request, bar) = self.request_into(self.dir_for(target)?, gunzip, &label);
             let done = match self.client.result_of(action, index, &request)? {
                 CommandResult::File(done) => done,
                 // Only a RunScript (above) or a PutFile (never asked for) give other results.
@@ -786,36 +803,7 @@ impl Delivery<'_> {
                 }
             };
             drop(bar);
-            if let Some(m) = self.manifest {
-                m.record_all(&[Entry::of_download(
-                    m,
-                    &done,
-                    Origin::of(action, Some(index)),
-                )])?;
-            }
-            self.record(id, index, &done.path);
-            if self.single && !self.out.json {
-                block.out.push_str(&format!(
-                    "saved {} ({} bytes)\n",
-                    done.path.display(),
-                    done.written
-                ));
-            }
-            let mut value = merge(base, json!({ "path": done.path, "bytes": done.written }));
-            if done.not_gzip {
-                let what = format!("{}: command {index} of action {id}", target.name);
-                block.err.push_str(&format!(
-                    "mdlr: warning: {}\n",
-                    output::clean(&crate::commands::not_gzip(&done, &what))
-                ));
-                value = merge(value, json!({ "not_gzip": true }));
-            }
-            Ok(Delivered {
-                value,
-                exit_code: None,
-                sha256: done.sha256,
-                file: Some(done.path),
-            })
+            self.file_delivered(target, done, action, Some(index), base, block)
         }
     }
 

@@ -215,7 +215,7 @@ fn client(args: &args::Args, out: &Output) -> Result<Client, Error> {
             eprintln!("mdlr: warning: {}", output::clean(message));
         }
     });
-    let credential = settings::credential(&args.global, &env, &endpoints, warn)?;
+    let credential = settings::credential(&args.global, &env, &endpoints, warn.clone())?;
     let transport = transport(args, out, Some((&endpoints, credential.method())))?;
     let limits = |q: &Option<Vec<(u32, std::time::Duration)>>, default: Vec<RateLimit>| {
         q.as_ref().map_or(default, |q| {
@@ -224,19 +224,45 @@ fn client(args: &args::Args, out: &Output) -> Result<Client, Error> {
                 .collect()
         })
     };
-    Client::builder(credential)
-        .endpoints(endpoints)
-        .transport(transport)
-        .rate_limits(limits(&args.global.api_quota, RateLimit::defaults()))
-        .start_limits(limits(
-            &args.global.start_quota,
-            RateLimit::start_defaults(),
-        ))
-        .package_limits(limits(
-            &args.global.package_quota,
-            RateLimit::package_defaults(),
-        ))
-        .build()
+    let builder = || {
+        Client::builder(credential.clone())
+            .endpoints(endpoints.clone())
+            .transport(transport.clone())
+            .rate_limits(limits(&args.global.api_quota, RateLimit::defaults()))
+            .start_limits(limits(
+                &args.global.start_quota,
+                RateLimit::start_defaults(),
+            ))
+            .package_limits(limits(
+                &args.global.package_quota,
+                RateLimit::package_defaults(),
+            ))
+    };
+    // The quotas are shared with this user's other mdlr processes on this host, unless
+    // asked not to or there is nowhere to keep them: then kept alone, as before.
+    let dir = if args.global.no_shared_quotas {
+        None
+    } else {
+        settings::quota_dir(&env).unwrap_or_else(|why| {
+            warn(&format!("quotas not shared with other processes: {why}"));
+            None
+        })
+    };
+    let client = match dir.map(|dir| builder().shared_quotas_in(dir).build()) {
+        Some(Ok(client)) => client,
+        Some(Err(e)) => {
+            warn(&format!("quotas not shared with other processes: {e}"));
+            builder().build()?
+        }
+        None => builder().build()?,
+    };
+    if args.global.verbose >= 2 {
+        out.note(&match client.shared_quotas_path() {
+            Some(path) => format!("quotas shared through {}", path.display()),
+            None => "quotas kept by this process alone".to_owned(),
+        });
+    }
+    Ok(client)
 }
 
 /// How requests are sent: proxies, CAs, timeouts, retries and the exchange log (at
@@ -304,6 +330,9 @@ pub fn transport(
             }
             Event::Fallback { message } if verbose > 0 => {
                 eprintln!("mdlr: {}", output::clean(message));
+            }
+            Event::SharedQuotas { problem } if !quiet => {
+                eprintln!("mdlr: warning: {}", output::clean(problem));
             }
             Event::Throttled { delay } if !quiet && delay.as_secs() >= 1 => {
                 eprintln!(

@@ -74,6 +74,12 @@ const ENVIRONMENT: &[(&[&str], &str)] = &[
          else $HOME/.config/mdlr/login.json (see FILES).",
     ),
     (
+        &["XDG_RUNTIME_DIR", "XDG_CACHE_HOME"],
+        "Where the quota state shared by your mdlr processes lives: \
+         $XDG_RUNTIME_DIR/mdlr, else $XDG_CACHE_HOME/mdlr, else $HOME/.cache/mdlr (see \
+         FILES). With none of them set, quotas are kept by each process alone.",
+    ),
+    (
         &["PATH"],
         "Where the Azure CLI, az, is looked for (sign-in method azure-cli).",
     ),
@@ -357,6 +363,19 @@ fn files() -> Vec<(String, String)> {
              service rotates it), else in ~/.config/mdlr/login.json. Written with mode \
              600 in a directory of mode 700; mdlr refuses to use it if others can read \
              it. mdlr logout removes it."
+                .to_owned(),
+        ),
+        (
+            "$XDG_RUNTIME_DIR/mdlr/quota-KEY.json".to_owned(),
+            "The API quotas that your mdlr processes on this host share: the service \
+             counts calls per application and tenant, whichever process makes them, so \
+             processes that use the same application on the same tenant (KEY: a hash of \
+             the API host, the tenant and the application) keep to the quotas together. \
+             It holds when recent calls were made, no secret; it is replaced whole under \
+             a lock on quota-KEY.json.lock beside it, and a process killed at any point \
+             cannot block or damage it. Else in $XDG_CACHE_HOME/mdlr or ~/.cache/mdlr, \
+             made with mode 700; files mode 600. Other users and other hosts are not \
+             counted. --no-shared-quotas keeps to the quotas alone."
                 .to_owned(),
         ),
         (
@@ -744,6 +763,8 @@ mod tests {
         for f in [
             "$XDG_CONFIG_HOME/mdlr/login.json",
             "~/.config/mdlr/login.json",
+            "$XDG_RUNTIME_DIR/mdlr/quota-KEY.json",
+            "~/.cache/mdlr",
             ".mdlr-journal.jsonl",
             "manifest.jsonl",
             ".NAME.mdlr-part",

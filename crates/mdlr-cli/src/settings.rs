@@ -445,6 +445,41 @@ impl LoginStore {
     }
 }
 
+/// Where mdlr keeps the quota state its processes share (`--no-shared-quotas` turns it
+/// off): `$XDG_RUNTIME_DIR/mdlr` (private to the user, and gone at logout), else
+/// `$XDG_CACHE_HOME/mdlr`, else `$HOME/.cache/mdlr`, made with mode 700 if missing. The
+/// library names the file in it by API host, tenant and application. `None` when none
+/// of the variables is set; why not when the directory cannot be used (it cannot be
+/// made, or others may write in it).
+pub fn quota_dir(env: Env<'_>) -> Result<Option<PathBuf>, String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let absolute = |name: &str| env(name).filter(|v| Path::new(v).is_absolute());
+    let dir = if let Some(runtime) = absolute("XDG_RUNTIME_DIR") {
+        Path::new(&runtime).join("mdlr")
+    } else if let Some(cache) = absolute("XDG_CACHE_HOME") {
+        Path::new(&cache).join("mdlr")
+    } else if let Some(home) = absolute("HOME") {
+        Path::new(&home).join(".cache").join("mdlr")
+    } else {
+        return Ok(None);
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let meta =
+        std::fs::metadata(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} may be written by other users; run `chmod 700 {}`",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    Ok(Some(dir))
+}
+
 /// Proxies and extra CAs, from `--proxy`/`--no-proxy`/`--ca-cert` and the variables
 /// curl reads: `https_proxy`/`HTTPS_PROXY` for https URLs, `http_proxy`/`HTTP_PROXY` for
 /// http URLs, `all_proxy`/`ALL_PROXY` for both when those are unset, `no_proxy`/`NO_PROXY`
@@ -719,6 +754,41 @@ mod tests {
         assert!(matches!(store.load(&endpoints), Err(Error::Config { .. })));
         assert!(store.remove().expect("removed"));
         assert!(!store.remove().expect("nothing left"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn quota_dir_is_the_runtime_dir_else_the_cache() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("mdlr-quota-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let at = |name: &str| dir.join(name).to_str().expect("utf-8").to_owned();
+        let (run, cache, home) = (at("run"), at("cache"), at("home"));
+        let all = env_of(&[
+            ("XDG_RUNTIME_DIR", &run),
+            ("XDG_CACHE_HOME", &cache),
+            ("HOME", &home),
+        ]);
+        assert_eq!(quota_dir(&all), Ok(Some(dir.join("run/mdlr"))));
+        let mode = |p: PathBuf| std::fs::metadata(p).expect("made").permissions().mode() & 0o777;
+        assert_eq!(mode(dir.join("run/mdlr")), 0o700);
+        let no_runtime = env_of(&[("XDG_CACHE_HOME", &cache), ("HOME", &home)]);
+        assert_eq!(quota_dir(&no_runtime), Ok(Some(dir.join("cache/mdlr"))));
+        // A relative XDG variable does not count, as the XDG spec has it.
+        let home_only = env_of(&[("XDG_RUNTIME_DIR", "run"), ("HOME", &home)]);
+        assert_eq!(
+            quota_dir(&home_only),
+            Ok(Some(dir.join("home/.cache/mdlr")))
+        );
+        assert_eq!(quota_dir(&env_of(&[])), Ok(None));
+        // A directory others may write in is not used.
+        std::fs::set_permissions(
+            dir.join("cache/mdlr"),
+            std::fs::Permissions::from_mode(0o777),
+        )
+        .expect("chmod");
+        let refused = quota_dir(&no_runtime).expect_err("refused");
+        assert!(refused.contains("chmod 700"), "{refused}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

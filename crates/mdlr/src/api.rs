@@ -3,6 +3,7 @@
 //! `machines`, `library`) add theirs.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use crate::ids::check_action_id;
 use crate::link::ResultLink;
 use crate::model::{ActionStatus, MachineAction};
 use crate::quota::{RateLimit, RateLimiter};
+use crate::quota_file::Section;
 use crate::secret::{Redactor, redact_url};
 
 /// Largest API JSON reply accepted (a list of 10 000 actions fits).
@@ -193,6 +195,29 @@ pub struct ClientBuilder {
     json_limit: u64,
     transcript_limit: u64,
     renew_links_before: Option<Duration>,
+    shared_quotas: Option<SharedQuotas>,
+}
+
+/// Where the quota state shared with other processes is.
+enum SharedQuotas {
+    /// This file.
+    File(PathBuf),
+    /// A file in this directory named by the quota's owner.
+    In(PathBuf),
+}
+
+/// The name of the shared quota file in a directory, for `api_base` and `credential`:
+/// `quota-` and 16 hex digits of a SHA-256 of the API host and whose quotas the calls
+/// count against ([`Credential::quota_identity`]).
+fn shared_quota_name(api_base: &str, credential: &Credential) -> String {
+    let base = api_base.trim().trim_end_matches('/').to_ascii_lowercase();
+    let who = credential.quota_identity();
+    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{base}\n{who}").as_bytes());
+    let hex: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("quota-{hex}.json")
 }
 
 impl ClientBuilder {
@@ -270,6 +295,50 @@ impl ClientBuilder {
         self
     }
 
+    /// Keeps the quotas together with every other client — in this process or another —
+    /// given the same file: each call waits until it fits in every quota window with
+    /// the calls of all of them, as clones of one client do with each other. Off by
+    /// default: the service counts calls per application and tenant, whichever process
+    /// makes them, but an embedder may coordinate its workers already.
+    ///
+    /// The file is small JSON: for each quota (API calls, session starts, package
+    /// links), when recent calls' replies arrived and which calls are under way, in
+    /// wall-clock milliseconds. It is rewritten whole (through `PATH.tmp` and a rename)
+    /// under an advisory lock on `PATH.lock`, which the system drops when its holder
+    /// dies; a state that does not parse is started anew, a call under way whose process
+    /// died stops counting as under way after two minutes, and a file that cannot be
+    /// used (or a lock not had within 10 s) lets calls go by this client's own limiter
+    /// while [`Event::SharedQuotas`] says so. Files are created readable by the user
+    /// only; the directory must exist.
+    ///
+    /// Each client keeps to its own quotas counting the calls of all: one given smaller
+    /// quotas waits for the room the others leave it. A finished call stays in the file
+    /// for the longest window of the clients that used it within that window. The calls
+    /// of processes that do not share the file (on other hosts, of other users) are not
+    /// counted.
+    /// [`build`](Self::build) fails when the lock file cannot be created.
+    pub fn shared_quotas(mut self, path: impl Into<PathBuf>) -> Self {
+        self.shared_quotas = Some(SharedQuotas::File(path.into()));
+        self
+    }
+
+    /// [`shared_quotas`](Self::shared_quotas) with a file in `dir` named for the API
+    /// host and for the tenant and application the credential signs in as, so that
+    /// clients whose calls count against the same quotas share one:
+    /// `quota-HHHHHHHHHHHHHHHH.json`, the 16 hex digits from a SHA-256 of them.
+    ///
+    /// It is known without signing in: the tenant and client id of an app registration
+    /// or a kept login; a bearer token's `tid` and `appid` (or `azp`) claims. Where they
+    /// are not (managed identity: its client id or the system identity; the Azure CLI:
+    /// the tenant asked for, if any; a token without those claims), credentials of that
+    /// kind on that host share a file, which is safe, only slower if they in fact count
+    /// against different quotas. A tenant written as a domain name and the same tenant
+    /// written as its id do not meet.
+    pub fn shared_quotas_in(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.shared_quotas = Some(SharedQuotas::In(dir.into()));
+        self
+    }
+
     /// Largest API JSON reply accepted, in bytes (default 64 MiB).
     pub fn json_limit(mut self, bytes: u64) -> Self {
         self.json_limit = bytes;
@@ -311,13 +380,29 @@ impl ClientBuilder {
         self.endpoints.validate()?;
         self.credential.validate()?;
         let redactor = Redactor::default();
-        let http = Http::new(&self.transport, self.rate_limits, redactor.clone())?;
+        let mut http = Http::new(&self.transport, self.rate_limits, redactor.clone())?;
+        let mut start_limiter = RateLimiter::new(self.start_limits);
+        let mut package_limiter = RateLimiter::new(self.package_limits);
+        let shared_path = match self.shared_quotas {
+            Some(SharedQuotas::File(path)) => Some(path),
+            Some(SharedQuotas::In(dir)) => Some(dir.join(shared_quota_name(
+                &self.endpoints.api_base,
+                &self.credential,
+            ))),
+            None => None,
+        };
+        if let Some(path) = &shared_path {
+            let file = http.share_quotas(path.clone())?;
+            start_limiter.share(file.clone(), Section::Starts);
+            package_limiter.share(file, Section::Packages);
+        }
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoints: self.endpoints,
                 auth: TokenCache::new(self.credential, &redactor),
-                start_limiter: RateLimiter::new(self.start_limits),
-                package_limiter: RateLimiter::new(self.package_limits),
+                start_limiter,
+                package_limiter,
+                shared_path,
                 http,
                 json_limit: self.json_limit,
                 transcript_limit: self.transcript_limit,
@@ -333,6 +418,7 @@ struct Inner {
     auth: TokenCache,
     start_limiter: RateLimiter,
     package_limiter: RateLimiter,
+    shared_path: Option<PathBuf>,
     http: Http,
     json_limit: u64,
     transcript_limit: u64,
@@ -461,6 +547,7 @@ impl Client {
             json_limit: DEFAULT_JSON_LIMIT,
             transcript_limit: DEFAULT_TRANSCRIPT_LIMIT,
             renew_links_before: None,
+            shared_quotas: None,
         }
     }
 
@@ -489,9 +576,16 @@ impl Client {
         self.inner.package_limiter.limits()
     }
 
+    /// The file through which this client shares its quotas with other processes
+    /// ([`ClientBuilder::shared_quotas`]), if it does.
+    pub fn shared_quotas_path(&self) -> Option<&Path> {
+        self.inner.shared_path.as_deref()
+    }
+
     /// API calls this client and its clones made within the last `within`, calls under
     /// way included, as its limiter counts them: with [`Client::api_quotas`], how much
-    /// room a quota's window has left.
+    /// room a quota's window has left. With [`ClientBuilder::shared_quotas`], the calls
+    /// of every process sharing the file.
     pub fn recent_api_calls(&self, within: Duration) -> usize {
         self.inner.http.recent_calls(within)
     }
@@ -556,7 +650,9 @@ impl Client {
 
     /// Counts live response starts made before this client existed (by an earlier
     /// process whose batch this one resumes, say), each `ago` before now, against the
-    /// start and API quotas: the next starts then keep to the quotas with them.
+    /// start and API quotas: the next starts then keep to the quotas with them. They
+    /// count in this client's own limiter only: a process that shared a quota file
+    /// ([`ClientBuilder::shared_quotas`]) recorded its calls there already.
     pub fn record_earlier_starts(&self, ago: &[Duration]) {
         let now = Instant::now();
         for at in ago.iter().filter_map(|a| now.checked_sub(*a)) {
@@ -869,6 +965,54 @@ mod tests {
             plan,
         )
         .map(|d| d.as_secs_f64())
+    }
+
+    /// Clients whose calls count against one application on one tenant, on one API
+    /// host, meet in one file, whatever their credential; others do not.
+    #[test]
+    fn shared_quota_files_are_named_by_host_tenant_and_app() {
+        use crate::encode::base64url;
+        use crate::secret::Secret;
+        let api = "https://api.security.microsoft.com";
+        let jwt = |claims: &str| {
+            Credential::token(Secret::new(format!(
+                "{}.{}.sig",
+                base64url(br#"{"alg":"RS256"}"#),
+                base64url(claims.as_bytes())
+            )))
+        };
+        let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+        let secret = Credential::client_secret(tenant, "app-1", Secret::new("s"));
+        let name = shared_quota_name(api, &secret);
+        assert!(
+            name.starts_with("quota-") && name.ends_with(".json"),
+            "{name}"
+        );
+        assert_eq!(name.len(), "quota-.json".len() + 16);
+        let same = [
+            shared_quota_name(&format!("{api}/"), &secret),
+            shared_quota_name(
+                api,
+                &jwt(&format!(r#"{{"tid":"{tenant}","appid":"APP-1"}}"#)),
+            ),
+            shared_quota_name(api, &jwt(&format!(r#"{{"tid":"{tenant}","azp":"app-1"}}"#))),
+        ];
+        assert!(same.iter().all(|n| *n == name), "{same:?}");
+        let other = [
+            shared_quota_name("https://eu.api.security.microsoft.com", &secret),
+            shared_quota_name(
+                api,
+                &Credential::client_secret(tenant, "app-2", Secret::new("s")),
+            ),
+            shared_quota_name(api, &jwt(r#"{"tid":"other","appid":"app-1"}"#)),
+            shared_quota_name(api, &jwt(r#"{"appid":"app-1"}"#)),
+        ];
+        assert!(other.iter().all(|n| *n != name), "{other:?}");
+        // Tokens that say nothing of their app share with one another.
+        assert_eq!(
+            shared_quota_name(api, &Credential::token(Secret::new("opaque-1"))),
+            shared_quota_name(api, &Credential::token(Secret::new("opaque-2")))
+        );
     }
 
     #[test]

@@ -180,6 +180,43 @@ impl Credential {
         }
     }
 
+    /// Whose quotas this credential's calls count against (the service counts per
+    /// application and tenant), as far as can be told without signing in: the tenant
+    /// and application named in the settings, or in a bearer token's claims (`tid`,
+    /// `appid` or `azp`). Where one of them is unknown, a name for the method stands in
+    /// for it: credentials that cannot be told apart share, which is safe.
+    pub(crate) fn quota_identity(&self) -> String {
+        let pair = |tenant: &str, app: &str| {
+            format!(
+                "{}\n{}",
+                tenant.trim().to_ascii_lowercase(),
+                app.trim().to_ascii_lowercase()
+            )
+        };
+        match self {
+            Credential::Token(token) => match crate::jwt::claims(token.expose().trim()) {
+                Some(c) => match (c.tid, c.appid.or(c.azp)) {
+                    (Some(tenant), Some(app)) => pair(&tenant, &app),
+                    _ => "token".to_owned(),
+                },
+                None => "token".to_owned(),
+            },
+            Credential::ClientSecret {
+                tenant, client_id, ..
+            }
+            | Credential::ClientCertificate {
+                tenant, client_id, ..
+            } => pair(tenant, client_id),
+            Credential::Login { tokens, .. } => pair(&tokens.tenant, &tokens.client_id),
+            Credential::ManagedIdentity { client_id, .. } => {
+                pair("managed-identity", client_id.as_deref().unwrap_or("system"))
+            }
+            Credential::AzureCli { tenant, .. } => {
+                pair(tenant.as_deref().unwrap_or("azure-cli"), "azure-cli")
+            }
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         match self {
             Credential::Token(t) if t.expose().trim().is_empty() => {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result, TransportKind};
 use crate::net::Proxies;
 use crate::quota::{Permit, RateLimit, RateLimiter};
+use crate::quota_file::{QuotaFile, Reporter, Section};
 use crate::secret::{Redactor, Secret, redact_url};
 
 /// Something the client did, for logs (`mdlr -v`). URLs in it are redacted.
@@ -48,6 +49,14 @@ pub enum Event {
     Fallback {
         /// What was refused and what is done instead, in a sentence.
         message: String,
+    },
+    /// The quota state shared with other processes
+    /// ([`ClientBuilder::shared_quotas`](crate::ClientBuilder::shared_quotas)) could not
+    /// be used, so calls keep to this client's own limiter until it can (said once until
+    /// it works again); or it was damaged and has been started anew.
+    SharedQuotas {
+        /// What happened, naming the file.
+        problem: String,
     },
 }
 
@@ -522,6 +531,22 @@ impl Http {
                     .scrub_error(transport_error(&redacted, proxy.as_deref(), e)))
             }
         }
+    }
+
+    /// Keeps the API quotas together with every process sharing the state file at
+    /// `path` (opened, or created, here); problems with it become
+    /// [`Event::SharedQuotas`]. The file, for the start and package limiters.
+    pub(crate) fn share_quotas(&mut self, path: std::path::PathBuf) -> Result<Arc<QuotaFile>> {
+        let report: Option<Reporter> = self.observer.clone().map(|o| {
+            Arc::new(move |problem: &str| {
+                o(&Event::SharedQuotas {
+                    problem: problem.to_owned(),
+                });
+            }) as Reporter
+        });
+        let file = Arc::new(QuotaFile::open(path, report)?);
+        self.limiter.share(file.clone(), Section::Api);
+        Ok(file)
     }
 
     /// API calls within the last `within`, those under way included.

@@ -320,10 +320,33 @@
 //!
 //! [`Client`] is cheap to clone, and clones share the token cache and the limiters:
 //! hand clones to as many threads as you like, and together they keep to the quotas.
-//! Two separate clients (or processes) do not know of each other; a program that
-//! resumes an earlier process's work tells the limiter with
+//! The service counts calls per application and tenant, whichever process makes them;
+//! separate clients (or processes) keep to the quotas together only when they share a
+//! state file: [`ClientBuilder::shared_quotas`] names one, and
+//! [`ClientBuilder::shared_quotas_in`] a directory where clients of one application on
+//! one tenant meet in the same file. It is off by default (an embedder may coordinate
+//! its workers already); `mdlr` turns it on. A program that resumes an earlier
+//! process's work, that did not share a file, tells the limiter with
 //! [`Client::record_earlier_starts`]. The quotas a client keeps to are
 //! [`Client::api_quotas`], [`Client::start_quotas`] and [`Client::package_quotas`].
+//!
+//! ```no_run
+//! # fn main() -> mdlr::Result<()> {
+//! use mdlr::{Client, Credential, Secret};
+//!
+//! // Every process of this user running this with the same app on the same tenant
+//! // keeps to one set of quotas.
+//! let client = Client::builder(Credential::client_secret(
+//!     "contoso.onmicrosoft.com",
+//!     "00000000-0000-0000-0000-000000000000",
+//!     Secret::new("..."),
+//! ))
+//! .shared_quotas_in("/run/user/1000/my-tool")
+//! .build()?;
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! Looking at unfinished actions is where a program can spend the quotas best or
 //! worst. A batch looks at a fresh action a second after its start and then as often
@@ -391,6 +414,7 @@ mod transcript;
 mod http;
 pub mod net;
 mod quota;
+mod quota_file;
 mod reply;
 // Layer 2, identity: signing in.
 mod auth;

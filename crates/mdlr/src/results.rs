@@ -168,15 +168,28 @@ impl Client {
         let request = request.with_default_name(format!("{action_id}-{index}{extension}"));
         refuse_existing(&request)?;
         let link = self.settled_link(action_id, index)?;
-        let mut refresh = || self.result_link(action_id, index);
+        self.transfer_renewing(
+            link,
+            || self.result_link(action_id, index),
+            &request,
+            gunzip,
+        )
+    }
+
+    /// Downloads `link` as `request` says, asking `refresh` for a new link when it
+    /// expires (or is about to).
+    fn transfer_renewing(
+        &self,
+        link: ResultLink,
+        mut refresh: impl FnMut() -> Result<ResultLink> + Send,
+        request: &DownloadRequest,
+        gunzip: bool,
+    ) -> Result<Downloaded> {
+        let margin = self.renew_links_before().unwrap_or(RENEW_BEFORE);
         transfer(
             self.http(),
-            Links::renewable(
-                link,
-                &mut refresh,
-                self.renew_links_before().unwrap_or(RENEW_BEFORE),
-            ),
-            &request,
+            Links::renewable(link, &mut refresh, margin),
+            request,
             Some(gunzip),
         )
     }
@@ -216,17 +229,7 @@ impl Client {
         let request = request.with_default_name(format!("{action_id}-package.zip"));
         refuse_existing(&request)?;
         let link = self.package_link(action_id)?;
-        let mut refresh = || self.package_link(action_id);
-        transfer(
-            self.http(),
-            Links::renewable(
-                link,
-                &mut refresh,
-                self.renew_links_before().unwrap_or(RENEW_BEFORE),
-            ),
-            &request,
-            Some(gunzip),
-        )
+        self.transfer_renewing(link, || self.package_link(action_id), &request, gunzip)
     }
 
     /// [`Client::result_link`] for a command that has finished, asked again a few times

@@ -8,10 +8,6 @@ use mdlr_tests::util::sha256_hex;
 
 use crate::util::*;
 
-fn host(n: usize) -> String {
-    format!("host{n:04}.contoso.test")
-}
-
 /// A GetFile result that is not gzip, in a batch: saved as it came with a warning
 /// naming the machine, listed in the manifest with its SHA-256; the other machine's
 /// result is un-gzipped as usual; the batch succeeds.

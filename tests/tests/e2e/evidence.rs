@@ -7,23 +7,8 @@ use std::time::{Duration, Instant};
 
 use mdlr_tests::sim::{Outcome, SimConfig, SimMachine};
 use mdlr_tests::util::{names_in, sha256_hex};
-use serde_json::Value;
 
 use crate::util::*;
-
-/// The DNS name of simulated machine `n`.
-fn host(n: usize) -> String {
-    format!("host{n:04}.contoso.test")
-}
-
-/// The manifest's lines.
-fn manifest(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("manifest.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a manifest line is JSON"))
-        .collect()
-}
 
 /// Machine `n` with a file to collect, and errors in its transcripts when `errors`.
 fn machine(n: usize, errors: bool) -> SimMachine {

@@ -8,11 +8,6 @@ use mdlr_tests::sim::{OddPaging, QuotaKind, SimConfig, SimMachine};
 
 use crate::util::*;
 
-/// The DNS name of simulated machine `n`.
-fn host(n: usize) -> String {
-    format!("host{n:04}.contoso.test")
-}
-
 /// What `-v` says once when the service refuses `or`.
 const ONE_AT_A_TIME: &str = "asking for one at a time from now on";
 

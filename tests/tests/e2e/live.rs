@@ -15,11 +15,6 @@ use serde_json::Value;
 
 use crate::util::*;
 
-/// The DNS name of simulated machine `n`.
-fn host(n: usize) -> String {
-    format!("host{n:04}.contoso.test")
-}
-
 /// `text` with every action id the simulator knows replaced by `{ACTION}`.
 fn mask_actions(sim: &Sim, text: &str) -> String {
     let mut text = text.to_owned();

@@ -15,5 +15,6 @@ mod limits;
 mod lists;
 mod live;
 mod packages;
+mod shared;
 mod transfer;
 mod util;

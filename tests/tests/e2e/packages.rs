@@ -12,19 +12,6 @@ use serde_json::Value;
 
 use crate::util::*;
 
-fn host(n: usize) -> String {
-    format!("host{n:04}.contoso.test")
-}
-
-/// The manifest's lines.
-fn manifest(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("manifest.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a manifest line is JSON"))
-        .collect()
-}
-
 /// The zip files under `dir` (one level of machine directories, or none).
 fn zips(dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = files_under(dir)

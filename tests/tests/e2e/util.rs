@@ -982,3 +982,18 @@ impl Spawned {
         self.wait()
     }
 }
+
+/// The DNS name of simulated machine `n` (`SimMachine::new`).
+pub fn host(n: usize) -> String {
+    format!("host{n:04}.contoso.test")
+}
+
+/// The lines of `DIR/manifest.jsonl` (none when there is no manifest).
+#[track_caller]
+pub fn manifest(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("manifest.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a manifest line is JSON"))
+        .collect()
+}
