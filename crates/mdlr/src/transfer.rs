@@ -45,8 +45,9 @@ use crate::files::{disposition_file_name, publish, temp_path};
 use crate::http::{Event, Http, Response};
 use crate::md5::Md5;
 
-/// Size of the first connection's copy buffer: large reads from the socket, few writes.
-const BUFFER: usize = 512 * 1024;
+/// Size of the first connection's copy buffer: as large as ureq's reads from the
+/// socket ([`crate::http`]'s input buffer), so each read is one write.
+const BUFFER: usize = 256 * 1024;
 /// Size of the copy buffer of each further connection: memory grows with connections,
 /// and several connections share the wire, each getting less of it at a time.
 const EXTRA_BUFFER: usize = 128 * 1024;
