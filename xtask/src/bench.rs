@@ -20,6 +20,7 @@ mod host;
 mod measure;
 pub(crate) mod stats;
 
+use crate::flags::{Flags, command_line};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -178,27 +179,14 @@ fn parse(args: &[&str]) -> Result<Options, String> {
         baseline: None,
         connections: None,
     };
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        let (key, inline) = match arg.split_once('=') {
-            Some((k, v)) => (k, Some((*v).to_owned())),
-            None => (*arg, None),
-        };
-        let mut value = || -> Result<String, String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => rest
-                    .next()
-                    .map(|v| (*v).to_owned())
-                    .ok_or_else(|| format!("{key} needs a value\n{USAGE}")),
-            }
-        };
+    let mut flags = Flags::new(args, USAGE);
+    while let Some((key, switch)) = flags.next() {
         match key {
-            "--quick" if inline.is_none() => options.quick = true,
-            "--no-write" if inline.is_none() => options.write = false,
-            "--write" if inline.is_none() => options.write = true,
+            "--quick" if switch => options.quick = true,
+            "--no-write" if switch => options.write = false,
+            "--write" if switch => options.write = true,
             "--rounds" => {
-                let v = value()?;
+                let v = flags.value()?;
                 options.rounds = Some(
                     v.parse()
                         .ok()
@@ -208,10 +196,10 @@ fn parse(args: &[&str]) -> Result<Options, String> {
                         })?,
                 );
             }
-            "--mdlr" => options.mdlr = Some(PathBuf::from(value()?)),
-            "--baseline" => options.baseline = Some(PathBuf::from(value()?)),
+            "--mdlr" => options.mdlr = Some(PathBuf::from(flags.value()?)),
+            "--baseline" => options.baseline = Some(PathBuf::from(flags.value()?)),
             "--connections" => {
-                let v = value()?;
+                let v = flags.value()?;
                 options.connections = Some(
                     v.parse()
                         .ok()
@@ -222,7 +210,7 @@ fn parse(args: &[&str]) -> Result<Options, String> {
                 );
             }
             "--only" => {
-                let v = value()?;
+                let v = flags.value()?;
                 options.only = v.split(',').map(|p| p.trim().to_owned()).collect();
                 if let Some(bad) = options.only.iter().find(|p| !PARTS.contains(&p.as_str())) {
                     return Err(format!(
@@ -231,7 +219,7 @@ fn parse(args: &[&str]) -> Result<Options, String> {
                     ));
                 }
             }
-            _ => return Err(format!("unknown option {arg}\n{USAGE}")),
+            _ => return Err(flags.unknown()),
         }
     }
     Ok(options)
@@ -250,10 +238,7 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
             .map_err(|e| format!("cannot find {}: {e}", path.display()))?;
     }
     let plan = Plan::new(options.quick, options.rounds);
-    let command = std::iter::once("cargo xtask bench")
-        .chain(args.iter().copied().filter(|a| *a != "--write"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let command = command_line("cargo xtask bench", args);
     let (bin, size) = match &options.mdlr {
         Some(path) => {
             let size = std::fs::metadata(path)

@@ -9,6 +9,7 @@
 //! figures go to stdout and, when every sanity check passes, to `BENCHMARKS.md` between
 //! this task's markers.
 
+use crate::flags::{Flags, command_line, release_mdlr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -49,31 +50,18 @@ fn parse(args: &[&str]) -> Result<Options, String> {
         write: true,
         mdlr: None,
     };
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        let (key, inline) = match arg.split_once('=') {
-            Some((k, v)) => (k, Some(v.to_owned())),
-            None => (*arg, None),
-        };
-        let mut value = || -> Result<String, String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => rest
-                    .next()
-                    .map(|v| (*v).to_owned())
-                    .ok_or_else(|| format!("{key} needs a value\n{USAGE}")),
-            }
-        };
+    let mut flags = Flags::new(args, USAGE);
+    while let Some((key, switch)) = flags.next() {
         match key {
             "--sizes" => {
-                options.sizes = list(&value()?, |s| {
+                options.sizes = list(&flags.value()?, |s| {
                     s.parse::<usize>().ok().filter(|n| *n > 0 && *n <= 100_000)
                 })
                 .map_err(|bad| format!("--sizes: {bad:?} is not a machine count\n{USAGE}"))?;
             }
             "--scale" => {
                 options.scales = Some(
-                    list(&value()?, |s| {
+                    list(&flags.value()?, |s| {
                         s.parse::<f64>()
                             .ok()
                             .filter(|f| f.is_finite() && *f > 0.0 && *f <= 1.0)
@@ -83,10 +71,10 @@ fn parse(args: &[&str]) -> Result<Options, String> {
                     })?,
                 );
             }
-            "--mdlr" => options.mdlr = Some(PathBuf::from(value()?)),
-            "--write" if inline.is_none() => options.write = true,
-            "--no-write" if inline.is_none() => options.write = false,
-            _ => return Err(format!("unknown option {arg}\n{USAGE}")),
+            "--mdlr" => options.mdlr = Some(PathBuf::from(flags.value()?)),
+            "--write" if switch => options.write = true,
+            "--no-write" if switch => options.write = false,
+            _ => return Err(flags.unknown()),
         }
     }
     Ok(options)
@@ -115,17 +103,8 @@ pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
         return crate::bench_pair::run(root, args);
     }
     let options = parse(args)?;
-    let command = std::iter::once("cargo xtask bench-batch")
-        .chain(args.iter().copied().filter(|a| *a != "--write"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let bin = match &options.mdlr {
-        Some(path) => path.clone(),
-        None => {
-            println!("building mdlr (release) ...");
-            crate::build_mdlr(root, true)?
-        }
-    };
+    let command = command_line("cargo xtask bench-batch", args);
+    let bin = release_mdlr(root, options.mdlr.as_ref())?;
     let mut runs = Vec::new();
     for &n in &options.sizes {
         let scales = match &options.scales {

@@ -32,6 +32,7 @@
 //! upper quartile. The rounds are also split in two (odd and even), each half judged on
 //! its own, to show that a repeat gives the same verdicts.
 
+use crate::flags::{Flags, command_line, release_mdlr};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -73,32 +74,20 @@ fn parse(args: &[&str]) -> Result<Options, String> {
         write: true,
         mdlr: None,
     };
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        let (key, inline) = match arg.split_once('=') {
-            Some((k, v)) => (k, Some((*v).to_owned())),
-            None => (*arg, None),
-        };
-        let mut value = || -> Result<String, String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => rest
-                    .next()
-                    .map(|v| (*v).to_owned())
-                    .ok_or_else(|| format!("{key} needs a value\n{USAGE}")),
-            }
-        };
+    let mut flags = Flags::new(args, USAGE);
+    while let Some((key, switch)) = flags.next() {
         match key {
             "--rounds" => {
-                options.rounds = value()?
+                options.rounds = flags
+                    .value()?
                     .parse::<usize>()
                     .ok()
                     .filter(|n| (2..=100).contains(n))
                     .ok_or_else(|| format!("--rounds wants a number from 2 to 100\n{USAGE}"))?;
             }
-            "--mdlr" => options.mdlr = Some(PathBuf::from(value()?)),
-            "--no-write" if inline.is_none() => options.write = false,
-            _ => return Err(format!("unknown option {arg}\n{USAGE}")),
+            "--mdlr" => options.mdlr = Some(PathBuf::from(flags.value()?)),
+            "--no-write" if switch => options.write = false,
+            _ => return Err(flags.unknown()),
         }
     }
     Ok(options)
@@ -144,17 +133,8 @@ struct Figures {
 /// Runs the benchmark; `args` are what follows `bench-latency` on the command line.
 pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
     let options = parse(args)?;
-    let command = std::iter::once("cargo xtask bench-latency")
-        .chain(args.iter().copied())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let bin = match &options.mdlr {
-        Some(path) => path.clone(),
-        None => {
-            println!("building mdlr (release) ...");
-            crate::build_mdlr(root, true)?
-        }
-    };
+    let command = command_line("cargo xtask bench-latency", args);
+    let bin = release_mdlr(root, options.mdlr.as_ref())?;
     let scenarios = Scenario::all();
     // results[scenario][round]
     let mut results: Vec<Vec<Figures>> = vec![Vec::new(); scenarios.len()];

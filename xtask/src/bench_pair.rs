@@ -6,6 +6,7 @@
 //! makespan against the quota bound of all 16, and the 429s. The figures go to stdout
 //! and, when every check passes, to `BENCHMARKS.md` between this task's markers.
 
+use crate::flags::{Flags, command_line, release_mdlr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -47,25 +48,12 @@ fn parse(args: &[&str]) -> Result<Options, String> {
         write: true,
         mdlr: None,
     };
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        let (key, inline) = match arg.split_once('=') {
-            Some((k, v)) => (k, Some(v.to_owned())),
-            None => (*arg, None),
-        };
-        let mut value = || -> Result<String, String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => rest
-                    .next()
-                    .map(|v| (*v).to_owned())
-                    .ok_or_else(|| format!("{key} needs a value\n{USAGE}")),
-            }
-        };
+    let mut flags = Flags::new(args, USAGE);
+    while let Some((key, switch)) = flags.next() {
         match key {
-            "--pair" if inline.is_none() => {}
+            "--pair" if switch => {}
             "--rounds" => {
-                let v = value()?;
+                let v = flags.value()?;
                 options.rounds = v
                     .parse()
                     .ok()
@@ -73,7 +61,7 @@ fn parse(args: &[&str]) -> Result<Options, String> {
                     .ok_or_else(|| format!("--rounds: {v:?} is not 1 to 100\n{USAGE}"))?;
             }
             "--scale" => {
-                let v = value()?;
+                let v = flags.value()?;
                 options.scale = v
                     .parse()
                     .ok()
@@ -82,10 +70,10 @@ fn parse(args: &[&str]) -> Result<Options, String> {
                         format!("--scale: {v:?} is not a time scale in (0, 1]\n{USAGE}")
                     })?;
             }
-            "--mdlr" => options.mdlr = Some(PathBuf::from(value()?)),
-            "--write" if inline.is_none() => options.write = true,
-            "--no-write" if inline.is_none() => options.write = false,
-            _ => return Err(format!("unknown option {arg}\n{USAGE}")),
+            "--mdlr" => options.mdlr = Some(PathBuf::from(flags.value()?)),
+            "--write" if switch => options.write = true,
+            "--no-write" if switch => options.write = false,
+            _ => return Err(flags.unknown()),
         }
     }
     Ok(options)
@@ -94,17 +82,8 @@ fn parse(args: &[&str]) -> Result<Options, String> {
 /// Runs the benchmark; `args` are what follows `bench-batch` (with `--pair`).
 pub fn run(root: &Path, args: &[&str]) -> Result<(), String> {
     let options = parse(args)?;
-    let command = std::iter::once("cargo xtask bench-batch")
-        .chain(args.iter().copied().filter(|a| *a != "--write"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let bin = match &options.mdlr {
-        Some(path) => path.clone(),
-        None => {
-            println!("building mdlr (release) ...");
-            crate::build_mdlr(root, true)?
-        }
-    };
+    let command = command_line("cargo xtask bench-batch", args);
+    let bin = release_mdlr(root, options.mdlr.as_ref())?;
     let mut runs = Vec::new();
     for round in 1..=options.rounds {
         // Interleaved, the order swapped every round: a drift in the machine's load

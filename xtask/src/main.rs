@@ -11,6 +11,7 @@ mod demo;
 mod deny;
 mod dist;
 mod fixtures;
+mod flags;
 mod fuzz;
 mod package;
 mod sbom;
